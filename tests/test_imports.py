@@ -1,0 +1,62 @@
+"""The import direction of ARCHITECTURE.md, checked in fresh interpreters."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _modules_after_importing(package: str) -> set[str]:
+    code = (
+        "import importlib, pkgutil, sys\n"
+        f"import {package}\n"
+        f"for m in pkgutil.walk_packages({package}.__path__, '{package}.'):\n"
+        "    importlib.import_module(m.name)\n"
+        "print(' '.join(sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    return set(done.stdout.split())
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("analysis", {"torch", "ray", "optuna", "models", "tune", "search_spaces"}),
+        ("models", {"ray", "optuna", "pandas", "tune", "analysis", "search_spaces"}),
+        ("search_spaces", {"ray", "tune", "analysis"}),
+    ],
+)
+def test_imports_point_one_way(package: str, forbidden: set[str]) -> None:
+    loaded = _modules_after_importing(package)
+    assert not forbidden & loaded, f"{package} pulls in {sorted(forbidden & loaded)}"
+
+
+def test_packages_are_ours() -> None:
+    import analysis
+    import models
+    import search_spaces
+    import tune
+
+    for mod in (models, tune, analysis, search_spaces):
+        assert Path(mod.__file__).resolve().is_relative_to(ROOT)
+
+
+def test_cli_help_does_not_import_ray_or_torch() -> None:
+    code = (
+        "import sys\n"
+        "from tune.cli import build_parser\n"
+        "build_parser()\n"
+        "print(' '.join(sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    loaded = set(done.stdout.split())
+    assert not {"ray", "torch"} & loaded
