@@ -1,0 +1,269 @@
+"""Ablation tables: a metric's `mean ± std (n)` over seeds for each setting of a few parameters.
+
+    table = ablation_table(df, rows=["model/name", "model/num_ipe"], columns="model/beta",
+                           metrics=["mig", "dci_disentanglement"])
+    table.to_markdown(); table.to_latex(); table.to_csv()
+
+Rows are the combinations of the `rows` parameters present in the finished trials; each metric
+gets one table column, or one per value of the `columns` parameter. The best cell of each table
+column (by the metric's direction; ties all) is marked: bold in Markdown and LaTeX, `best=True`
+in the CSV. Failed, non-finite, unfinished and early-stopped trials are left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import _format as fmt
+from analysis.errors import AnalysisError
+from analysis.rank import default_metrics
+from analysis.sweep import (
+    _hashable,
+    direction,
+    param_label,
+    resolve_metrics,
+    resolve_param,
+    usable_trials,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AblationTable", "ablation_table", "write_ablation"]
+
+
+@dataclasses.dataclass(frozen=True)
+class AblationTable:
+    """An ablation table in long form, with its three renderings.
+
+    Attributes:
+        rows: the row parameters (config columns).
+        columns: the column parameter, or None.
+        metrics: the metric columns.
+        stats: one row per (row setting, column value, metric): the row parameters' values,
+            `column` (the column parameter's value or None), `metric`, `mean`, `std`, `n`
+            (trials), `n_configs` (distinct configurations pooled in the cell), `cell`
+            (`mean ± std (n)`) and `best` (bool).
+        excluded: counts of trials left out, by reason.
+    """
+
+    rows: tuple[str, ...]
+    columns: str | None
+    metrics: tuple[str, ...]
+    stats: pd.DataFrame
+    excluded: dict[str, int]
+
+    # ---- layout ------------------------------------------------------------------------------
+    def _column_keys(self) -> list[tuple[str, Any]]:
+        values = _sorted_unique(self.stats["column"]) if self.columns else [None]
+        return [(m, v) for m in self.metrics for v in values]
+
+    def _row_keys(self) -> list[tuple[Any, ...]]:
+        keys = {tuple(_hashable(r[p]) for p in self.rows) for _, r in self.stats.iterrows()}
+        return sorted(keys, key=lambda k: tuple(_sort_key(v) for v in k))
+
+    def _lookup(self) -> dict[tuple[Any, ...], pd.Series]:
+        out = {}
+        for _, r in self.stats.iterrows():
+            key = (*(_hashable(r[p]) for p in self.rows), r["metric"], _hashable(r["column"]))
+            out[key] = r
+        return out
+
+    def _grid(self, bold: Any) -> tuple[list[str], list[list[str]]]:
+        lookup = self._lookup()
+        header = [param_label(p) for p in self.rows]
+        cols = self._column_keys()
+        for m, v in cols:
+            name = _metric_label(m)
+            header.append(name if self.columns is None else f"{name} @ {fmt.value(v)}")
+        body = []
+        for rk in self._row_keys():
+            line = [fmt.value(v) for v in rk]
+            for m, v in cols:
+                r = lookup.get((*rk, m, _hashable(v)))
+                if r is None:
+                    line.append(fmt.DASH)
+                else:
+                    line.append(bold(r["cell"]) if r["best"] else r["cell"])
+            body.append(line)
+        return header, body
+
+    # ---- renderings --------------------------------------------------------------------------
+    def to_markdown(self) -> str:
+        """GitHub Markdown; the best cell of each column in bold; arrows give the direction."""
+        header, body = self._grid(lambda s: f"**{s}**")
+        arrows = {m: "↑" if direction(m) == "max" else "↓" for m in self.metrics}
+        n_rows = len(self.rows)
+        for i, (m, _) in enumerate(self._column_keys()):
+            header[n_rows + i] += f" {arrows[m]}"
+        align = ["l"] * n_rows + ["r"] * (len(header) - n_rows)
+        return fmt.markdown_table(header, body, align)
+
+    def to_latex(self, *, caption: str | None = None, label: str | None = None) -> str:
+        """A booktabs `table` (needs `\\usepackage{booktabs}`); best cells in `\\textbf`."""
+        _, body = self._grid(lambda s: f"\x00{s}\x01")
+        n_rows = len(self.rows)
+        cols = self._column_keys()
+        lines = [r"\begin{table}[t]", r"\centering"]
+        if caption:
+            lines.append(rf"\caption{{{fmt.latex_escape(caption)}}}")
+        if label:
+            lines.append(rf"\label{{{label}}}")
+        lines.append(r"\begin{tabular}{" + "l" * n_rows + "r" * len(cols) + "}")
+        lines.append(r"\toprule")
+        row_head = [fmt.latex_escape(param_label(p)) for p in self.rows]
+        arrows = {m: r"$\uparrow$" if direction(m) == "max" else r"$\downarrow$"
+                  for m in self.metrics}
+        if self.columns is None:
+            head = row_head + [f"{fmt.latex_escape(_metric_label(m))} {arrows[m]}" for m, _ in cols]
+            lines.append(" & ".join(head) + r" \\")
+        else:
+            per = len(cols) // len(self.metrics)
+            top = [""] * n_rows
+            rules = []
+            for i, m in enumerate(self.metrics):
+                top.append(rf"\multicolumn{{{per}}}{{c}}{{{fmt.latex_escape(_metric_label(m))} "
+                           rf"{arrows[m]}}}")
+                start = n_rows + i * per + 1
+                rules.append(rf"\cmidrule(lr){{{start}-{start + per - 1}}}")
+            lines.append(" & ".join(top) + r" \\")
+            lines.append(" ".join(rules))
+            sub = row_head + [
+                f"{fmt.latex_escape(param_label(self.columns))}={fmt.latex_escape(fmt.value(v))}"
+                for _, v in cols
+            ]
+            lines.append(" & ".join(sub) + r" \\")
+        lines.append(r"\midrule")
+        for line in body:
+            cells = []
+            for c in line:
+                text = fmt.latex_escape(c.replace("\x00", "").replace("\x01", ""))
+                cells.append(rf"\textbf{{{text}}}" if c.startswith("\x00") else text)
+            lines.append(" & ".join(cells) + r" \\")
+        lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self, path: str | Path | None = None) -> str:
+        """Long form: one line per (row setting, column value, metric); returns the text."""
+        out = self.stats.copy()
+        out = out.rename(columns={p: param_label(p) for p in self.rows})
+        if self.columns:
+            out = out.rename(columns={"column": param_label(self.columns)})
+        else:
+            out = out.drop(columns="column")
+        for col in out.columns:
+            if out[col].dtype == object:
+                out[col] = [fmt.value(v) if isinstance(v, tuple) else v for v in out[col]]
+        buf = io.StringIO()
+        out.to_csv(buf, index=False, lineterminator="\n")
+        text = buf.getvalue()
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+
+def ablation_table(df: pd.DataFrame, rows: str | Sequence[str],
+                   columns: str | None = None,
+                   metrics: str | Sequence[str] | None = None, *,
+                   include_stopped: bool = False) -> AblationTable:
+    """Build an ablation table from a trials table.
+
+    Args:
+        df: trials, from `load_sweep`.
+        rows: one or more config parameters (`model/name`, `config/model/num_ipe`, `beta`).
+        columns: optionally one more config parameter spread across the table's columns.
+        metrics: metric names (`mig`, `eval/sap`, `train/recon`); default: the sweep's
+            ranking metric.
+        include_stopped: keep trials an early-stopping scheduler ended.
+    Returns:
+        An `AblationTable`. A cell pools every finished trial with that setting; when this
+        pools several configurations (other parameters varied too) a warning is logged and
+        `n_configs` says how many.
+    Raises:
+        AnalysisError: an unknown parameter or metric (listing the known ones), a parameter
+            used twice, or no finished trial.
+    """
+    row_cols = [resolve_param(df, r) for r in ([rows] if isinstance(rows, str) else rows)]
+    if not row_cols:
+        raise AnalysisError("ablation_table needs at least one row parameter")
+    col_col = resolve_param(df, columns) if columns else None
+    every = row_cols + ([col_col] if col_col else [])
+    if len(set(every)) != len(every):
+        raise AnalysisError(f"a parameter is used twice in rows/columns: {every}")
+    metric_cols = resolve_metrics(df, metrics) if metrics else default_metrics(df)
+    used, excluded = usable_trials(df, include_stopped=include_stopped)
+    if used.empty:
+        reasons = ", ".join(f"{n} {k}" for k, n in excluded.items() if n) or "none"
+        raise AnalysisError(f"no finished trials among {len(df)} (left out: {reasons})")
+    keys = [[_hashable(v) for v in used[c]] for c in every]
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for i, key in enumerate(zip(*keys)):
+        groups.setdefault(key, []).append(i)
+    records = []
+    pooled = 0
+    for key, idx in groups.items():
+        sub = used.iloc[idx]
+        n_configs = int(sub["config_id"].nunique())
+        pooled = max(pooled, n_configs)
+        for m in metric_cols:
+            x = sub[m].to_numpy(dtype=float)
+            x = x[np.isfinite(x)]
+            n = len(x)
+            mean = float(x.mean()) if n else math.nan
+            std = float(x.std(ddof=1)) if n > 1 else math.nan
+            rec = dict(zip(row_cols, key[: len(row_cols)]))
+            rec.update(column=key[-1] if col_col else None, metric=m, mean=mean, std=std, n=n,
+                       n_configs=n_configs, cell=fmt.cell(mean, std, n))
+            records.append(rec)
+    stats = pd.DataFrame(records)
+    stats["best"] = False
+    for (m, _), sub in stats.groupby(["metric", stats["column"].map(_hashable).map(str)]):
+        x = sub["mean"].to_numpy(dtype=float)
+        if not np.isfinite(x).any():
+            continue
+        best = np.nanmax(x) if direction(m) == "max" else np.nanmin(x)
+        stats.loc[sub.index[np.isclose(x, best, rtol=1e-12, atol=0.0)], "best"] = True
+    if pooled > 1:
+        log.warning(
+            "ablation cells pool up to %d configurations each: parameters other than %s vary "
+            "too; the ± then spans them, not only seeds", pooled,
+            ", ".join(param_label(c) for c in every))
+    return AblationTable(tuple(row_cols), col_col, tuple(metric_cols), stats, excluded)
+
+
+def write_ablation(table: AblationTable, folder: str | Path, name: str = "ablation",
+                   *, caption: str | None = None) -> dict[str, Path]:
+    """Write `<name>.md`, `<name>.tex` and `<name>.csv` into `folder`; returns the paths."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / f"{name}.md", "tex": out / f"{name}.tex", "csv": out / f"{name}.csv"}
+    paths["md"].write_text(table.to_markdown())
+    paths["tex"].write_text(table.to_latex(caption=caption, label=f"tab:{name}"))
+    table.to_csv(paths["csv"])
+    return paths
+
+
+def _metric_label(column: str) -> str:
+    return column[len("eval/"):] if column.startswith("eval/") else column
+
+
+def _sort_key(v: Any) -> tuple[int, Any]:
+    if v is None:
+        return (3, "")
+    if isinstance(v, (bool, np.bool_)):
+        return (1, str(v))
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        return (0, float(v))
+    return (2, str(v))
+
+
+def _sorted_unique(values: pd.Series) -> list[Any]:
+    return sorted({_hashable(v) for v in values}, key=_sort_key)

@@ -1,0 +1,288 @@
+"""Ranking the configurations of a sweep: by one metric, by several, and Pareto fronts.
+
+Seeds of one configuration (rows sharing `config_id`) are aggregated first: mean, standard
+deviation (ddof 1), count, and a 95% Student-t interval of the mean. Failed, non-finite,
+unfinished and early-stopped trials, and trials without a finite value of a ranked metric,
+are left out and counted in `ranked.attrs["excluded"]`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis import _format as fmt
+from analysis.errors import AnalysisError
+from analysis.sweep import (
+    direction,
+    load_sweep,
+    param_label,
+    resolve_metrics,
+    searched_params,
+    usable_trials,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = ["aggregate_seeds", "default_metrics", "pareto_fronts", "rank", "rank_table"]
+
+#: The metric a sweep is ranked by when none is named, in order of preference.
+PREFERRED = (
+    "eval/mig",
+    "eval/dci_disentanglement",
+    "eval/factor_vae",
+    "eval/beta_vae",
+    "eval/sap",
+    "train/loss",
+)
+
+
+def default_metrics(df: pd.DataFrame) -> list[str]:
+    """The sweep's own objective(s) from `sweep.yaml` if given, else the first of `PREFERRED`."""
+    spec = df.attrs.get("spec") or {}
+    named = spec.get("metric") or spec.get("metrics")
+    if isinstance(named, str):
+        named = [named]
+    if isinstance(named, (list, tuple)):
+        try:
+            return resolve_metrics(df, [str(n) for n in named])
+        except AnalysisError:
+            log.warning("sweep.yaml names metrics %s that the table lacks; ignored", named)
+    for col in PREFERRED:
+        if col in df.columns and df[col].notna().any():
+            return [col]
+    metrics = [c for c in df.columns if c.startswith(("eval/", "train/"))]
+    if not metrics:
+        raise AnalysisError("the trials table has no eval/* or train/* metric columns")
+    return metrics[:1]
+
+
+def aggregate_seeds(df: pd.DataFrame, metrics: Sequence[str], *,
+                    params: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per `config_id` with seed statistics of each metric.
+
+    Args:
+        df: trials (already filtered to the ones that count).
+        metrics: full metric column names.
+        params: config columns to carry along (default: the searched ones of `df`).
+    Returns:
+        Columns `config_id`, `n_trials`, `trial_ids` (list of str), the `params`, and per metric
+        `<m>/mean`, `<m>/std` (NaN for one seed), `<m>/n`, `<m>/ci_low`, `<m>/ci_high`.
+    """
+    params = list(searched_params(df) if params is None else params)
+    rows = []
+    for config_id, group in df.groupby("config_id", sort=True):
+        group = group.sort_values(["seed", "trial_id"])
+        row: dict[str, object] = {
+            "config_id": config_id,
+            "n_trials": len(group),
+            "trial_ids": list(group["trial_id"]),
+        }
+        for p in params:
+            row[p] = group[p].iloc[0]
+        for m in metrics:
+            x = group[m].to_numpy(dtype=float)
+            x = x[np.isfinite(x)]
+            n = len(x)
+            mean = float(x.mean()) if n else np.nan
+            std = float(x.std(ddof=1)) if n > 1 else np.nan
+            half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else np.nan
+            row.update({f"{m}/mean": mean, f"{m}/std": std, f"{m}/n": n,
+                        f"{m}/ci_low": mean - half, f"{m}/ci_high": mean + half})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pareto_fronts(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
+    """Non-dominated sorting.
+
+    Args:
+        values: objectives, float, shape (n_points, n_objectives), finite.
+        maximize: per objective, True if larger is better.
+    Returns:
+        int array (n_points,): 1 for the Pareto front, 2 for the front once 1 is removed, ...
+        Equal points share a front.
+    """
+    v = np.asarray(values, dtype=float) * np.where(np.asarray(maximize), 1.0, -1.0)
+    n = len(v)
+    front = np.zeros(n, dtype=int)
+    remaining = np.arange(n)
+    level = 0
+    while len(remaining):
+        level += 1
+        sub = v[remaining]
+        ge = (sub[:, None, :] >= sub[None, :, :]).all(axis=2)
+        gt = (sub[:, None, :] > sub[None, :, :]).any(axis=2)
+        dominated = (ge & gt).any(axis=0)  # column j is dominated by some row i
+        front[remaining[~dominated]] = level
+        remaining = remaining[dominated]
+    return front
+
+
+def _tie_round(x: np.ndarray) -> np.ndarray:
+    """Round to 12 significant digits so that float noise in means does not break ties."""
+    out = np.array(x, dtype=float)
+    finite = np.isfinite(out) & (out != 0)
+    mag = np.floor(np.log10(np.abs(out[finite])))
+    out[finite] = np.round(out[finite] / 10**mag, 11) * 10**mag
+    return out
+
+
+def rank(df: pd.DataFrame, by: str | Sequence[str] | None = None, *,
+         sort: str = "rank", include_stopped: bool = False) -> pd.DataFrame:
+    """Rank the configurations of a sweep.
+
+    Args:
+        df: a trials table from `load_sweep` (or the same columns).
+        by: one metric or several: bare names (`mig`, `recon`) or columns (`eval/mig`,
+            `train/recon`). Default: the sweep's objective, else MIG, else `train/loss`.
+        sort: `"rank"` (by the metric, or the mean rank across metrics) or `"pareto"`
+            (by Pareto front, then mean rank; several metrics only).
+        include_stopped: keep trials an early-stopping scheduler ended (off: their metrics
+            were taken at fewer steps).
+    Returns:
+        A new DataFrame, best first, one row per configuration: `rank` (1 = best; tied
+        configurations share the smallest rank), `config_id`, `n_trials`, `best_trial` (the
+        seed with the best value of the first metric), `trial_ids`, the searched parameters,
+        the seed statistics of each metric (see `aggregate_seeds`) and, with several metrics,
+        `<m>/rank` per metric, `mean_rank` and `pareto_front` (1 = non-dominated).
+        `attrs`: `by`, `directions` ({metric: "max"|"min"}), `excluded` (counts of trials
+        left out by reason: failed, nonfinite, unfinished, stopped, missing_metric),
+        `n_trials` (all rows), `n_used`.
+    Raises:
+        AnalysisError: for an unknown metric (listing the known ones), a bad `sort`, or no
+            finished trial with finite values of the metrics.
+    """
+    if sort not in ("rank", "pareto"):
+        raise AnalysisError(f"sort must be 'rank' or 'pareto', got {sort!r}")
+    metrics = resolve_metrics(df, by) if by is not None and len(by) else default_metrics(df)
+    directions = {m: direction(m) for m in metrics}
+    used, excluded = usable_trials(df, include_stopped=include_stopped)
+    values = used[metrics].to_numpy(dtype=float)
+    finite = np.isfinite(values).all(axis=1)
+    excluded["missing_metric"] = int((~finite).sum())
+    used = used[finite]
+    if used.empty:
+        reasons = ", ".join(f"{n} {k}" for k, n in excluded.items() if n) or "none"
+        raise AnalysisError(
+            f"no finished trial with a finite {', '.join(metrics)} among {len(df)} trials "
+            f"(left out: {reasons})"
+        )
+    params = searched_params(df)
+    table = aggregate_seeds(used, metrics, params=params)
+
+    first = metrics[0]
+    best_trial = []
+    for ids in table["trial_ids"]:
+        sub = used[used["trial_id"].isin(ids)].sort_values(["seed", "trial_id"])
+        x = sub[first].to_numpy(dtype=float)
+        i = int(np.argmax(x) if directions[first] == "max" else np.argmin(x))
+        best_trial.append(sub["trial_id"].iloc[i])
+    table.insert(1, "best_trial", best_trial)
+
+    def oriented(m: str) -> np.ndarray:
+        x = _tie_round(table[f"{m}/mean"].to_numpy(dtype=float))
+        return x if directions[m] == "max" else -x
+
+    if len(metrics) == 1:
+        score = pd.Series(oriented(first))
+        table["rank"] = score.rank(ascending=False, method="min").astype(int)
+        keys = ["rank", f"{first}/n", "config_id"]
+        asc = [True, False, True]
+    else:
+        for m in metrics:
+            table[f"{m}/rank"] = pd.Series(oriented(m)).rank(ascending=False, method="average")
+        table["mean_rank"] = table[[f"{m}/rank" for m in metrics]].mean(axis=1)
+        table["rank"] = _tie_round(table["mean_rank"].to_numpy())
+        table["rank"] = table["rank"].rank(method="min").astype(int)
+        table["pareto_front"] = pareto_fronts(
+            np.column_stack([table[f"{m}/mean"] for m in metrics]),
+            [directions[m] == "max" for m in metrics],
+        )
+        keys = (["pareto_front"] if sort == "pareto" else []) + ["rank", "config_id"]
+        asc = [True] * len(keys)
+    table = table.sort_values(keys, ascending=asc, kind="mergesort").reset_index(drop=True)
+    front_cols = ["rank", "config_id", "best_trial", "n_trials"]
+    table = table[front_cols + [c for c in table.columns if c not in front_cols]]
+    table.attrs.update(
+        by=list(metrics),
+        directions=directions,
+        excluded=excluded,
+        n_trials=len(df),
+        n_used=len(used),
+        params=params,
+        sweep_folder=df.attrs.get("sweep_folder"),
+    )
+    if any(excluded.values()):
+        log.info("ranking left out %s", ", ".join(f"{n} {k}" for k, n in excluded.items() if n))
+    return table
+
+
+def excluded_line(ranked: pd.DataFrame) -> str:
+    """`"27 trials, 24 used; left out: 2 failed, 1 nonfinite"`."""
+    ex = ranked.attrs.get("excluded", {})
+    left = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in ex.items() if n)
+    line = f"{ranked.attrs.get('n_trials', '?')} trials, {ranked.attrs.get('n_used', '?')} used"
+    return line + (f"; left out: {left}" if left else "; none left out")
+
+
+def ranked_markdown(ranked: pd.DataFrame, *, top: int | None = None) -> str:
+    """The ranked table as Markdown: parameters, `mean ± std (n)` and the 95% interval."""
+    metrics = ranked.attrs.get("by", [])
+    params = [p for p in ranked.attrs.get("params", []) if p in ranked.columns]
+    multi = "mean_rank" in ranked.columns
+    header = ["rank", "config", *[param_label(p) for p in params]]
+    align = ["r", "l", *["l"] * len(params)]
+    for m in metrics:
+        arrow = "↑" if ranked.attrs["directions"][m] == "max" else "↓"
+        header += [f"{m} {arrow}", "95% CI"]
+        align += ["r", "r"]
+    if multi:
+        header += ["mean rank", "front"]
+        align += ["r", "r"]
+    header.append("best trial")
+    align.append("l")
+    rows = []
+    shown = ranked if top is None else ranked.head(top)
+    for _, r in shown.iterrows():
+        row = [str(r["rank"]), str(r["config_id"]), *[fmt.value(r[p]) for p in params]]
+        for m in metrics:
+            row.append(fmt.cell(r[f"{m}/mean"], r[f"{m}/std"], int(r[f"{m}/n"]), digits=4))
+            lo, hi = r[f"{m}/ci_low"], r[f"{m}/ci_high"]
+            row.append(fmt.DASH if np.isnan(lo) else f"[{fmt.num(lo)}, {fmt.num(hi)}]")
+        if multi:
+            row += [fmt.num(r["mean_rank"], 3), str(r["pareto_front"])]
+        row.append(str(r["best_trial"]))
+        rows.append(row)
+    return fmt.markdown_table(header, rows, align)
+
+
+def rank_table(folder_or_df: str | Path | pd.DataFrame, by: str | Sequence[str] | None = None,
+               *, top: int | None = None, sort: str = "rank") -> tuple[pd.DataFrame, str]:
+    """What `mipet-tune rank SWEEP --by ...` prints.
+
+    Args:
+        folder_or_df: a sweep folder or a table from `load_sweep`.
+        by: metric name(s), as for `rank`.
+        top: show only the first `top` rows in the text (the DataFrame has all).
+        sort: as for `rank`.
+    Returns:
+        (the ranked DataFrame, a text: one summary line, then a Markdown table).
+    Raises:
+        AnalysisError: as `load_sweep` and `rank` do.
+    """
+    df = folder_or_df if isinstance(folder_or_df, pd.DataFrame) else load_sweep(folder_or_df)
+    ranked = rank(df, by, sort=sort)
+    dirs = ", ".join(
+        f"{m} ({'higher' if d == 'max' else 'lower'} is better)"
+        for m, d in ranked.attrs["directions"].items()
+    )
+    how = "mean rank across metrics" if len(ranked.attrs["by"]) > 1 else "mean over seeds"
+    text = (f"Ranked by {dirs}; {how}; {len(ranked)} configurations, "
+            f"{excluded_line(ranked)}.\n\n" + ranked_markdown(ranked, top=top))
+    return ranked, text

@@ -1,0 +1,513 @@
+"""Reading a sweep folder into one trials table, and the vocabulary of that table.
+
+A sweep folder holds `trials.parquet` (one row per trial, written when a sweep ends) and Ray
+Tune's experiment folder `ray/`. A sweep that was killed has no parquet; `load_sweep` then
+rebuilds the same table from the trial folders (`params.json`, `result.json`, `error.txt`).
+
+Column families of the table:
+    trial_id, status, failed, nonfinite, error, config_id, seed, step, time_total_s, ...
+    config/<section>/<field>   every run-config field (config/seed too)
+    eval/<metric>              final disentanglement metrics (float, NaN when missing)
+    train/<term>               final training losses (float, lower is better)
+    fast/<metric>              intermediate metrics (only in a rebuilt table)
+Derived here: `stopped` (a finished trial that ran fewer steps than `config/train/steps`, as
+an early-stopping scheduler leaves it) and `usable` (finished, not failed, finite, not stopped).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import AnalysisError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "HIGHER_IS_BETTER",
+    "LOWER_IS_BETTER",
+    "config_columns",
+    "direction",
+    "load_sweep",
+    "metric_columns",
+    "param_label",
+    "resolve_metric",
+    "resolve_param",
+    "searched_params",
+    "usable_trials",
+]
+
+STATUSES = ("TERMINATED", "ERROR", "RUNNING", "PENDING", "PAUSED")
+
+#: Final metrics where a larger value is better (the supervised disentanglement scores).
+HIGHER_IS_BETTER = frozenset(
+    {
+        "beta_vae",
+        "beta_vae_train",
+        "factor_vae",
+        "factor_vae_train",
+        "mig",
+        "dci_disentanglement",
+        "dci_completeness",
+        "dci_informativeness_train",
+        "dci_informativeness_test",
+        "sap",
+        "irs",
+        "modularity",
+        "explicitness_train",
+        "explicitness_test",
+    }
+)
+#: Metrics where a smaller value is better: the unsupervised scores measure dependence
+#: between latents (spec/metrics.md), and every `train/*` column is a loss.
+LOWER_IS_BETTER = frozenset(
+    {
+        "gaussian_total_correlation",
+        "gaussian_wasserstein_correlation",
+        "gaussian_wasserstein_correlation_norm",
+        "mutual_info_score",
+    }
+)
+_METRIC_PREFIXES = ("eval/", "train/", "fast/")
+_FLAG_COLUMNS = ("failed", "nonfinite")
+_NONFINITE_WORDS = re.compile(r"non-?finite|NonFiniteLossError|\bnan\b|\binf\b", re.IGNORECASE)
+
+
+# ---- vocabulary ------------------------------------------------------------------------------
+def direction(column: str) -> str:
+    """Whether a metric column is maximised or minimised.
+
+    Args:
+        column: a full column name such as `eval/mig`, `fast/mig` or `train/recon`.
+    Returns:
+        `"max"` or `"min"`.
+    Raises:
+        AnalysisError: for a column that is not a metric (`eval/`, `fast/`, `train/`).
+    """
+    if column.startswith("train/"):
+        return "min"
+    for prefix in ("eval/", "fast/"):
+        if column.startswith(prefix):
+            name = column[len(prefix) :]
+            if name in LOWER_IS_BETTER:
+                return "min"
+            if name not in HIGHER_IS_BETTER:
+                log.debug("metric %s has no known direction; assuming higher is better", column)
+            return "max"
+    raise AnalysisError(f"{column!r} is not a metric column (eval/*, fast/* or train/*)")
+
+
+def metric_columns(df: pd.DataFrame, *, include_fast: bool = False) -> list[str]:
+    """The metric columns of a trials table: `eval/*` first, then `train/*` (then `fast/*`)."""
+    prefixes = _METRIC_PREFIXES if include_fast else _METRIC_PREFIXES[:2]
+    return [c for p in prefixes for c in df.columns if c.startswith(p)]
+
+
+def config_columns(df: pd.DataFrame) -> list[str]:
+    """Every `config/...` column except `config/seed`."""
+    return [c for c in df.columns if c.startswith("config/") and c != "config/seed"]
+
+
+def resolve_metric(df: pd.DataFrame, name: str) -> str:
+    """Map a metric name to its column: `mig` -> `eval/mig`, `recon` -> `train/recon`.
+
+    A full column name (`eval/mig`, `train/loss`, `fast/mig`) is taken as it is.
+
+    Raises:
+        AnalysisError: naming the known metrics when `name` matches none.
+    """
+    if name in df.columns and name.startswith(_METRIC_PREFIXES):
+        return name
+    for prefix in _METRIC_PREFIXES:
+        if prefix + name in df.columns:
+            return prefix + name
+    known = metric_columns(df, include_fast=True)
+    shown = ", ".join(c.split("/", 1)[1] if c.startswith("eval/") else c for c in known)
+    raise AnalysisError(
+        f"unknown metric {name!r}; this sweep has: {shown or 'no metric columns at all'}"
+    )
+
+
+def resolve_param(df: pd.DataFrame, name: str) -> str:
+    """Map a config parameter name to its column.
+
+    Accepts `config/model/beta`, `model/beta`, `model.beta` or a bare field name such as
+    `beta` when exactly one section has it.
+
+    Raises:
+        AnalysisError: naming the config parameters when `name` matches none, or is ambiguous.
+    """
+    key = name.replace(".", "/")
+    for candidate in (key, f"config/{key}"):
+        if candidate in df.columns and candidate.startswith("config/"):
+            return candidate
+    cols = config_columns(df)
+    hits = [c for c in cols if c.rsplit("/", 1)[-1] == key]
+    if len(hits) == 1:
+        return hits[0]
+    if len(hits) > 1:
+        raise AnalysisError(
+            f"config parameter {name!r} is ambiguous; say which: "
+            + ", ".join(param_label(c) for c in hits)
+        )
+    raise AnalysisError(
+        f"unknown config parameter {name!r}; known: "
+        + (", ".join(param_label(c) for c in cols) or "none")
+    )
+
+
+def param_label(column: str) -> str:
+    """`config/model/beta` -> `model/beta` (for tables and plots)."""
+    return column[len("config/") :] if column.startswith("config/") else column
+
+
+def searched_params(df: pd.DataFrame) -> list[str]:
+    """The config columns that vary across the trials (the seed excluded).
+
+    A conditional parameter, present in some trials and NaN in others, counts as varying.
+    """
+    out = []
+    for col in config_columns(df):
+        values = {_hashable(v) for v in df[col]}
+        if len(values) > 1:
+            out.append(col)
+    return out
+
+
+def usable_trials(
+    df: pd.DataFrame, *, include_stopped: bool = False
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The finished, healthy trials, and how many of each other kind were left out.
+
+    Returns:
+        (rows, excluded) where `excluded` counts `failed`, `nonfinite`, `unfinished` (status
+        not TERMINATED) and `stopped` (ended early by a scheduler; kept if `include_stopped`).
+        A trial is counted once, under the first reason in that order.
+    """
+
+    def flag(name: str) -> pd.Series:
+        if name not in df.columns:
+            return pd.Series(False, index=df.index)
+        return df[name].fillna(False).astype(bool)
+
+    status = df["status"] if "status" in df.columns else pd.Series("TERMINATED", index=df.index)
+    nonfinite = flag("nonfinite")
+    failed = (flag("failed") | (status == "ERROR")) & ~nonfinite
+    unfinished = ~(failed | nonfinite) & (status != "TERMINATED")
+    stopped = ~(failed | nonfinite | unfinished) & flag("stopped")
+    excluded = {
+        "failed": int(failed.sum()),
+        "nonfinite": int(nonfinite.sum()),
+        "unfinished": int(unfinished.sum()),
+        "stopped": 0 if include_stopped else int(stopped.sum()),
+    }
+    keep = ~(failed | nonfinite | unfinished)
+    if not include_stopped:
+        keep &= ~stopped
+    return df[keep], excluded
+
+
+# ---- loading ---------------------------------------------------------------------------------
+def load_sweep(folder: str | Path) -> pd.DataFrame:
+    """Read a sweep folder's trials table.
+
+    Args:
+        folder: the sweep folder (holding `trials.parquet` and/or Ray's `ray/` folder).
+    Returns:
+        One row per trial with typed columns (see the module docstring). Failed, non-finite,
+        unfinished and early-stopped trials are kept and flagged. `df.attrs` holds
+        `sweep_folder` (str), `source` (`"parquet"` or `"ray"`) and `spec` (the parsed
+        `sweep.yaml` mapping, or `{}`).
+    Raises:
+        AnalysisError: if the folder does not exist or is not a sweep folder, or the table is
+            unreadable or lacks the required columns.
+    """
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise AnalysisError(f"{path}: no such sweep folder")
+    parquet = path / "trials.parquet"
+    ray_dir = path / "ray"
+    if parquet.is_file():
+        try:
+            df = pd.read_parquet(parquet)
+        except Exception as exc:  # pyarrow raises several kinds for a broken file
+            raise AnalysisError(f"{parquet}: not a readable Parquet file ({exc})") from exc
+        source = "parquet"
+    elif ray_dir.is_dir():
+        df = rebuild_from_ray(ray_dir)
+        source = "ray"
+        log.info("%s has no trials.parquet; rebuilt %d trials from %s", path, len(df), ray_dir)
+    else:
+        raise AnalysisError(
+            f"{path}: not a sweep folder (expected trials.parquet or a ray/ experiment folder)"
+        )
+    df = _typed(df, where=str(parquet if source == "parquet" else ray_dir))
+    df.attrs["sweep_folder"] = str(path.resolve())
+    df.attrs["source"] = source
+    df.attrs["spec"] = _read_spec(path / "sweep.yaml")
+    return df
+
+
+def rebuild_from_ray(ray_dir: str | Path) -> pd.DataFrame:
+    """Rebuild the trials table from Ray Tune trial folders (for a sweep that was killed).
+
+    A trial folder is any folder below `ray_dir` holding `params.json` or `result.json`.
+    Status: ERROR if `error.txt` exists; TERMINATED if the last result says `done` or has
+    final `eval/*` metrics; RUNNING otherwise (a killed sweep leaves such trials); PENDING
+    if there is no result at all.
+
+    Raises:
+        AnalysisError: if no trial folder is found.
+    """
+    root = Path(ray_dir)
+    trial_dirs = sorted(
+        {p.parent for name in ("params.json", "result.json") for p in root.rglob(name)}
+    )
+    if not trial_dirs:
+        raise AnalysisError(f"{root}: no Ray trial folders (params.json/result.json) found")
+    rows = [_trial_row(d) for d in trial_dirs]
+    return pd.DataFrame(rows)
+
+
+def _trial_row(trial_dir: Path) -> dict[str, Any]:
+    results = _read_results(trial_dir / "result.json")
+    last = results[-1] if results else {}
+    config = last.get("config")
+    if not isinstance(config, dict):
+        config = _read_json(trial_dir / "params.json") or {}
+    error_file = trial_dir / "error.txt"
+    error = error_file.read_text(errors="replace").strip() if error_file.is_file() else None
+
+    row: dict[str, Any] = {"trial_id": str(last.get("trial_id") or _trial_id_from_name(trial_dir))}
+    if error is not None:
+        status = "ERROR"
+    elif last.get("done") or any(k.startswith("eval/") for k in last):
+        status = "TERMINATED"
+    elif results:
+        status = "RUNNING"
+    else:
+        status = "PENDING"
+    reported = {k: v for r in results for k, v in r.items() if k.startswith(_METRIC_PREFIXES)}
+    # a loss reported as NaN/inf (the trainer should raise instead; older runs did report it)
+    bad_value = any(
+        isinstance(v, float) and not math.isfinite(v)
+        for r in results
+        for k, v in r.items()
+        if k.startswith("train/")
+    )
+    nonfinite = bad_value or bool(error and _NONFINITE_WORDS.search(error))
+    row.update(
+        status=status,
+        failed=error is not None or nonfinite,
+        nonfinite=nonfinite,
+        error=(error.strip().splitlines()[-1] if error else None),
+        config_id=_config_id(config),
+        seed=config.get("seed"),
+    )
+    for key, value in _flatten(config).items():
+        row[f"config/{key}"] = value
+    # the latest value of each metric: eval/* come in the last report, train/* in each one
+    row.update(reported)
+    row["step"] = last.get("step", last.get("training_iteration"))
+    row["time_total_s"] = last.get("time_total_s")
+    if "images_per_s" in last:
+        row["images_per_s"] = last["images_per_s"]
+    row["node"] = last.get("node_ip")
+    checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+    row["checkpoint_path"] = str(checkpoints[-1]) if checkpoints else None
+    artifacts = trial_dir.parent.parent / "trials" / row["trial_id"]
+    row["artifact_dir"] = str(artifacts) if artifacts.is_dir() else None
+    row["trial_dir"] = str(trial_dir)
+    return row
+
+
+def _read_results(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    out = []
+    for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)  # Python's json reads NaN and Infinity
+        except json.JSONDecodeError:
+            log.warning("%s line %d: not JSON (a report cut off by a kill?); skipped", path, n)
+            continue
+        if isinstance(record, dict):
+            out.append(record)
+    return out
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        log.warning("%s: not JSON; ignored", path)
+        return None
+
+
+def _trial_id_from_name(trial_dir: Path) -> str:
+    # train_trial_<id>_<n>_<params>_<date>: take <id>
+    m = re.match(r"^[A-Za-z]+_trial_([0-9a-zA-Z]+)_", trial_dir.name)
+    return m.group(1) if m else trial_dir.name
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _config_id(config: dict[str, Any]) -> str:
+    """Hash of the config without the seed (the same formula as tune's RunConfig.config_id)."""
+    d = {k: v for k, v in config.items() if k != "seed"}
+    blob = json.dumps(d, sort_keys=True, default=str).encode()
+    return hashlib.sha1(blob).hexdigest()[:12]
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        return {}
+    try:
+        import yaml  # pyyaml: a dependency of the distribution, needed only here and in export
+    except ImportError:  # pragma: no cover
+        return {}
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        log.warning("%s: not YAML (%s); ignored", path, exc)
+        return {}
+    return spec if isinstance(spec, dict) else {}
+
+
+# ---- typing ----------------------------------------------------------------------------------
+def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    df = df.copy()
+    if "trial_id" not in df.columns:
+        raise AnalysisError(f"{where}: no 'trial_id' column; not a trials table")
+    if len(df) == 0:
+        raise AnalysisError(f"{where}: the trials table is empty")
+    df["trial_id"] = df["trial_id"].astype(str)
+    if "status" not in df.columns:
+        df["status"] = "TERMINATED"
+    df["status"] = df["status"].fillna("PENDING").astype(str).str.upper()
+    if "error" not in df.columns:
+        df["error"] = None
+    for flag in _FLAG_COLUMNS:
+        if flag not in df.columns:
+            df[flag] = False
+        df[flag] = df[flag].fillna(False).astype(bool)
+    df.loc[df["status"] == "ERROR", "failed"] = True
+    df.loc[df["nonfinite"], "failed"] = True
+    for col in [c for c in df.columns if c.startswith(_METRIC_PREFIXES)]:
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    for col in config_columns(df) + ["config/seed"]:
+        if col in df.columns:
+            df[col] = _typed_config_column(df[col])
+    if "seed" not in df.columns:
+        df["seed"] = df["config/seed"] if "config/seed" in df.columns else 0
+    df["seed"] = pd.to_numeric(df["seed"], errors="coerce").astype("Int64")
+    if "config_id" not in df.columns:
+        cfg_cols = config_columns(df)
+        df["config_id"] = [
+            _config_id({c: _hashable(v) for c, v in zip(cfg_cols, row)})
+            for row in df[cfg_cols].itertuples(index=False)
+        ]
+    df["config_id"] = df["config_id"].astype(str)
+    for col in ("step",):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
+    for col in ("time_total_s", "images_per_s"):
+        if col in df.columns:
+            df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    for col in ("node", "checkpoint_path", "artifact_dir", "trial_dir", "error"):
+        if col not in df.columns:
+            df[col] = None
+        df[col] = df[col].astype(object).where(df[col].notna(), None)
+    steps_cfg = "config/train/steps"
+    if "step" in df.columns and steps_cfg in df.columns:
+        planned = pd.to_numeric(df[steps_cfg], errors="coerce")
+        ran = df["step"].astype(float)
+        df["stopped"] = (
+            (df["status"] == "TERMINATED") & ~df["failed"] & (ran < planned).fillna(False)
+        ).astype(bool)
+    else:
+        df["stopped"] = False
+    usable = (df["status"] == "TERMINATED") & ~df["failed"] & ~df["nonfinite"] & ~df["stopped"]
+    df["usable"] = usable.astype(bool)
+    return df.reset_index(drop=True)
+
+
+def _typed_config_column(col: pd.Series) -> pd.Series:
+    """Lists/arrays become tuples (hashable); integral numbers stay integers (nullable)."""
+    values = [_hashable(v) for v in col]
+    non_null = [v for v in values if not _is_missing(v)]
+    if non_null and all(isinstance(v, (bool, np.bool_)) for v in non_null):
+        return pd.Series(values, index=col.index, dtype=object)
+    if non_null and all(
+        isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in non_null
+    ):
+        return pd.Series([None if _is_missing(v) else int(v) for v in values], index=col.index,
+                         dtype="Int64")
+    if non_null and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        for v in non_null
+    ):
+        return pd.Series([np.nan if _is_missing(v) else float(v) for v in values],
+                         index=col.index, dtype=float)
+    return pd.Series(values, index=col.index, dtype=object)
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return tuple(_hashable(v) for v in value.tolist())
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
+    if _is_missing(value):
+        return None
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None or value is pd.NA:
+        return True
+    if isinstance(value, (float, np.floating)):
+        return bool(np.isnan(value))
+    return False
+
+
+def _as_list(names: str | Iterable[str] | None) -> list[str]:
+    if names is None:
+        return []
+    if isinstance(names, str):
+        return [names]
+    return list(names)
+
+
+def resolve_metrics(df: pd.DataFrame, names: str | Sequence[str] | None) -> list[str]:
+    """`resolve_metric` over one name or several; duplicates removed, order kept."""
+    out: list[str] = []
+    for name in _as_list(names):
+        col = resolve_metric(df, name)
+        if col not in out:
+            out.append(col)
+    return out
