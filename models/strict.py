@@ -13,13 +13,13 @@ from models.errors import ConfigError
 T = TypeVar("T")
 
 
-def nearest(name: str, known: typing.Iterable[str]) -> str:
-    """A ' (did you mean X?)' hint, or a list of the known names when nothing is close."""
+def nearest(name: str, known: typing.Iterable[str], prefix: str = "") -> str:
+    """A "did you mean 'X'?" hint, or the list of known names when nothing is close."""
     known = sorted(known)
     close = difflib.get_close_matches(name, known, n=1, cutoff=0.5)
     if close:
-        return f"did you mean {close[0]!r}?"
-    return "known: " + ", ".join(known)
+        return f"did you mean '{prefix}{close[0]}'?"
+    return "known: " + ", ".join(prefix + k for k in known)
 
 
 def check_keys(given: Mapping[str, Any], known: typing.Iterable[str], where: str) -> None:
@@ -27,7 +27,7 @@ def check_keys(given: Mapping[str, Any], known: typing.Iterable[str], where: str
     known = list(known)
     for key in given:
         if key not in known:
-            raise ConfigError(f"unknown key {where}{key!r}; {nearest(str(key), known)}")
+            raise ConfigError(f"unknown key '{where}{key}'; {nearest(str(key), known, where)}")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:

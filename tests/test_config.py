@@ -1,0 +1,100 @@
+"""RunConfig and SweepSpec: strict reading, round trips, overrides, clear errors."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import yaml
+
+from models.errors import ConfigError
+from tune.config import RunConfig, apply_overrides, known_paths
+from tune.spec import SweepSpec, preset_names
+
+
+def test_defaults_follow_the_dataset() -> None:
+    cfg = RunConfig.from_dict({"data": {"name": "shapes3d"}})
+    assert cfg.model.image_channels == 3
+    cfg = RunConfig.from_dict({"data": {"name": "dsprites"}})
+    assert cfg.model.image_channels == 1
+
+
+def test_yaml_and_pickle_round_trip() -> None:
+    cfg = RunConfig.from_dict({"model": {"name": "mipet_betatcvae", "beta": 4.0},
+                               "train": {"steps": 10}, "seed": 3})
+    again = RunConfig.from_dict(yaml.safe_load(cfg.to_yaml()))
+    assert again == cfg
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    assert again.config_id() == cfg.config_id()
+    assert cfg.replace(seed=4).config_id() == cfg.config_id()
+    assert RunConfig.from_dict({"model": {"beta": 2.0}}).config_id() != RunConfig().config_id()
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ({"trian": {}}, "did you mean 'train'"),
+        ({"train": {"stesp": 3}}, "'train/stesp'; did you mean 'train/steps'"),
+        ({"train": {"steps": 0}}, "train.steps must be >= 1"),
+        ({"train": {"lr": "fast"}}, "train/lr must be a number"),
+        ({"data": {"name": "dsprite"}}, "did you mean 'dsprites'"),
+        ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"model": {"betaa": 1.0}}, "betaa"),
+        ({"train": 5}, "train must be a mapping"),
+    ],
+)
+def test_bad_run_configs_fail_with_one_clear_line(data, match) -> None:
+    with pytest.raises(ConfigError, match=match) as info:
+        RunConfig.from_dict(data)
+    assert "\n" not in str(info.value)
+
+
+def test_exported_extras_are_ignored() -> None:
+    cfg = RunConfig.from_dict({"train": {"steps": 5}, "metrics": {"eval/mig": 0.1},
+                               "provenance": {"sweep": "x"}})
+    assert cfg.train.steps == 5
+
+
+def test_overrides_parse_values_and_reject_unknown_paths() -> None:
+    d = apply_overrides({}, ["model/beta=4", "train/steps=12", "train.weight_decay=1e-4"])
+    cfg = RunConfig.from_dict(d)
+    assert cfg.model.beta == 4.0 and cfg.train.steps == 12 and cfg.train.weight_decay == 1e-4
+    with pytest.raises(ConfigError, match="did you mean 'train/steps'"):
+        apply_overrides({}, ["train/step=3"])
+    with pytest.raises(ConfigError, match="PATH=VALUE"):
+        apply_overrides({}, ["train/steps"])
+    assert "model/beta" in known_paths() and "seed" in known_paths()
+
+
+def test_presets_load_and_validate() -> None:
+    assert {"quick", "paper"} <= set(preset_names())
+    for name in preset_names():
+        spec = SweepSpec.load(preset=name)
+        assert spec.num_samples >= 1
+        spec.run_config()
+
+
+def test_sweep_spec_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown preset 'quik'.*'quick'"):
+        SweepSpec.load(preset="quik")
+    with pytest.raises(ConfigError, match="num_sampels.*num_samples"):
+        SweepSpec.from_dict({"num_sampels": 3})
+    with pytest.raises(ConfigError, match="resources.gpu=1.5"):
+        SweepSpec.from_dict({"resources": {"gpu": 1.5}})
+    with pytest.raises(ConfigError, match="equal"):
+        SweepSpec.from_dict({"metric": ["eval/mig", "eval/sap"], "mode": ["max"]})
+    with pytest.raises(ConfigError, match="train/stesp"):
+        SweepSpec.load(preset="quick", overrides=["train/stesp=3"])
+    spec = SweepSpec.load(preset="quick", overrides=["train/steps=7", "num_samples=3",
+                                                     "resources/cpu=0.5"])
+    assert spec.run_config().train.steps == 7
+    assert spec.num_samples == 3 and spec.resources.cpu == 0.5
+
+
+def test_bad_yaml_file(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nnum_samples: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        SweepSpec.load(config=bad)
+    with pytest.raises(ConfigError, match="no such config file"):
+        SweepSpec.load(config=tmp_path / "missing.yaml")

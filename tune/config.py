@@ -1,0 +1,250 @@
+"""`RunConfig`: the one input of a training run (a trial, or `mipet-tune train`).
+
+A run config is five frozen parts: `model` (`models.ModelConfig`), `data`, `train`, `eval` and the
+`seed`. It is read strictly from nested dicts (YAML, Ray's trial config) or from "/"-paths
+(`"model/beta"`, as search spaces and `--set` name them), and written back with `to_dict()`, so the
+Ray trial dict, the checkpoint, the exported best config and `train --config` all hold the same thing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from models import ModelConfig, dataset_defaults
+from models.errors import ConfigError
+from models.strict import check_keys, from_dict, nearest, to_dict
+
+DATASET_NAMES = ("dsprites", "shapes3d", "cars3d", "mpi3d_toy", "mpi3d_realistic", "mpi3d_real")
+SECTIONS = ("model", "data", "train", "eval", "seed")
+# Keys an exported best config carries besides the run config; `train --config` ignores them.
+EXPORT_EXTRA_KEYS = ("metrics", "provenance")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which ground-truth dataset a run trains and is evaluated on."""
+
+    name: str = "dsprites"
+    source: str | None = None  # the real file or folder; None = the built-in generator
+    cache_dir: str | None = None  # None = $MIPET_TUNE_CACHE or ~/.cache/mipet-tune
+
+    def __post_init__(self) -> None:
+        if self.name not in DATASET_NAMES:
+            raise ConfigError(
+                f"data.name={self.name!r} is unknown; {nearest(self.name, DATASET_NAMES)}"
+            )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The optimisation: the paper's run.sh settings by default (Adam, lr 4e-4, batch 256)."""
+
+    steps: int = 100_000  # optimizer steps; `--set train/steps=N` shortens any run
+    batch_size: int = 256
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = 4e-4  # encoder/decoder group
+    sub_lr: float = 4e-4  # IPE/EF group (spec 3.3)
+    weight_decay: float = 0.0  # encoder/decoder group only, coupled L2 (torch Adam)
+    max_grad_norm: float = 1.0  # global-norm clipping; 0 disables
+    lr_schedule: Literal["const", "linear", "cosine"] = "const"
+    warmup_steps: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16 = autocast on the forward pass
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    report_every: int = 500  # steps between loss reports
+    checkpoint_every: int = 5_000  # steps between checkpoints (and one at the end)
+    eval_every: int = 0  # steps between `fast` metric evaluations; 0 = only at the end
+    num_threads: int = 0  # torch intra-op threads; 0 = what the trial's CPUs allow
+    images: bool = True  # write reconstructions and latent traversals at the end
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "report_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.batch_size < 2:
+            raise ConfigError(f"train.batch_size must be >= 2, got {self.batch_size}")
+        for name in ("lr", "sub_lr"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
+        if not self.max_grad_norm >= 0:
+            raise ConfigError(f"train.max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        for name in ("warmup_steps", "eval_every", "num_threads"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The disentanglement evaluation at the end of a run (and, cheaply, during it)."""
+
+    protocol: Literal["dlib", "mipet", "fast", "none"] = "dlib"
+    metrics: tuple[str, ...] = ()  # empty = the protocol's default set
+    # "mu": metrics on the encoder mean (the sound choice); "sample": on a reparameterised sample
+    # z, as the paper code does (spec/mipet.md 4.2).
+    representation: Literal["mu", "sample"] = "mu"
+    fast_metrics: tuple[str, ...] = ("mig", "dci", "factor_vae")  # during training (eval_every)
+    cache: bool = True  # encode each distinct image once per evaluation
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run depends on. Same config, same losses."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name="mipet_vae"))
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    seed: int = 0
+
+    # ---- reading -------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> RunConfig:
+        """Strictly build a RunConfig from a nested dict.
+
+        Unknown keys fail with the nearest known key. The model's `image_channels` and
+        `dense_dim` default to the dataset's (spec/mipet.md 1.1) unless given. The keys of an
+        exported best config (`metrics`, `provenance`) are accepted and ignored.
+        """
+        data = dict(data or {})
+        for key in EXPORT_EXTRA_KEYS:
+            data.pop(key, None)
+        check_keys(data, SECTIONS, "")
+        for key in ("model", "data", "train", "eval"):
+            if data.get(key) is not None and not isinstance(data[key], Mapping):
+                raise ConfigError(f"{key} must be a mapping of settings, got {data[key]!r}")
+        data_cfg = from_dict(DataConfig, data.get("data"), where="data/")
+        model_d = dict(data.get("model") or {})
+        for key, value in dataset_defaults(data_cfg.name).items():
+            model_d.setdefault(key, value)
+        model_d.setdefault("name", "mipet_vae")
+        model_cfg = ModelConfig.from_dict(model_d)
+        seed = data.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
+        return cls(
+            model=model_cfg,
+            data=data_cfg,
+            train=from_dict(TrainConfig, data.get("train"), where="train/"),
+            eval=from_dict(EvalConfig, data.get("eval"), where="eval/"),
+            seed=seed,
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> RunConfig:
+        return cls.from_dict(read_yaml(path))
+
+    # ---- writing -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": to_dict(self.model),
+            "data": to_dict(self.data),
+            "train": to_dict(self.train),
+            "eval": to_dict(self.eval),
+            "seed": self.seed,
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def flat(self) -> dict[str, Any]:
+        """`{"model/beta": 1.0, ..., "seed": 0}`."""
+        return flatten(self.to_dict())
+
+    def config_id(self) -> str:
+        """A short hash of everything but the seed: the seeds of one configuration share it."""
+        d = self.to_dict()
+        d.pop("seed")
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha1(blob).hexdigest()[:12]
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+
+# ---- "/"-paths ---------------------------------------------------------------------------
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, path + "/"))
+        else:
+            out[path] = value
+    return out
+
+
+def set_path(d: dict[str, Any], path: str, value: Any) -> None:
+    """Set `d["model"]["beta"] = value` for `path="model/beta"`, creating sections as needed."""
+    parts = [p for p in path.replace(".", "/").split("/") if p]
+    if not parts:
+        raise ConfigError(f"empty config path in {path!r}")
+    node = d
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"config path {path!r}: {part!r} is a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def known_paths() -> list[str]:
+    """Every settable "/"-path of a RunConfig (`model/beta`, `train/lr`, ..., `seed`)."""
+    out = []
+    for section, cls in (
+        ("model", ModelConfig),
+        ("data", DataConfig),
+        ("train", TrainConfig),
+        ("eval", EvalConfig),
+    ):
+        out += [f"{section}/{f.name}" for f in dataclasses.fields(cls) if f.init]
+    return out + ["seed"]
+
+
+def apply_overrides(d: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Apply `--set model/beta=4` style overrides (values parsed as YAML scalars) to a dict."""
+    out = json.loads(json.dumps(d, default=list)) if d else {}
+    paths = known_paths()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected PATH=VALUE, for example model/beta=4")
+        path, raw = item.split("=", 1)
+        path = path.strip().replace(".", "/")
+        if path not in paths:
+            raise ConfigError(f"--set {path!r}: unknown config path; {nearest(path, paths)}")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        set_path(out, path, value)
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping; a missing file or bad YAML is a one-line ConfigError."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: no such config file")
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{p}: expected a YAML mapping at the top, got {type(loaded).__name__}")
+    return loaded

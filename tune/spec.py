@@ -1,0 +1,225 @@
+"""`SweepSpec`: one sweep as data, read strictly from YAML (or a preset) before Ray starts."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.resources
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping
+
+import yaml
+
+from models.errors import ConfigError
+from models.strict import check_keys, from_dict, nearest, to_dict
+from tune.config import RunConfig, apply_overrides, known_paths, read_yaml
+
+PRESETS_PACKAGE = "tune.presets"
+_NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class SchedulerSpec:
+    """Early stopping by Ray Tune's ASHA over training steps (Optuna's pruners are not used by
+    OptunaSearch). `metric` is a loss (`train/loss`) or a `fast/<metric>` evaluated every
+    `train.eval_every` steps."""
+
+    kind: Literal["none", "asha"] = "none"
+    metric: str = "train/loss"
+    mode: Literal["min", "max"] = "min"
+    grace_period: int = 0  # steps; 0 = a tenth of train.steps
+    reduction_factor: int = 3
+
+    def __post_init__(self) -> None:
+        if self.reduction_factor < 2:
+            raise ConfigError(f"scheduler.reduction_factor must be >= 2, got {self.reduction_factor}")
+        if self.grace_period < 0:
+            raise ConfigError(f"scheduler.grace_period must be >= 0, got {self.grace_period}")
+        if not (self.metric.startswith("train/") or self.metric.startswith("fast/")):
+            raise ConfigError(
+                f"scheduler.metric={self.metric!r}: ASHA needs a value reported during training, "
+                "train/<loss term> or fast/<metric>"
+            )
+
+
+@dataclass(frozen=True)
+class ResourcesSpec:
+    """Per-trial resources: `gpu: 0.25` packs four trials on one GPU."""
+
+    cpu: float = 1.0
+    gpu: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.cpu > 0:
+            raise ConfigError(f"resources.cpu must be > 0, got {self.cpu}")
+        if not 0 <= self.gpu:
+            raise ConfigError(f"resources.gpu must be >= 0, got {self.gpu}")
+        if self.gpu > 1 and not float(self.gpu).is_integer():
+            raise ConfigError(
+                f"resources.gpu={self.gpu}: a fraction must be below 1 (or a whole number of GPUs)"
+            )
+
+
+@dataclass(frozen=True)
+class SamplerSpec:
+    """The Optuna sampler: TPE by default (NSGA-II is offered for several objectives)."""
+
+    kind: Literal["tpe", "random", "nsga2", "qmc", "gp"] = "tpe"
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A sweep: what to train (`base` run config + `space`), how many, how, and where."""
+
+    name: str = "sweep"
+    base: Mapping[str, Any] = field(default_factory=dict)  # a partial RunConfig (nested)
+    space: Any = "quick"  # a search_spaces preset name, a file path, or an inline mapping
+    num_samples: int = 8
+    seeds: int = 1  # seeds per configuration; their mean is what Optuna sees
+    metric: tuple[str, ...] = ("eval/mig",)
+    mode: tuple[str, ...] = ("max",)
+    scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
+    resources: ResourcesSpec = field(default_factory=ResourcesSpec)
+    max_concurrent: int = 0  # 0 = as many as the resources allow
+    storage: str = "runs"  # the parent folder (or URI) of the sweep folder
+    sampler: SamplerSpec = field(default_factory=SamplerSpec)
+    max_failures: int = 1  # retries of a crashed trial from its last checkpoint
+    reuse_actors: bool = True
+    checkpoints_to_keep: int = 2
+
+    def __post_init__(self) -> None:
+        if not _NAME_OK.match(self.name):
+            raise ConfigError(
+                f"name={self.name!r}: use letters, digits, '.', '_' or '-' (it names a folder)"
+            )
+        if self.num_samples < 1:
+            raise ConfigError(f"num_samples must be >= 1, got {self.num_samples}")
+        if self.seeds < 1:
+            raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
+        if len(self.metric) != len(self.mode) or not self.metric:
+            raise ConfigError(
+                f"metric {list(self.metric)} and mode {list(self.mode)} must be lists of equal, "
+                "non-zero length"
+            )
+        for m in self.mode:
+            if m not in ("min", "max"):
+                raise ConfigError(f"mode {m!r} must be 'min' or 'max'")
+        for m in self.metric:
+            if not (m.startswith("eval/") or m.startswith("train/")):
+                raise ConfigError(
+                    f"metric {m!r}: optimise a final value, eval/<metric> (e.g. eval/mig) or "
+                    "train/<loss term> (e.g. train/recon)"
+                )
+        if self.max_concurrent < 0:
+            raise ConfigError(f"max_concurrent must be >= 0, got {self.max_concurrent}")
+        if self.max_failures < 0:
+            raise ConfigError(f"max_failures must be >= 0, got {self.max_failures}")
+        if self.checkpoints_to_keep < 1:
+            raise ConfigError(f"checkpoints_to_keep must be >= 1, got {self.checkpoints_to_keep}")
+        if self.scheduler.kind != "none" and len(self.metric) > 1:
+            # Allowed by Ray, but ASHA then optimises something else than the study: say so.
+            pass
+
+    # ---- reading ------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SweepSpec:
+        data = dict(data)
+        for key in ("metric", "mode"):
+            if isinstance(data.get(key), str):
+                data[key] = [data[key]]
+        if "base" in data and data["base"] is not None and not isinstance(data["base"], Mapping):
+            raise ConfigError(f"base must be a mapping (a partial run config), got {data['base']!r}")
+        spec = from_dict(cls, data)
+        spec.run_config()  # a bad base fails here, with its path
+        return spec
+
+    @classmethod
+    def load(cls, *, preset: str | None = None, config: str | Path | None = None,
+             overrides: list[str] | tuple[str, ...] = (), name: str | None = None,
+             storage: str | None = None) -> SweepSpec:
+        """Read a preset or a YAML file and apply `--set` overrides.
+
+        An override names a sweep key (`num_samples=4`, `resources/gpu=0.25`) or a run-config
+        path applied to `base` (`train/steps=100`, `model/latent_dim=6`).
+        """
+        if (preset is None) == (config is None):
+            raise ConfigError("give exactly one of --preset NAME or --config FILE")
+        raw = read_preset(preset) if preset is not None else read_yaml(config)  # type: ignore
+        if preset is not None:
+            raw.setdefault("name", preset)
+        elif "name" not in raw:
+            raw["name"] = Path(config).stem  # type: ignore[arg-type]
+        raw = apply_sweep_overrides(raw, overrides)
+        if name is not None:
+            raw["name"] = name
+        if storage is not None:
+            raw["storage"] = storage
+        return cls.from_dict(raw)
+
+    # ---- derived ------------------------------------------------------------------------
+    def run_config(self, flat: Mapping[str, Any] | None = None) -> RunConfig:
+        """The RunConfig of a trial: `base` with the trial's "/"-path values applied."""
+        d = apply_overrides(dict(self.base), [])
+        if flat:
+            from tune.config import set_path
+
+            for path, value in flat.items():
+                set_path(d, path, value)
+        return RunConfig.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = to_dict(self)
+        out["base"] = dict(self.base)
+        return out
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SWEEP_KEYS = [f.name for f in dataclasses.fields(SweepSpec)]
+
+
+def preset_names() -> list[str]:
+    folder = importlib.resources.files(PRESETS_PACKAGE)
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    names = preset_names()
+    if name not in names:
+        raise ConfigError(f"unknown preset {name!r}; {nearest(name, names)}")
+    text = importlib.resources.files(PRESETS_PACKAGE).joinpath(f"{name}.yaml").read_text()
+    return yaml.safe_load(text) or {}
+
+
+def apply_sweep_overrides(raw: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    out = dict(raw)
+    base_sets = []
+    run_paths = known_paths()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train/steps=100")
+        key, value = item.split("=", 1)
+        key = key.strip().replace(".", "/")
+        head = key.split("/")[0]
+        if key in run_paths or key.startswith("base/"):
+            base_sets.append(f"{key.removeprefix('base/')}={value}")
+        elif head in SWEEP_KEYS:
+            parsed = yaml.safe_load(value) if value.strip() else None
+            parts = key.split("/")
+            node = out
+            for part in parts[:-1]:
+                node[part] = dict(node.get(part) or {})
+                node = node[part]
+            node[parts[-1]] = parsed
+        else:
+            raise ConfigError(
+                f"--set {key!r}: not a sweep key or run-config path; "
+                f"{nearest(key, SWEEP_KEYS + run_paths)}"
+            )
+    if base_sets:
+        out["base"] = apply_overrides(dict(out.get("base") or {}), base_sets)
+    check_keys(out, SWEEP_KEYS, "")
+    return out
