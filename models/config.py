@@ -1,0 +1,191 @@
+"""`ModelConfig`: the one frozen description of a model, and the per-dataset defaults.
+
+Defaults are the paper's published run (GIST-IRR/MIPET-VAEs run.sh; spec/mipet.md sections 3.2 and
+2.5): latent size 10, K = 3 IPE maps (1 for the commutative model), alpha = beta = gamma = 1,
+hy_rec 0.1, hy_hes 40, hy_commute 20, forward_eq_prob 0.2, every behaviour of the paper code kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+from models.errors import ConfigError
+from models.strict import from_dict, nearest, to_dict
+
+__all__ = ["ModelConfig", "dataset_defaults", "DATASET_DEFAULTS"]
+
+# Per dataset: what the paper code forces (dense_dim, loss) and the N of the beta-TC estimator.
+DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dsprites": {
+        "image_channels": 1, "dense_dim": (256, 128), "recon_loss": "bce", "dataset_size": 737_280,
+    },
+    "shapes3d": {
+        "image_channels": 3, "dense_dim": (256, 256), "recon_loss": "mse", "dataset_size": 480_000,
+    },
+    "cars3d": {
+        "image_channels": 3, "dense_dim": (256, 256), "recon_loss": "mse", "dataset_size": 17_568,
+    },
+}
+for _mpi in ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real"):
+    DATASET_DEFAULTS[_mpi] = {
+        "image_channels": 3, "dense_dim": (256, 256), "recon_loss": "mse",
+        "dataset_size": 1_036_800,
+    }
+
+
+def dataset_defaults(dataset: str) -> dict[str, Any]:
+    """The ModelConfig fields the paper code sets from the dataset.
+
+    Args:
+        dataset: one of `dsprites`, `shapes3d`, `cars3d`, `mpi3d_toy`, `mpi3d_realistic`,
+            `mpi3d_real`.
+    Returns:
+        A new dict with `image_channels` (1 or 3), `dense_dim` (tuple of 2 ints; dSprites
+        (256, 128), the others (256, 256)), `recon_loss` ('bce' for dSprites, 'mse' otherwise)
+        and `dataset_size` (N of the full training set).
+    Raises:
+        ConfigError: for an unknown dataset name.
+    """
+    if dataset not in DATASET_DEFAULTS:
+        raise ConfigError(f"unknown dataset {dataset!r}; {nearest(dataset, DATASET_DEFAULTS)}")
+    return dict(DATASET_DEFAULTS[dataset])
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Every knob of a model. Construct with `ModelConfig.from_dict(d)` (strict keys) or directly.
+
+    Fields a model does not read are listed by `models.used_fields(name)`.
+
+    Attributes:
+        name: registry name (`models.MODELS`).
+        image_channels: 1 (dSprites) or 3 (3D Shapes, Cars3D, MPI3D).
+        latent_dim: d, the number of latent units (the commutative models need
+            d == sum(subspace_sizes)).
+        dense_dim: (h0, h1) hidden sizes; h0 must be 256 (the conv flatten size 64*2*2), h1 is the
+            encoder/decoder hidden width (paper: 128 on dSprites, 256 elsewhere).
+        recon_loss: 'bce' (sum over pixels, for binary images), 'mse' (sum), or 'auto' (bce for
+            1 channel, mse for 3; resolved at construction).
+        num_ipe: K, the number of IPE maps; 0 gives the baseline. None picks the default: 3 for
+            mipet_vae / mipet_betatcvae, 1 for mipet_commutative, 0 for the baselines.
+        beta: weight of the KL term of (mipet_)beta_vae (1.0 = the paper code, which has no beta)
+            and of the TC term of (mipet_)betatcvae.
+        alpha, gamma: beta-TC weights of the mutual information and dimension-wise KL terms.
+        tc_estimator: 'paper' (log importance weight added per latent dimension, as the paper
+            code does) or 'mss' (minibatch stratified sampling of Chen et al. 2018).
+        dataset_size: N of the beta-TC estimator (the trainer sets it from the dataset).
+        hy_rec, hy_hes, hy_commute: weights of the commutative Lie-group losses.
+        forward_eq_prob: probability per training step of reconstructing from the encoder's group
+            features instead of the decoder's (commutative models).
+        subgroup_sizes, subspace_sizes: the Lie group layout (one subgroup supported: (m*m,), (d,)).
+        ipe_symmetric: IPE maps use exp of the symmetrised matrices (False: exp of the raw ones).
+        ef_conversion: use the EF conversion and its regulariser (False: IPE maps alone).
+        calibration: add the KL calibration term to the regulariser.
+        keep_dead_params: keep the paper code's never-trained parameters (EF `nu` and
+            `post_carrier`, the Lie encoder's unused heads) so that parameter counts and state
+            dicts match the paper code; False drops them (same maths, smaller model).
+    """
+
+    name: str = "mipet_vae"
+    image_channels: int = 1
+    latent_dim: int = 10
+    dense_dim: tuple[int, ...] = (256, 128)
+    recon_loss: Literal["auto", "bce", "mse"] = "auto"
+    num_ipe: int | None = None
+    beta: float = 1.0
+    alpha: float = 1.0
+    gamma: float = 1.0
+    tc_estimator: Literal["paper", "mss"] = "paper"
+    dataset_size: int = 737_280
+    hy_rec: float = 0.1
+    hy_hes: float = 40.0
+    hy_commute: float = 20.0
+    forward_eq_prob: float = 0.2
+    subgroup_sizes: tuple[int, ...] = (100,)
+    subspace_sizes: tuple[int, ...] = (10,)
+    ipe_symmetric: bool = True
+    ef_conversion: bool = True
+    calibration: bool = True
+    keep_dead_params: bool = True
+
+    def __post_init__(self) -> None:
+        from models._registry import MODELS  # late: the registry imports the model modules
+
+        if self.name not in MODELS:
+            raise ConfigError(f"model.name {self.name!r} is unknown; {nearest(self.name, MODELS)}")
+        cls = MODELS[self.name]
+        for fld in ("dense_dim", "subgroup_sizes", "subspace_sizes"):
+            value = getattr(self, fld)
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"model.{fld} must be a list of integers, got {value!r}")
+            object.__setattr__(self, fld, tuple(int(v) for v in value))
+        if self.image_channels not in (1, 3):
+            raise ConfigError(f"model.image_channels must be 1 or 3, got {self.image_channels}")
+        if not 1 <= self.latent_dim <= 1024:
+            raise ConfigError(f"model.latent_dim must be in [1, 1024], got {self.latent_dim}")
+        if len(self.dense_dim) != 2 or self.dense_dim[0] != 256 or self.dense_dim[1] < 1:
+            raise ConfigError(
+                "model.dense_dim must be [256, h1] with h1 >= 1 (256 is the conv flatten size "
+                f"64*2*2), got {list(self.dense_dim)}"
+            )
+        if self.recon_loss == "auto":
+            object.__setattr__(self, "recon_loss", "bce" if self.image_channels == 1 else "mse")
+        if self.recon_loss not in ("bce", "mse"):
+            raise ConfigError(f"model.recon_loss must be 'auto', 'bce' or 'mse', got {self.recon_loss!r}")
+        if self.num_ipe is None:
+            object.__setattr__(self, "num_ipe", cls.default_num_ipe)
+        if not 0 <= self.num_ipe <= 64:
+            raise ConfigError(f"model.num_ipe must be in [0, 64], got {self.num_ipe}")
+        if cls.default_num_ipe == 0 and self.num_ipe != 0:
+            raise ConfigError(
+                f"model.num_ipe must be 0 for the baseline {self.name!r}, got {self.num_ipe}; "
+                f"use the mipet_ variant for IPE maps"
+            )
+        if not (self.beta > 0 and math.isfinite(self.beta)):
+            raise ConfigError(f"model.beta must be > 0, got {self.beta}")
+        for fld in ("alpha", "gamma", "hy_rec", "hy_hes", "hy_commute"):
+            value = getattr(self, fld)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"model.{fld} must be >= 0 and finite, got {value}")
+        if self.tc_estimator not in ("paper", "mss"):
+            raise ConfigError(f"model.tc_estimator must be 'paper' or 'mss', got {self.tc_estimator!r}")
+        if self.dataset_size < 2:
+            raise ConfigError(f"model.dataset_size must be >= 2, got {self.dataset_size}")
+        if not 0.0 <= self.forward_eq_prob <= 1.0:
+            raise ConfigError(f"model.forward_eq_prob must be in [0, 1], got {self.forward_eq_prob}")
+        if cls.lie_group:
+            self._check_lie()
+
+    def _check_lie(self) -> None:
+        if len(self.subgroup_sizes) != 1 or len(self.subspace_sizes) != 1:
+            raise ConfigError(
+                "model.subgroup_sizes and model.subspace_sizes must have one entry each (one "
+                f"subgroup is supported), got {list(self.subgroup_sizes)} and "
+                f"{list(self.subspace_sizes)}"
+            )
+        size = self.subgroup_sizes[0]
+        if size < 1 or math.isqrt(size) ** 2 != size:
+            raise ConfigError(f"model.subgroup_sizes entries must be squares m*m, got {size}")
+        if self.subspace_sizes[0] != self.latent_dim:
+            raise ConfigError(
+                f"model.latent_dim must equal sum(model.subspace_sizes) = {self.subspace_sizes[0]} "
+                f"for {self.name!r}, got {self.latent_dim}"
+            )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None, *, where: str = "model.") -> ModelConfig:
+        """Strict construction: unknown keys raise ConfigError naming the nearest known key."""
+        return from_dict(cls, data, where=where)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (lists, not tuples) that `from_dict` reads back to an equal config."""
+        return to_dict(self)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with `changes` applied and validated (num_ipe is re-resolved on a name change)."""
+        if "name" in changes and "num_ipe" not in changes:
+            changes["num_ipe"] = None
+        return dataclasses.replace(self, **changes)
