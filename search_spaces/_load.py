@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.resources
 import logging
 import re
-import types
-import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +15,11 @@ from optuna.distributions import BaseDistribution
 from models.errors import ConfigError
 from models.strict import nearest
 from search_spaces import _yaml
-from search_spaces._space import Param, SearchSpace, from_distributions, label
+from search_spaces._space import SearchSpace, from_distributions, label
+from search_spaces._validate import Check, validate
 
 log = logging.getLogger(__name__)
 
-Check = Callable[[dict[str, Any]], Any]
 _MODULE_SPEC = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _PRESET_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
 
@@ -144,135 +141,8 @@ def load_space(
             that `check` rejects.
     """
     space = read_space(source)
-    _check_models(space, list(model_names) if model_names is not None else None)
-    if known_paths is not None:
-        _check_known(space, list(known_paths))
-    if check is not None:
-        _check_configs(space, check)
+    validate(space, known_paths=known_paths, check=check, model_names=model_names)
     return space
-
-
-# ---- validation against models.ModelConfig ---------------------------------------------------
-def _model_api() -> tuple[dict[str, Any], dict[str, Any], Mapping[str, Any], Callable[..., Any]]:
-    import models
-
-    cfg = models.ModelConfig
-    fields = {f.name: f for f in dataclasses.fields(cfg) if f.init}
-    hints = typing.get_type_hints(cfg)
-    return fields, hints, models.MODELS, models.used_fields
-
-
-def _is_int_type(tp: Any) -> bool:
-    if tp is int:
-        return True
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return len(args) == 1 and args[0] is int
-    return False
-
-
-def _check_models(space: SearchSpace, model_names: list[str] | None) -> None:
-    where = label(space.name)
-    model_paths = [p for p in space.paths if p.startswith("model/")]
-    if not model_paths and model_names is None:
-        return
-    fields, hints, registry, used_fields = _model_api()
-    known = [f"model/{f}" for f in fields]
-    params = {p.path: p for p in space.params}
-
-    # Which models can a trial of this space build?
-    names: tuple[str, ...] | None
-    if "model/name" in params:
-        p = params["model/name"]
-        if p.kind != "categorical":
-            raise ConfigError(f"{where}: model/name must be given as `choices: [...]`")
-        names = tuple(p.choices)
-    elif "model/name" in space.fixed:
-        names = (space.fixed["model/name"],)
-    elif model_names is not None:
-        names = tuple(model_names)
-    else:
-        names = None
-    for name in names or ():
-        if name not in registry:
-            raise ConfigError(
-                f"{where}: model/name {name!r} is not a model; {nearest(str(name), registry)}"
-            )
-
-    for path in model_paths:
-        field_name = path[len("model/") :]
-        if field_name not in fields:
-            raise ConfigError(f"{where}: unknown config path {path!r}; {nearest(path, known)}")
-        p = params.get(path)
-        if p is not None and p.kind == "float" and _is_int_type(hints.get(field_name)):
-            raise ConfigError(
-                f"{where}: {path} takes whole numbers; declare the range with `type: int`"
-            )
-        if names is None or field_name == "name":
-            continue
-        applies = names
-        if p is not None and "model/name" in p.when:
-            applies = tuple(n for n in names if n in p.when["model/name"])
-        readers = [n for n in applies if field_name in used_fields(n)]
-        ignoring = [n for n in applies if n not in readers]
-        if not readers:
-            who = applies[0] if len(applies) == 1 else "the models " + ", ".join(applies)
-            raise ConfigError(
-                f"{where}: {path}: {who} {'ignores' if len(applies) == 1 else 'ignore'} it; "
-                "drop it, or search it only for a model that reads it"
-            )
-        if p is not None and ignoring:
-            raise ConfigError(
-                f"{where}: {path}: {', '.join(ignoring)} "
-                f"{'ignores' if len(ignoring) == 1 else 'ignore'} it; add "
-                f"`when: {{model/name: [{', '.join(readers)}]}}`"
-            )
-
-
-def _check_known(space: SearchSpace, known_paths: list[str]) -> None:
-    where = label(space.name)
-    for path in space.paths:
-        if path.startswith("model/"):
-            continue  # checked against ModelConfig
-        if path not in known_paths:
-            raise ConfigError(f"{where}: unknown config path {path!r}; {nearest(path, known_paths)}")
-
-
-# ---- validation by building configurations ---------------------------------------------------
-def _short(config: Mapping[str, Any], space: SearchSpace) -> str:
-    shown = [f"{k}={v!r}" for k, v in config.items() if k not in space.fixed]
-    return "{" + ", ".join(shown) + "}"
-
-
-def _run_check(check: Check, config: dict[str, Any], space: SearchSpace, what: str) -> None:
-    try:
-        check(dict(config))
-    except (ConfigError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{label(space.name)}: {what} {_short(config, space)} fails: {exc}") from (
-            exc
-        )
-
-
-def _check_configs(space: SearchSpace, check: Check) -> None:
-    corners = space.corners()
-    for config in corners:
-        _run_check(check, config, space, "the configuration")
-    log.debug("%s: %d corners pass the config check", label(space.name), len(corners))
-    for p in space.params:
-        if p.kind != "float" or p.step is not None:
-            continue
-        base = next((c for c in corners if p.path in c), None)
-        if base is None:
-            continue
-        probe = dict(base)
-        probe[p.path] = p.interior_value()
-        try:
-            check(dict(probe))
-        except (ConfigError, ValueError, TypeError) as exc:
-            raise ConfigError(
-                f"{label(space.name)}: {p.path}={probe[p.path]:g} (inside the range) fails: "
-                f"{exc}; if it takes whole numbers, declare the range with `type: int`"
-            ) from exc
 
 
 # ---- Optuna's define-by-run ------------------------------------------------------------------

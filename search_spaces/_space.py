@@ -663,6 +663,24 @@ class SearchSpace:
         return "\n".join(lines)
 
     # -- checks --------------------------------------------------------------------------------
+    def validate(
+        self,
+        *,
+        known_paths: Iterable[str] | None = None,
+        check: Callable[[dict[str, Any]], Any] | None = None,
+        model_names: Iterable[str] | None = None,
+    ) -> None:
+        """Check the space against the models, the run config's paths and `check`.
+
+        The same checks as `load_space` (see there for the arguments).
+
+        Raises:
+            ConfigError: the first problem found, in one line.
+        """
+        from search_spaces._validate import validate
+
+        validate(self, known_paths=known_paths, check=check, model_names=model_names)
+
     def _check_structure(self) -> None:
         declared: dict[str, Param] = {}
         all_names = [p.path for p in self.params]
