@@ -107,6 +107,16 @@ class AblationTable:
         align = ["l"] * n_rows + ["r"] * (len(header) - n_rows)
         return fmt.markdown_table(header, body, align)
 
+    def to_html(self) -> str:
+        """An HTML `<table>`; the best cell of each column in `<b>`."""
+        header, body = self._grid(lambda s: f"\x00{s}")
+        arrows = {m: "↑" if direction(m) == "max" else "↓" for m in self.metrics}
+        for i, (m, _) in enumerate(self._column_keys()):
+            header[len(self.rows) + i] += f" {arrows[m]}"
+        cells = [[f"<b>{fmt.html_escape(c[1:])}</b>" if c.startswith("\x00")
+                  else fmt.html_escape(c) for c in line] for line in body]
+        return fmt.html_table(header, cells, escape=False)
+
     def to_latex(self, *, caption: str | None = None, label: str | None = None) -> str:
         """A booktabs `table` (needs `\\usepackage{booktabs}`); best cells in `\\textbf`."""
         _, body = self._grid(lambda s: f"\x00{s}\x01")
@@ -232,7 +242,7 @@ def ablation_table(df: pd.DataFrame, rows: str | Sequence[str],
         best = np.nanmax(x) if direction(m) == "max" else np.nanmin(x)
         stats.loc[sub.index[np.isclose(x, best, rtol=1e-12, atol=0.0)], "best"] = True
     if pooled > 1:
-        log.warning(
+        log.info(
             "ablation cells pool up to %d configurations each: parameters other than %s vary "
             "too; the ± then spans them, not only seeds", pooled,
             ", ".join(param_label(c) for c in every))

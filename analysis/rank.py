@@ -233,6 +233,12 @@ def excluded_line(ranked: pd.DataFrame) -> str:
 
 def ranked_markdown(ranked: pd.DataFrame, *, top: int | None = None) -> str:
     """The ranked table as Markdown: parameters, `mean ± std (n)` and the 95% interval."""
+    return fmt.markdown_table(*ranked_rows(ranked, top=top))
+
+
+def ranked_rows(ranked: pd.DataFrame, *, top: int | None = None
+                ) -> tuple[list[str], list[list[str]], list[str]]:
+    """The ranked table as text cells: (header, rows, alignment 'l'/'r' per column)."""
     metrics = ranked.attrs.get("by", [])
     params = [p for p in ranked.attrs.get("params", []) if p in ranked.columns]
     multi = "mean_rank" in ranked.columns
@@ -259,7 +265,7 @@ def ranked_markdown(ranked: pd.DataFrame, *, top: int | None = None) -> str:
             row += [fmt.num(r["mean_rank"], 3), str(r["pareto_front"])]
         row.append(str(r["best_trial"]))
         rows.append(row)
-    return fmt.markdown_table(header, rows, align)
+    return header, rows, align
 
 
 def rank_table(folder_or_df: str | Path | pd.DataFrame, by: str | Sequence[str] | None = None,

@@ -250,6 +250,7 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
         raise AnalysisError(
             f"{path}: not a sweep folder (expected trials.parquet or a ray/ experiment folder)"
         )
+    df.attrs = {}  # pandas restores attrs saved in the parquet; they are deep-copied per op
     df = _typed(df, where=str(parquet if source == "parquet" else ray_dir))
     df.attrs["sweep_folder"] = str(path.resolve())
     df.attrs["source"] = source

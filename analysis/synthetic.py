@@ -194,6 +194,7 @@ def write_sweep(df: pd.DataFrame, folder: str | Path, *, parquet: bool = True, r
             adir.mkdir(parents=True, exist_ok=True)
             _write_pngs(adir, seed=i)
             df.at[i, "artifact_dir"] = str(adir)
+    df.attrs = {}
     if parquet:
         df.to_parquet(root / "trials.parquet", index=False)
     return root
@@ -218,3 +219,32 @@ def _write_pngs(folder: Path, seed: int) -> None:
     plt.imsave(folder / "traversal.png", np.vstack(tiles), cmap="gray")
     pair = rng.random((16, 16))
     plt.imsave(folder / "reconstruction.png", np.hstack([pair, pair * 0.8]), cmap="gray")
+
+
+def table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """A typed trials table from a few dicts, with defaults for what they leave out.
+
+    Each record gives `config/...`, `eval/...`, `train/...` values and optionally `seed`,
+    `status`, `failed`, `nonfinite`, `trial_id`, `config_id`, `step`; missing ones default to
+    a finished healthy trial, `trial_id` = its position, `config_id` = a hash of its config
+    columns, `seed` = 0.
+
+    Example:
+        >>> df = table([{"config/model/beta": 1.0, "eval/mig": 0.2, "seed": 0},
+        ...             {"config/model/beta": 4.0, "eval/mig": 0.3, "seed": 0}])
+    """
+    from analysis.sweep import _typed
+
+    rows = []
+    for i, rec in enumerate(records):
+        row = {"trial_id": f"t{i:03d}", "status": "TERMINATED", "failed": False,
+               "nonfinite": False, "error": None, "seed": 0}
+        row.update(rec)
+        if "config_id" not in rec:
+            cfg = {k: v for k, v in rec.items() if k.startswith("config/") and k != "config/seed"}
+            row["config_id"] = hashlib.sha1(
+                json.dumps(cfg, sort_keys=True, default=str).encode()
+            ).hexdigest()[:12]
+        row.setdefault("config/seed", row["seed"])
+        rows.append(row)
+    return _typed(pd.DataFrame(rows), where="synthetic table")

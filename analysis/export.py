@@ -1,0 +1,224 @@
+"""Export the best configuration of a sweep as a complete, rerunnable run config.
+
+`best_config.yaml` holds every `config/...` field of the chosen trial, unflattened into
+`{model: {...}, data: {...}, train: {...}, eval: {...}, seed: N}` (fields a conditional
+parameter left out of that trial are dropped, so the defaults apply), plus two blocks that
+`mipet-tune train --config` ignores: `metrics:` (what it reached) and `provenance:`.
+
+The chosen trial is the `best_trial` of the top configuration of `rank(df, by=...)`: the seed
+with the best value of the first ranking metric; its seed is exported with it, so rerunning
+it reproduces that trial.
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime as _dt
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.errors import AnalysisError
+from analysis.rank import rank
+from analysis.sweep import _is_missing, config_columns
+
+log = logging.getLogger(__name__)
+
+__all__ = ["best_config", "export_best"]
+
+PACKAGE = "mipet-tune"
+FILENAME = "best_config.yaml"
+
+
+def _package_version() -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(PACKAGE)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _integral_columns(df: pd.DataFrame) -> set[str]:
+    """Float config columns whose every present value is a whole number (e.g. an int field
+    made float by NaN in trials without it)."""
+    out = set()
+    for col in config_columns(df) + (["config/seed"] if "config/seed" in df.columns else []):
+        values = [v for v in df[col] if not _is_missing(v)]
+        if values and all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            and float(v).is_integer()
+            for v in values
+        ):
+            out.add(col)
+    return out
+
+
+def _plain(value: Any, integral: bool) -> Any:
+    """A YAML-safe Python value: numpy scalars unwrapped, tuples and arrays as lists."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v, False) for v in value]
+    if isinstance(value, str):
+        text = value.strip()
+        if len(text) >= 2 and (text[0], text[-1]) in (("[", "]"), ("(", ")")):
+            try:
+                parsed = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return value
+            if isinstance(parsed, (list, tuple)):
+                return [_plain(v, False) for v in parsed]
+        return value
+    if isinstance(value, float) and integral and value.is_integer():
+        return int(value)
+    return value
+
+
+def _unflatten(flat: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for path, value in flat.items():
+        parts = path.split("/")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise AnalysisError(f"config column {path!r} clashes with a value at {part!r}")
+        node[parts[-1]] = value
+    return out
+
+
+def _finite(x: Any) -> float | None:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def best_config(df: pd.DataFrame, *, by: str | Sequence[str] | None = None,
+                sweep_folder: str | Path | None = None) -> dict[str, Any]:
+    """The best trial's complete run config with `metrics` and `provenance` blocks.
+
+    Args:
+        df: trials from `load_sweep`.
+        by: the ranking metric(s), as for `rank` (default: the sweep's objective).
+        sweep_folder: recorded in the provenance (default: `df.attrs["sweep_folder"]`).
+    Returns:
+        A nested dict: `model`, `data`, `train`, `eval` (each field of the trial, with the
+        fields absent from it dropped), `seed`, `metrics`, `provenance`.
+    Raises:
+        AnalysisError: as `rank` does, or when the table has no `config/...` columns.
+    """
+    if not any(c.startswith("config/") for c in df.columns):
+        raise AnalysisError("the trials table has no config/... columns; nothing to export")
+    ranked = rank(df, by)
+    top = ranked.iloc[0]
+    row = df[df["trial_id"] == top["best_trial"]].iloc[0]
+    integral = _integral_columns(df)
+    flat = {}
+    for col in [c for c in df.columns if c.startswith("config/")]:
+        value = row[col]
+        if _is_missing(value):
+            continue
+        flat[col[len("config/"):]] = _plain(value, col in integral)
+    config = _unflatten(flat)
+    if "seed" not in config and not _is_missing(row.get("seed")):
+        config["seed"] = int(row["seed"])
+    sections = [k for k in ("model", "data", "train", "eval") if k in config]
+    ordered: dict[str, Any] = {k: config.pop(k) for k in sections}
+    seed = config.pop("seed", None)
+    ordered.update(config)  # anything else the table carries
+    if seed is not None:
+        ordered["seed"] = seed
+
+    metrics_trial = {
+        c: _finite(row[c]) for c in df.columns
+        if c.startswith(("eval/", "train/")) and _finite(row[c]) is not None
+    }
+    over_seeds = {}
+    for m in ranked.attrs["by"]:
+        over_seeds[m] = {
+            "mean": _finite(top[f"{m}/mean"]),
+            "std": _finite(top[f"{m}/std"]),
+            "n": int(top[f"{m}/n"]),
+            "ci95": [_finite(top[f"{m}/ci_low"]), _finite(top[f"{m}/ci_high"])],
+        }
+    ordered["metrics"] = {
+        "ranked_by": list(ranked.attrs["by"]),
+        "direction": dict(ranked.attrs["directions"]),
+        "rank": int(top["rank"]),
+        "of_configurations": len(ranked),
+        "trial": metrics_trial,
+        "over_seeds": over_seeds,
+    }
+    folder = sweep_folder if sweep_folder is not None else df.attrs.get("sweep_folder")
+    spec = df.attrs.get("spec") or {}
+    provenance: dict[str, Any] = {
+        "sweep": str(folder) if folder is not None else None,
+        "sweep_name": spec.get("name"),
+        "trial_id": str(row["trial_id"]),
+        "config_id": str(row["config_id"]),
+        "seed": seed,
+        "package": PACKAGE,
+        "package_version": _package_version(),
+        "dataset": flat.get("data/name"),
+    }
+    for col in ("data_checksum", "data/checksum", "config/data/checksum"):
+        if col in df.columns and not _is_missing(row[col]):
+            provenance["data_checksum"] = str(row[col])
+            break
+    for col in ("trial_dir", "checkpoint_path"):
+        if col in df.columns and not _is_missing(row[col]):
+            provenance[col] = str(row[col])
+    provenance["exported_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    ordered["provenance"] = provenance
+    return ordered
+
+
+def export_best(df: pd.DataFrame, path: str | Path, *, by: str | Sequence[str] | None = None,
+                sweep_folder: str | Path | None = None) -> Path:
+    """Write `best_config(df, by=...)` as YAML.
+
+    Args:
+        df: trials from `load_sweep`.
+        path: the YAML file, or an existing folder (then `<folder>/best_config.yaml`).
+        by: the ranking metric(s).
+        sweep_folder: recorded in the provenance.
+    Returns:
+        The file written (atomically: a temporary file renamed into place).
+    Raises:
+        AnalysisError: as `best_config`, or when the file cannot be written.
+    """
+    import yaml  # pyyaml, a dependency of the distribution
+
+    doc = best_config(df, by=by, sweep_folder=sweep_folder)
+    out = Path(path)
+    if out.is_dir():
+        out = out / FILENAME
+    text = (
+        f"# Best configuration of sweep {doc['provenance'].get('sweep_name') or ''}, exported by "
+        f"mipet-tune.\n# Rerun: mipet-tune train --config {out.name}  "
+        "(the metrics and provenance blocks are ignored)\n"
+        + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True)
+    )
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".best_config.", dir=out.parent)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise AnalysisError(f"{out}: cannot write the best config ({exc.strerror})") from exc
+    log.info("exported trial %s (config %s) to %s", doc["provenance"]["trial_id"],
+             doc["provenance"]["config_id"], out)
+    return out

@@ -1,0 +1,289 @@
+"""The sweep report: `report/index.md` and a self-contained `report/index.html`.
+
+`write_report(folder)` reads the sweep, and writes into `<folder>/report/`:
+    index.md, index.html      summary, ranked table, Pareto front, ablation tables,
+                              importance, metric agreement, plots, best trials' images
+    ranked.csv, ranked.md     the full ranked table
+    ablation_<param>.{md,tex,csv}
+    importance.csv, metric_correlation.csv
+    best_config.yaml          the best trial's complete run config (see analysis.export)
+    plots/*.png
+The HTML page embeds its images (base64), so it can be mailed or archived alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as _dt
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from analysis import _format as fmt
+from analysis.ablation import ablation_table, write_ablation
+from analysis.errors import AnalysisError
+from analysis.export import export_best
+from analysis.importance import default_report_metrics, importance, metric_correlation
+from analysis.plots import (
+    plot_best_images,
+    plot_correlation,
+    plot_importance,
+    plot_metric_vs_params,
+    plot_pareto,
+)
+from analysis.rank import default_metrics, excluded_line, rank, ranked_rows
+from analysis.sweep import _hashable, load_sweep, param_label, resolve_metrics, searched_params
+
+log = logging.getLogger(__name__)
+
+__all__ = ["write_report"]
+
+MAX_ABLATION_LEVELS = 12
+MAX_TABLE_METRICS = 4
+
+
+@dataclasses.dataclass
+class _Doc:
+    """The report as parallel Markdown and HTML."""
+
+    folder: Path
+    md: list[str] = dataclasses.field(default_factory=list)
+    html: list[str] = dataclasses.field(default_factory=list)
+
+    def heading(self, text: str, level: int = 2) -> None:
+        self.md.append(f"{'#' * level} {text}\n")
+        self.html.append(f"<h{level}>{fmt.html_escape(text)}</h{level}>")
+
+    def para(self, text: str) -> None:
+        self.md.append(text + "\n")
+        self.html.append(f"<p>{fmt.html_escape(text)}</p>")
+
+    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]],
+              align: Sequence[str] | None = None) -> None:
+        self.md.append(fmt.markdown_table(header, rows, align))
+        self.html.append(fmt.html_table(header, rows, align=align))
+
+    def raw(self, md: str, html: str) -> None:
+        self.md.append(md)
+        self.html.append(html)
+
+    def image(self, path: Path | None, alt: str) -> None:
+        if path is None:
+            return
+        rel = path.relative_to(self.folder).as_posix()
+        self.md.append(f"![{alt}]({rel})\n")
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        self.html.append(f'<figure><img alt="{fmt.html_escape(alt)}" '
+                         f'src="data:image/png;base64,{data}"></figure>')
+
+
+_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
+color:#222}table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:3px 8px}th{background:#f3f3f3}
+img{max-width:100%}figure{margin:1em 0}code{background:#f3f3f3;padding:0 3px}"""
+
+
+def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
+                 metrics: Sequence[str] | None = None, top: int = 3,
+                 max_rows: int = 25) -> Path:
+    """Write the sweep report into `<folder>/report/`.
+
+    Args:
+        folder: the sweep folder.
+        by: the ranking metric(s) (default: the sweep's objective, else MIG, ...).
+        metrics: the metrics for plots, importance and agreement (default: every `eval/*`
+            metric with values, plus `train/recon` or `train/loss`).
+        top: how many best configurations get their images shown.
+        max_rows: rows of the ranked table shown in the page (ranked.csv has all).
+    Returns:
+        The path of `report/index.md` (`index.html` lies beside it).
+    Raises:
+        AnalysisError: when the folder is not a sweep, a metric is unknown, or no trial
+            finished. A section that cannot be made (too few trials for importance, no saved
+            images) is left out with a note instead.
+    """
+    df = load_sweep(folder)
+    root = Path(df.attrs["sweep_folder"])
+    out = root / "report"
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    primary = resolve_metrics(df, by) if by else default_metrics(df)
+    report_metrics = resolve_metrics(df, metrics) if metrics else default_report_metrics(df)
+    for m in primary:
+        if m not in report_metrics:
+            report_metrics.insert(0, m)
+    ranked = rank(df, primary)  # raises when nothing finished
+    params = searched_params(df)
+    spec = df.attrs.get("spec") or {}
+    doc = _Doc(out)
+
+    name = spec.get("name") or root.name
+    doc.heading(f"Sweep report: {name}", 1)
+    status = df["status"].value_counts().to_dict()
+    doc.para(
+        f"Folder {root}; {len(df)} trials ({', '.join(f'{n} {s}' for s, n in status.items())}); "
+        f"table read from {'trials.parquet' if df.attrs.get('source') == 'parquet' else 'the Ray trial folders (no trials.parquet: the sweep did not finish)'}. "
+        f"Generated {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC."
+    )
+    doc.para("Searched parameters: " + (", ".join(param_label(p) for p in params) or "none") + ".")
+    if "config/data/name" in df.columns:
+        doc.para("Dataset: " + ", ".join(sorted({str(v) for v in df["config/data/name"]})) + ".")
+
+    # ---- ranked table ----
+    dirs = ", ".join(f"{m} ({'higher' if ranked.attrs['directions'][m] == 'max' else 'lower'} "
+                     "is better)" for m in primary)
+    doc.heading("Ranking")
+    doc.para(f"Configurations ranked by {dirs}, mean over seeds, with the standard deviation, the "
+             f"number of seeds and a 95% t-interval of the mean. {excluded_line(ranked)}.")
+    header, rows, align = ranked_rows(ranked, top=max_rows)
+    doc.table(header, rows, align)
+    if len(ranked) > max_rows:
+        doc.para(f"First {max_rows} of {len(ranked)} configurations; all are in ranked.csv.")
+    _ranked_csv(ranked).to_csv(out / "ranked.csv", index=False)
+    (out / "ranked.md").write_text(fmt.markdown_table(*ranked_rows(ranked)))
+
+    # ---- best config ----
+    best_path = export_best(df, out, by=primary)
+    doc.para(f"Best configuration: {ranked['config_id'].iloc[0]} (trial "
+             f"{ranked['best_trial'].iloc[0]}), exported to {best_path.name}; rerun it with "
+             f"`mipet-tune train --config {best_path.name}`.")
+
+    # ---- Pareto front: disentanglement against reconstruction ----
+    loss = next((c for c in ("train/recon", "train/loss") if c in df.columns), None)
+    pair = list(primary[:2]) if len(primary) >= 2 else ([primary[0], loss] if loss and
+                                                         primary[0] != loss else [])
+    if pair:
+        doc.heading("Pareto front")
+        try:
+            both = rank(df, pair)
+            path = plot_pareto(both, plots / "pareto.png")
+            front = both[both["pareto_front"] == 1]
+            doc.para(f"{len(front)} of {len(both)} configurations are not beaten on both "
+                     f"{pair[0]} and {pair[1]}.")
+            doc.table(*_front_rows(front, pair))
+            doc.image(path, "Pareto front")
+        except AnalysisError as exc:
+            doc.para(f"(No Pareto front: {exc}.)")
+
+    # ---- ablations ----
+    table_metrics = [m for m in report_metrics if m in primary] + [
+        m for m in report_metrics if m not in primary][: max(0, MAX_TABLE_METRICS - len(primary))]
+    ablations = _ablation_specs(df, params)
+    if ablations:
+        doc.heading("Ablation tables")
+        doc.para("Cells: mean ± std (number of trials) over every finished trial with that "
+                 "setting; the best of each column in bold. LaTeX (booktabs) and CSV versions "
+                 "lie beside this page.")
+    for rows_ in ablations:
+        stem = "ablation_" + "_".join(param_label(p).replace("/", "-") for p in rows_)
+        try:
+            table = ablation_table(df, rows=rows_, metrics=table_metrics)
+        except AnalysisError as exc:
+            doc.para(f"({stem}: {exc}.)")
+            continue
+        write_ablation(table, out, stem, caption=f"Ablation over {', '.join(map(param_label, rows_))}")
+        doc.heading(", ".join(param_label(p) for p in rows_), 3)
+        pooled = int(table.stats["n_configs"].max())
+        note = (f"Each cell pools up to {pooled} configurations (other parameters vary too). "
+                if pooled > 1 else "")
+        doc.raw(note + f"Files: {stem}.md, {stem}.tex, {stem}.csv.\n\n" + table.to_markdown(),
+                f"<p>{fmt.html_escape(note)}Files: {stem}.md, {stem}.tex, {stem}.csv.</p>"
+                + table.to_html())
+
+    # ---- importance and agreement ----
+    doc.heading("Hyperparameter importance")
+    try:
+        imp = importance(df, report_metrics)
+        imp.to_csv(out / "importance.csv")
+        doc.para("Share of a random forest's impurity decrease per parameter, fitted to each "
+                 "metric over the finished trials (seeds as samples).")
+        doc.table(["parameter", *[_short(m) for m in imp.columns]],
+                  [[p, *[fmt.num(v, 2) for v in imp.loc[p]]] for p in imp.index],
+                  ["l"] + ["r"] * len(imp.columns))
+        doc.image(plot_importance(imp, plots / "importance.png"), "importance")
+    except AnalysisError as exc:
+        doc.para(f"(No importance: {exc}.)")
+
+    doc.heading("Agreement between metrics")
+    try:
+        corr = metric_correlation(df, report_metrics)
+        corr.to_csv(out / "metric_correlation.csv")
+        doc.para(f"Spearman rank correlation over {corr.attrs['n_points']} configurations (seed "
+                 "means); lower-is-better metrics negated, so +1 means the two metrics order "
+                 "the configurations alike.")
+        doc.image(plot_correlation(corr, plots / "metric_correlation.png"), "correlation")
+    except AnalysisError as exc:
+        doc.para(f"(No correlation: {exc}.)")
+
+    # ---- metric against parameters ----
+    doc.heading("Metrics against the searched parameters")
+    for m in report_metrics:
+        try:
+            path = plot_metric_vs_params(df, m, plots / f"vs_params_{_short(m).replace('/', '-')}.png")
+            doc.image(path, f"{m} against the parameters")
+        except AnalysisError as exc:
+            doc.para(f"({m}: {exc}.)")
+
+    # ---- images of the best trials ----
+    doc.heading("Best trials: latent traversals and reconstructions")
+    shown = False
+    for kind in ("traversal", "reconstruction"):
+        path = plot_best_images(df, ranked, plots / f"best_{kind}s.png", kind=kind, top=top)
+        if path is not None:
+            doc.heading(kind.capitalize() + "s", 3)
+            doc.image(path, f"{kind}s of the best trials")
+            shown = True
+    if not shown:
+        doc.para("(None of the best trials saved traversal.png or reconstruction.png.)")
+
+    index = out / "index.md"
+    index.write_text("\n".join(doc.md))
+    html = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<title>{fmt.html_escape(name)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(doc.html) + "\n</body></html>\n")
+    (out / "index.html").write_text(html)
+    log.info("wrote the report of %s to %s", root, out)
+    return index
+
+
+def _short(m: str) -> str:
+    return m[len("eval/"):] if m.startswith("eval/") else m
+
+
+def _ranked_csv(ranked: pd.DataFrame) -> pd.DataFrame:
+    out = ranked.copy()
+    out["trial_ids"] = [" ".join(ids) for ids in out["trial_ids"]]
+    for col in out.columns:
+        if out[col].dtype == object:
+            out[col] = [fmt.value(v) if isinstance(v, tuple) else v for v in out[col]]
+    return out
+
+
+def _front_rows(front: pd.DataFrame, pair: Sequence[str]
+                ) -> tuple[list[str], list[list[str]], list[str]]:
+    params = [p for p in front.attrs.get("params", []) if p in front.columns]
+    header = ["config", *[param_label(p) for p in params], *[_short(m) for m in pair]]
+    rows = []
+    for _, r in front.sort_values(f"{pair[0]}/mean").iterrows():
+        rows.append([str(r["config_id"]), *[fmt.value(r[p]) for p in params],
+                     *[fmt.cell(r[f"{m}/mean"], r[f"{m}/std"], int(r[f"{m}/n"]), digits=4)
+                       for m in pair]])
+    return header, rows, ["l"] * (1 + len(params)) + ["r"] * len(pair)
+
+
+def _ablation_specs(df: pd.DataFrame, params: Sequence[str]) -> list[list[str]]:
+    """One table per searched parameter with few values, plus model x num_ipe if both vary."""
+    specs = []
+    for p in params:
+        levels = {_hashable(v) for v in df[p]}
+        if len(levels) <= MAX_ABLATION_LEVELS:
+            specs.append([p])
+    names = [c for c in ("config/model/name",) if c in params]
+    k = [c for c in params if c.rsplit("/", 1)[-1] in ("num_ipe", "n_ipe")]
+    if names and k:
+        specs.insert(0, names + k[:1])
+    return specs
+
