@@ -176,4 +176,3 @@ class DefineByRun:
 def define_by_run(space: SearchSpace) -> DefineByRun:
     """The `space` argument for Ray's `OptunaSearch`: `OptunaSearch(define_by_run(space), ...)`."""
     return DefineByRun(space)
-

@@ -158,7 +158,10 @@ class Param:
             return trial.suggest_categorical(self.path, list(self.choices))
         if self.kind == "int":
             return trial.suggest_int(
-                self.path, int(self.low or 0), int(self.high or 0), step=int(self.step or 1),
+                self.path,
+                int(self.low or 0),
+                int(self.high or 0),
+                step=int(self.step or 1),
                 log=self.log,
             )
         return trial.suggest_float(
@@ -203,7 +206,7 @@ class Param:
         if self.step is None and self.kind == "float":
             return None
         step = self.step or 1
-        return int(round((float(self.high or 0) - float(self.low or 0)) / step)) + 1
+        return round((float(self.high or 0) - float(self.low or 0)) / step) + 1
 
     def all_values(self) -> tuple[Any, ...]:
         """Every value, for a grid. Raises ConfigError for a continuous float range."""
@@ -286,14 +289,17 @@ class Param:
 def _number(value: Any, what: str) -> float | int:
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise ConfigError(f"{what} must be a number, got {value!r}")
+    number: float | int
     if isinstance(value, str):
         try:
-            value = float(value)
+            number = float(value)
         except ValueError:
             raise ConfigError(f"{what} must be a number, got {value!r}") from None
-    if not math.isfinite(value):
+    else:
+        number = value
+    if not math.isfinite(number):
         raise ConfigError(f"{what} must be finite, got {value!r}")
-    return value
+    return number
 
 
 def _integer(value: Any, what: str) -> int:
@@ -383,6 +389,9 @@ def parse_param(path: str, spec: Any, where: str) -> Param:
         raise ConfigError(f"{here}: `log` must be true or false, got {use_log!r}")
     step_given = spec.get("step")
 
+    low: float | int
+    high: float | int
+    step: float | int | None
     if kind == "int":
         low, high = _integer(spec["low"], f"{here}: low"), _integer(spec["high"], f"{here}: high")
         step = 1 if step_given is None else _integer(step_given, f"{here}: step")
@@ -403,7 +412,9 @@ def parse_param(path: str, spec: Any, where: str) -> Param:
     if step is not None and step <= 0:
         raise ConfigError(f"{here}: step must be > 0, got {_fmt(step)}")
     if use_log and step_given is not None and not (kind == "int" and step == 1):
-        raise ConfigError(f"{here}: `step` cannot be combined with `log: true` (Optuna forbids it)")
+        raise ConfigError(
+            f"{here}: `step` cannot be combined with `log: true` (Optuna forbids it)"
+        )
     if step is not None:
         n = (high - low) / step
         if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
@@ -579,7 +590,9 @@ class SearchSpace:
             del cur[p.path]
 
         for base in walk(0, {}):
-            free = [p for p in self.params if p.path not in structural and p.is_active(base, fixed)]
+            free = [
+                p for p in self.params if p.path not in structural and p.is_active(base, fixed)
+            ]
             lists = [values_for(p) for p in free]
             combos: Iterable[tuple[Any, ...]]
             if full:
@@ -616,7 +629,9 @@ class SearchSpace:
         values_for = self._corner_values()
         rows = self._rows(values_for, full=True, limit=limit)
         if rows is None:
-            log.info("%s: more than %d corners; covering each value instead", label(self.name), limit)
+            log.info(
+                "%s: more than %d corners; covering each value instead", label(self.name), limit
+            )
             rows = self._rows(values_for, full=False, limit=10 * limit) or []
         fixed = self.fixed_dict()
         return [{**row, **fixed} for row in rows]
@@ -647,7 +662,9 @@ class SearchSpace:
         title = f"{label(self.name)}: {len(self.params)} parameters, {len(self.fixed)} fixed"
         if self.description:
             title += "\n" + textwrap.fill(
-                " ".join(self.description.split()), width=99, initial_indent="  ",
+                " ".join(self.description.split()),
+                width=99,
+                initial_indent="  ",
                 subsequent_indent="  ",
             )
         rows = [("parameter", "domain", "when")]
@@ -762,7 +779,10 @@ def _flatten_fixed(raw: Any, where: str) -> dict[str, Any]:
 
 
 def from_distributions(
-    dists: Mapping[str, BaseDistribution], *, name: str = "", fixed: Mapping[str, Any] | None = None
+    dists: Mapping[str, BaseDistribution],
+    *,
+    name: str = "",
+    fixed: Mapping[str, Any] | None = None,
 ) -> SearchSpace:
     """A space from `{path: optuna distribution}` (the form of STYLE.md 2.6), no conditions."""
     params: dict[str, Any] = {}

@@ -65,10 +65,10 @@ def _check_models(space: SearchSpace, model_names: list[str] | None) -> None:
     # Which models can a trial of this space build?
     names: tuple[str, ...] | None
     if "model/name" in params:
-        p = params["model/name"]
-        if p.kind != "categorical":
+        name_param = params["model/name"]
+        if name_param.kind != "categorical":
             raise ConfigError(f"{where}: model/name must be given as `choices: [...]`")
-        names = tuple(p.choices)
+        names = tuple(name_param.choices)
     elif "model/name" in space.fixed:
         names = (space.fixed["model/name"],)
     elif model_names is not None:
@@ -117,7 +117,9 @@ def _check_known(space: SearchSpace, known_paths: list[str]) -> None:
         if path.startswith("model/"):
             continue  # checked against ModelConfig
         if path not in known_paths:
-            raise ConfigError(f"{where}: unknown config path {path!r}; {nearest(path, known_paths)}")
+            raise ConfigError(
+                f"{where}: unknown config path {path!r}; {nearest(path, known_paths)}"
+            )
 
 
 # ---- validation by building configurations ---------------------------------------------------
@@ -130,9 +132,9 @@ def _run_check(check: Check, config: dict[str, Any], space: SearchSpace, what: s
     try:
         check(dict(config))
     except (ConfigError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{label(space.name)}: {what} {_short(config, space)} fails: {exc}") from (
-            exc
-        )
+        raise ConfigError(
+            f"{label(space.name)}: {what} {_short(config, space)} fails: {exc}"
+        ) from (exc)
 
 
 def _check_configs(space: SearchSpace, check: Check) -> None:

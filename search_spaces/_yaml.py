@@ -18,7 +18,7 @@ _FLOAT_12 = re.compile(
     |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""",
-    re.X,
+    re.VERBOSE,
 )
 
 
@@ -49,7 +49,7 @@ _SpaceLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_12, list("-
 def loads(text: str, where: str) -> Any:
     """Parse YAML text; syntax errors and duplicated keys become one-line ConfigErrors."""
     try:
-        return yaml.load(text, Loader=_SpaceLoader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=_SpaceLoader)  # a SafeLoader subclass
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except yaml.YAMLError as exc:

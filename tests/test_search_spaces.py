@@ -79,8 +79,13 @@ def test_paper_preset_holds_the_paper_knobs() -> None:
     assert params["model/hy_rec"].log
     assert params["train/weight_decay"].choices == (0.0, 1e-4)
     assert dict(space.fixed) == {
-        "model/latent_dim": 10, "model/alpha": 1.0, "model/gamma": 1.0, "train/optimizer": "adam",
-        "train/lr": 4e-4, "train/sub_lr": 4e-4, "train/batch_size": 256,
+        "model/latent_dim": 10,
+        "model/alpha": 1.0,
+        "model/gamma": 1.0,
+        "train/optimizer": "adam",
+        "train/lr": 4e-4,
+        "train/sub_lr": 4e-4,
+        "train/batch_size": 256,
     }
     corners = space.corners()
     # 2 models x (beta 2 x K 2 x wd 2) + commutative x (hy_rec 2 x wd 2)
@@ -129,12 +134,18 @@ BETA_WHEN = {"model/name": ["mipet_vae", "mipet_betatcvae"]}
         ({"model/beta": {"low": 0.0, "high": 4.0, "log": True}}, {}, "log range must stay above"),
         ({"model/hy_rec": {"low": -1.0, "high": 1.0, "log": True}}, {}, "above zero, got low=-1"),
         ({"model/num_ipe": {"low": 0, "high": 5, "type": "int", "log": True}}, {}, "above zero"),
-        ({"model/num_ipe": {"low": 1, "high": 6, "type": "int", "step": 2}}, {},
-         r"step 2 does not fit .* use high: 5"),
+        (
+            {"model/num_ipe": {"low": 1, "high": 6, "type": "int", "step": 2}},
+            {},
+            r"step 2 does not fit .* use high: 5",
+        ),
         ({"model/beta": {"low": 1.0, "high": 2.0, "step": 0.3}}, {}, "step 0.3 does not fit"),
         ({"model/num_ipe": {"low": 1.5, "high": 5, "type": "int"}}, {}, "whole number"),
-        ({"model/beta": {"low": 1.0, "high": 4.0, "step": 1.0, "log": True}}, {},
-         "cannot be combined with `log: true`"),
+        (
+            {"model/beta": {"low": 1.0, "high": 4.0, "step": 1.0, "log": True}},
+            {},
+            "cannot be combined with `log: true`",
+        ),
         ({"model/beta": {"choices": []}}, {}, "non-empty list"),
         ({"model/beta": {"choices": [1.0, 2.0, 1.0]}}, {}, "choice 1.0 is listed twice"),
         ({"model/beta": {"choices": [1.0], "low": 1.0}}, {}, "cannot be combined with low"),
@@ -143,47 +154,114 @@ BETA_WHEN = {"model/name": ["mipet_vae", "mipet_betatcvae"]}
         ({"model/beta": 4.0}, {}, "a constant goes under `fixed:`"),
         ({"model/name": {"choices": ["mipet_vae", "mipet_vea"]}}, {}, "did you mean 'mipet_vae'"),
         # a parameter the model ignores
-        ({"model/hy_rec": {"low": 0.01, "high": 1.0}}, {"model/name": "mipet_vae"},
-         "model/hy_rec: mipet_vae ignores it"),
-        ({"model/name": NAMES, "model/beta": {"low": 1.0, "high": 4.0}}, {},
-         r"model/beta: mipet_commutative ignores it; add `when: \{model/name: "
-         r"\[mipet_vae, mipet_betatcvae\]\}`"),
-        ({"model/name": NAMES,
-          "model/hy_rec": {"low": 0.01, "high": 1.0, "when": {"model/name": "mipet_vae"}}}, {},
-         "model/hy_rec: mipet_vae ignores it"),
-        ({"model/name": {"choices": ["mipet_vae", "beta_vae"]},
-          "model/num_ipe": {"choices": [1, 2]}}, {}, "beta_vae ignores it"),
+        (
+            {"model/hy_rec": {"low": 0.01, "high": 1.0}},
+            {"model/name": "mipet_vae"},
+            "model/hy_rec: mipet_vae ignores it",
+        ),
+        (
+            {"model/name": NAMES, "model/beta": {"low": 1.0, "high": 4.0}},
+            {},
+            (
+                r"model/beta: mipet_commutative ignores it; add `when: \{model/name: "
+                r"\[mipet_vae, mipet_betatcvae\]\}`"
+            ),
+        ),
+        (
+            {
+                "model/name": NAMES,
+                "model/hy_rec": {"low": 0.01, "high": 1.0, "when": {"model/name": "mipet_vae"}},
+            },
+            {},
+            "model/hy_rec: mipet_vae ignores it",
+        ),
+        (
+            {
+                "model/name": {"choices": ["mipet_vae", "beta_vae"]},
+                "model/num_ipe": {"choices": [1, 2]},
+            },
+            {},
+            "beta_vae ignores it",
+        ),
         # conditions
-        ({"model/name": NAMES,
-          "model/beta": {"low": 1.0, "high": 4.0, "when": {"model/nmae": "mipet_vae"}}}, {},
-         "when 'model/nmae': no such parameter or fixed value; did you mean 'model/name'"),
-        ({"model/name": NAMES,
-          "model/beta": {"low": 1.0, "high": 4.0, "when": {"model/name": "mipet_vea"}}}, {},
-         "when model/name = 'mipet_vea': model/name never takes that value"),
-        ({"model/beta": {"low": 1.0, "high": 4.0, "when": {"model/name": "mipet_vae"}},
-          "model/name": NAMES}, {}, "model/name must be declared before model/beta"),
-        ({"model/beta": {"low": 1.0, "high": 4.0, "when": {"model/name": "beta_vae"}}},
-         {"model/name": "mipet_vae"}, "never true, model/name is fixed to mipet_vae"),
-        ({"model/beta": {"low": 1.0, "high": 4.0},
-          "model/alpha": {"low": 1.0, "high": 4.0, "when": {"model/beta": 2.0}}},
-         {"model/name": "mipet_betatcvae"}, "needs a categorical or int parameter"),
-        ({"model/num_ipe": {"low": 1, "high": 3, "type": "int"},
-          "model/beta": {"low": 1.0, "high": 4.0, "when": {"model/num_ipe": 4}}},
-         {"model/name": "mipet_vae"}, r"model/num_ipe never takes that value; its domain is int \[1, 3\]"),
+        (
+            {
+                "model/name": NAMES,
+                "model/beta": {"low": 1.0, "high": 4.0, "when": {"model/nmae": "mipet_vae"}},
+            },
+            {},
+            "when 'model/nmae': no such parameter or fixed value; did you mean 'model/name'",
+        ),
+        (
+            {
+                "model/name": NAMES,
+                "model/beta": {"low": 1.0, "high": 4.0, "when": {"model/name": "mipet_vea"}},
+            },
+            {},
+            "when model/name = 'mipet_vea': model/name never takes that value",
+        ),
+        (
+            {
+                "model/beta": {"low": 1.0, "high": 4.0, "when": {"model/name": "mipet_vae"}},
+                "model/name": NAMES,
+            },
+            {},
+            "model/name must be declared before model/beta",
+        ),
+        (
+            {"model/beta": {"low": 1.0, "high": 4.0, "when": {"model/name": "beta_vae"}}},
+            {"model/name": "mipet_vae"},
+            "never true, model/name is fixed to mipet_vae",
+        ),
+        (
+            {
+                "model/beta": {"low": 1.0, "high": 4.0},
+                "model/alpha": {"low": 1.0, "high": 4.0, "when": {"model/beta": 2.0}},
+            },
+            {"model/name": "mipet_betatcvae"},
+            "needs a categorical or int parameter",
+        ),
+        (
+            {
+                "model/num_ipe": {"low": 1, "high": 3, "type": "int"},
+                "model/beta": {"low": 1.0, "high": 4.0, "when": {"model/num_ipe": 4}},
+            },
+            {"model/name": "mipet_vae"},
+            r"model/num_ipe never takes that value; its domain is int \[1, 3\]",
+        ),
         # duplicates and types
-        ({"model/beta": {"low": 1.0, "high": 4.0}}, {"model/beta": 2.0},
-         "both a parameter and a fixed value"),
-        ({"model/beta": {"low": 1.0, "high": 4.0}, "model.beta": {"low": 1.0, "high": 2.0}}, {},
-         "'model/beta' is declared twice"),
-        ({"model/num_ipe": {"low": 1, "high": 5}}, {"model/name": "mipet_vae"},
-         "model/num_ipe takes whole numbers; declare the range with `type: int`"),
+        (
+            {"model/beta": {"low": 1.0, "high": 4.0}},
+            {"model/beta": 2.0},
+            "both a parameter and a fixed value",
+        ),
+        (
+            {"model/beta": {"low": 1.0, "high": 4.0}, "model.beta": {"low": 1.0, "high": 2.0}},
+            {},
+            "'model/beta' is declared twice",
+        ),
+        (
+            {"model/num_ipe": {"low": 1, "high": 5}},
+            {"model/name": "mipet_vae"},
+            "model/num_ipe takes whole numbers; declare the range with `type: int`",
+        ),
         # corners that the run config rejects
-        ({"model/name": NAMES, "model/latent_dim": {"choices": [4, 10]}}, {},
-         r"\{model/name='mipet_commutative', model/latent_dim=4\} fails: model.latent_dim must equal"),
+        (
+            {"model/name": NAMES, "model/latent_dim": {"choices": [4, 10]}},
+            {},
+            r"\{model/name='mipet_commutative', model/latent_dim=4\} fails: model.latent_dim must equal",
+        ),
         ({"train/weight_decay": {"low": -1.0, "high": 0.0}}, {}, "weight_decay must be >= 0"),
-        ({"train/steps": {"low": 100.0, "high": 200.0}}, {},
-         r"train/steps=13\d\.\d+ \(inside the range\) fails: .*declare the range with `type: int`"),
-        ({"train/optimizer": {"choices": ["adam", "adamw"]}}, {}, "train/optimizer must be one of"),
+        (
+            {"train/steps": {"low": 100.0, "high": 200.0}},
+            {},
+            r"train/steps=13\d\.\d+ \(inside the range\) fails: .*declare the range with `type: int`",
+        ),
+        (
+            {"train/optimizer": {"choices": ["adam", "adamw"]}},
+            {},
+            "train/optimizer must be one of",
+        ),
     ],
 )
 def test_bad_spaces_fail_at_load_time(params: dict, fixed: dict, match: str) -> None:
@@ -192,11 +270,23 @@ def test_bad_spaces_fail_at_load_time(params: dict, fixed: dict, match: str) -> 
 
 
 def test_conditions_are_checked_only_against_the_model_they_name() -> None:
-    space = load({"params": {
-        "model/name": NAMES,
-        "model/beta": {"low": 1.0, "high": 4.0, "when": {"model/name": BETA_WHEN["model/name"]}},
-        "model/hy_rec": {"low": 0.01, "high": 1.0, "when": {"model/name": "mipet_commutative"}},
-    }})
+    space = load(
+        {
+            "params": {
+                "model/name": NAMES,
+                "model/beta": {
+                    "low": 1.0,
+                    "high": 4.0,
+                    "when": {"model/name": BETA_WHEN["model/name"]},
+                },
+                "model/hy_rec": {
+                    "low": 0.01,
+                    "high": 1.0,
+                    "when": {"model/name": "mipet_commutative"},
+                },
+            }
+        }
+    )
     assert [p.path for p in space.params] == ["model/name", "model/beta", "model/hy_rec"]
 
 
@@ -218,8 +308,12 @@ def test_unknown_preset_and_missing_file() -> None:
 
 def test_yaml_duplicated_keys_and_syntax_errors(tmp_path: Path) -> None:
     path = tmp_path / "dup.yaml"
-    path.write_text("params:\n  model/beta: {low: 1.0, high: 4.0}\n  model/beta: {choices: [1.0]}\n")
-    with pytest.raises(ConfigError, match=r"duplicated key 'model/beta' at line 3 \(first at line 2\)"):
+    path.write_text(
+        "params:\n  model/beta: {low: 1.0, high: 4.0}\n  model/beta: {choices: [1.0]}\n"
+    )
+    with pytest.raises(
+        ConfigError, match=r"duplicated key 'model/beta' at line 3 \(first at line 2\)"
+    ):
         load_space(path)
     path.write_text("params:\n  model/beta: {low: 1.0, high: 4.0\n")
     with pytest.raises(ConfigError, match=r"dup.yaml: not valid YAML \(line 3\)"):
@@ -289,9 +383,7 @@ def test_ray_optuna_search_takes_the_define_by_run_space(tmp_path: Path) -> None
     pytest.importorskip("ray.tune.search.optuna")
     from ray.tune.search.optuna import OptunaSearch
 
-    searcher = OptunaSearch(
-        define_by_run(load("paper")), metric="loss", mode="min", seed=0
-    )
+    searcher = OptunaSearch(define_by_run(load("paper")), metric="loss", mode="min", seed=0)
     configs = [searcher.suggest(f"t{i}") for i in range(8)]
     for config in configs:  # Ray unflattens the "/"-paths into the nested run config
         cfg = RunConfig.from_dict(config)
@@ -326,7 +418,8 @@ def test_yaml_round_trip(name: str, tmp_path: Path) -> None:
 
 
 def test_a_python_module_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "my_spaces_mod.py").write_text(textwrap.dedent("""
+    (tmp_path / "my_spaces_mod.py").write_text(
+        textwrap.dedent("""
         from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
         from search_spaces import SearchSpace
 
@@ -340,7 +433,8 @@ def test_a_python_module_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
         def FUNCTION(trial):
             return {}
-    """))
+    """)
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     space = load("my_spaces_mod:BETA_SPACE")
     assert [p.kind for p in space.params] == ["float", "int", "categorical"]
@@ -363,11 +457,13 @@ def test_fixed_accepts_nested_sections_and_lists() -> None:
 
 
 def test_corners_cover_each_value_when_the_product_is_too_big() -> None:
-    params = {f"train/{k}": {"low": 1, "high": 9, "type": "int"}
-              for k in ("warmup_steps", "report_every", "checkpoint_every", "eval_every")}
+    params = {
+        f"train/{k}": {"low": 1, "high": 9, "type": "int"}
+        for k in ("warmup_steps", "report_every", "checkpoint_every", "eval_every")
+    }
     params["train/lr"] = {"choices": [1e-4, 2e-4, 3e-4]}
     space = load({"params": params})
-    assert len(space.corners()) == 2 ** 4 * 3
+    assert len(space.corners()) == 2**4 * 3
     few = space.corners(limit=10)
     assert len(few) == 3  # stepped together: the longest list sets the count
     for p in space.params:
@@ -381,7 +477,11 @@ def test_describe_and_paths() -> None:
     assert "model/hy_rec" in text and "model/name = mipet_commutative" in text
     assert "float [1, 16] log" in text and "train/lr         = 0.0004" in text
     assert space.paths[:5] == (
-        "model/name", "model/beta", "model/num_ipe", "model/hy_rec", "train/weight_decay"
+        "model/name",
+        "model/beta",
+        "model/num_ipe",
+        "model/hy_rec",
+        "train/weight_decay",
     )
     assert "train/batch_size" in space.paths
 
