@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import re
 import textwrap
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -81,6 +82,17 @@ def _thaw(value: Any) -> Any:
 def _same(a: Any, b: Any) -> bool:
     """Equality that keeps True apart from 1 (Python's `True == 1` would merge them)."""
     return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+_SCIENTIFIC = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
+
+
+def _sci_float(value: Any) -> Any:
+    """`"1e-4"` -> 1e-4: PyYAML (YAML 1.1) reads `1e-4` without a dot as a string, so a space
+    read by plain `yaml.safe_load` (an inline space in a sweep file) gets its numbers back."""
+    if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+        return float(value)
+    return value
 
 
 def _unique(values: Iterable[Any]) -> tuple[Any, ...]:
@@ -362,6 +374,7 @@ def parse_param(path: str, spec: Any, where: str) -> Param:
         choices = spec["choices"]
         if not isinstance(choices, (list, tuple)) or not choices:
             raise ConfigError(f"{here}: `choices` must be a non-empty list, got {choices!r}")
+        choices = [_sci_float(c) for c in choices]
         for c in choices:
             if c is not None and not isinstance(c, (bool, int, float, str)):
                 raise ConfigError(
@@ -772,7 +785,7 @@ def _flatten_fixed(raw: Any, where: str) -> dict[str, Any]:
                 raise ConfigError(f"{where}: fixed value {path!r} is given twice")
             if isinstance(value, float) and not math.isfinite(value):
                 raise ConfigError(f"{where}: fixed {path} must be finite, got {value!r}")
-            out[path] = value
+            out[path] = _freeze(_sci_float(value))
 
     walk(raw, "")
     return out

@@ -323,6 +323,20 @@ def test_yaml_duplicated_keys_and_syntax_errors(tmp_path: Path) -> None:
         load_space(path)
 
 
+def test_numbers_read_as_strings_by_plain_pyyaml_become_floats() -> None:
+    import yaml
+
+    data = yaml.safe_load(
+        "params:\n  train/weight_decay: {choices: [0.0, 1e-4]}\n"
+        "  model/beta: {low: 1e0, high: 1e1}\nfixed:\n  train/lr: 4e-4\n"
+    )
+    assert data["fixed"]["train/lr"] == "4e-4"  # PyYAML's YAML 1.1
+    space = load(data)
+    assert space.params[0].choices == (0.0, 1e-4)
+    assert (space.params[1].low, space.params[1].high) == (1.0, 10.0)
+    assert space.fixed["train/lr"] == 4e-4
+
+
 def test_yaml_reads_1e_minus_4_as_a_float() -> None:
     data = loads("a: 1e-4\nb: [0.0, 1e-4]\nc: 4.0e-4\nd: 1e4\ne: '1e-4'\n", "test")
     assert data == {"a": 1e-4, "b": [0.0, 1e-4], "c": 4e-4, "d": 1e4, "e": "1e-4"}
