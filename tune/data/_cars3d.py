@@ -1,0 +1,105 @@
+"""A stand-in for Cars3D: parametric box cars on white, 24 azimuths x 4 elevations x 183 cars.
+
+Not the real car meshes (spec/datasets.md section 3): each object type is a car of its own
+proportions and paint (body, cabin with dark glass, two black wheel pairs), drawn in orthographic
+projection with Lambert shading and a per-pixel depth test. The 17,568 images (206 MiB) are
+generated once into the cache.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+
+import numpy as np
+
+from tune.data._info import CARS3D, DatasetInfo
+
+VERSION = 1
+ELEVATIONS_DEG = (10.0, 20.0, 30.0, 40.0)
+_PX = 10.0  # pixels per world unit
+_LIGHT = np.array([-0.4, -0.6, 0.7]) / np.linalg.norm([-0.4, -0.6, 0.7])
+
+
+@functools.lru_cache(maxsize=4)
+def _cars(n_obj: int) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (n_obj, 4, 6) as centre xyz + half extents, colours (n_obj, 4, 3)."""
+    boxes = np.zeros((n_obj, 4, 6))
+    colours = np.zeros((n_obj, 4, 3))
+    for o in range(n_obj):
+        rng = np.random.default_rng(1000 + o)
+        length, width = rng.uniform(3.4, 4.8), rng.uniform(1.5, 2.0)
+        body_h, clear = rng.uniform(0.45, 0.8), rng.uniform(0.25, 0.4)
+        cab_l, cab_h = length * rng.uniform(0.35, 0.6), rng.uniform(0.35, 0.6)
+        cab_x = length * rng.uniform(-0.2, 0.15)
+        wheel = rng.uniform(0.3, 0.4)
+        boxes[o, 0] = [0, 0, clear + body_h / 2, length / 2, width / 2, body_h / 2]
+        boxes[o, 1] = [cab_x, 0, clear + body_h + cab_h / 2, cab_l / 2, width * 0.42, cab_h / 2]
+        for k, sign in enumerate((-1, 1)):
+            boxes[o, 2 + k] = [sign * length * 0.32, 0, wheel, wheel, width / 2 + 0.06, wheel]
+        paint = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0.3, 0.95),
+                                    rng.uniform(0.45, 0.95))
+        colours[o] = [paint, (0.22, 0.27, 0.33), (0.08, 0.08, 0.08), (0.08, 0.08, 0.08)]
+    return boxes, colours
+
+
+def render(factors: np.ndarray, info: DatasetInfo = CARS3D) -> np.ndarray:
+    """Draw images of factor classes.
+
+    Args:
+        factors: int (N, 3) classes (elevation, azimuth, object_type).
+        info: the factor table.
+    Returns:
+        uint8 (N, 64, 64, 3), white background.
+    """
+    f = np.asarray(factors, dtype=np.int64).reshape(-1, 3)
+    n = len(f)
+    boxes, colours = _cars(info.factor_sizes[2])
+    el = np.radians(np.asarray(ELEVATIONS_DEG)[f[:, 0] % 4])
+    az = np.radians(360.0 / info.factor_sizes[1] * f[:, 1] + 30.0)
+    ca, sa, ce, se = np.cos(az), np.sin(az), np.cos(el), np.sin(el)
+    zero = np.zeros(n)
+    axes_u = np.stack([ca, -sa, zero], -1)  # world directions of screen right, up, depth
+    axes_v = np.stack([sa * se, ca * se, ce], -1)
+    axes_d = np.stack([sa * ce, ca * ce, -se], -1)
+    grid = np.arange(64, dtype=np.float32) + 0.5
+    u = ((grid - 32.0) / _PX)[None, None, :]  # (1, 1, 64) by column
+    v = ((38.0 - grid) / _PX)[None, :, None]  # (1, 64, 1) by row
+    zbuf = np.full((n, 64, 64), np.inf, dtype=np.float32)
+    img = np.ones((n, 64, 64, 3), dtype=np.float32)
+    box = boxes[f[:, 2]]  # (N, 4, 6)
+    col = colours[f[:, 2]]
+    for b in range(4):
+        centre, half = box[:, b, :3], box[:, b, 3:]
+        for axis in range(3):
+            # the face of this axis that faces the camera (normal against the depth direction)
+            sign = np.where(axes_d[:, axis] > 0, -1.0, 1.0)
+            if axis == 2:
+                sign = np.ones(n)
+            normal = np.zeros((n, 3))
+            normal[np.arange(n), axis] = sign
+            dd = axes_d[:, axis]
+            ok = np.abs(dd) > 1e-3
+            plane = centre[:, axis] + sign * half[:, axis]  # the face: P[axis] = plane
+            nu, nv = axes_u[:, axis], axes_v[:, axis]
+            depth = ((plane[:, None, None] - nu[:, None, None] * u - nv[:, None, None] * v)
+                     / np.where(ok, dd, 1.0)[:, None, None]).astype(np.float32)
+            # P = u U + v V + d D; check the two other coordinates against the face extents
+            inside = ok[:, None, None] & (depth < zbuf)
+            for other in range(3):
+                if other == axis:
+                    continue
+                p = (axes_u[:, other, None, None] * u + axes_v[:, other, None, None] * v
+                     + axes_d[:, other, None, None] * depth)
+                inside &= np.abs(p - centre[:, other, None, None]) <= half[:, other, None, None]
+            lam = 0.45 + 0.55 * np.clip(normal @ _LIGHT, 0, 1)  # (N,)
+            rgb = (col[:, b] * lam[:, None]).astype(np.float32)
+            zbuf = np.where(inside, depth, zbuf)
+            img = np.where(inside[..., None], rgb[:, None, None, :], img)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def cache_rows(start: int, stop: int, info: DatasetInfo = CARS3D) -> np.ndarray:
+    """Cache rows [start, stop): uint8 (stop - start, 64, 64, 3) in storage order."""
+    idx = np.arange(start, stop, dtype=np.int64)
+    return render((idx[:, None] // info.bases) % np.asarray(info.factor_sizes), info)
