@@ -1,0 +1,171 @@
+"""analysis.sweep: reading a sweep folder (parquet or rebuilt from Ray folders), the vocabulary."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.errors import AnalysisError
+from analysis.sweep import (
+    direction,
+    load_sweep,
+    resolve_metric,
+    resolve_param,
+    searched_params,
+    usable_trials,
+)
+from analysis.synthetic import synthetic_trials, table, write_sweep
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory: pytest.TempPathFactory) -> dict[str, pd.DataFrame]:
+    root = tmp_path_factory.mktemp("sweeps")
+    write_sweep(synthetic_trials(n_seeds=2), root / "full", images=False)
+    write_sweep(synthetic_trials(n_seeds=2), root / "killed", parquet=False, images=False)
+    return {"parquet": load_sweep(root / "full"), "ray": load_sweep(root / "killed")}
+
+
+def test_parquet_table_is_typed_and_flags_broken_trials(sweeps: dict[str, pd.DataFrame]) -> None:
+    df = sweeps["parquet"]
+    assert df.attrs["source"] == "parquet"
+    assert df.attrs["spec"]["name"] == "synthetic"
+    assert len(df) == 3 * 3 * 2 * 2 + 3
+    assert df["failed"].dtype == bool and df["nonfinite"].dtype == bool
+    assert df["seed"].dtype == "Int64"
+    assert df["eval/mig"].dtype == float
+    # tuples come back hashable (parquet gives numpy arrays)
+    assert set(df["config/eval/metrics"]) == {("mig", "dci")}
+    broken = df[~df["usable"]].sort_values("trial_id")
+    assert list(broken["status"]) == ["ERROR", "ERROR", "RUNNING"]
+    assert list(broken["nonfinite"]) == [False, True, False]
+    assert list(broken["failed"]) == [True, True, False]
+    assert df["usable"].sum() == 36
+
+
+def test_rebuilt_from_ray_matches_the_parquet(sweeps: dict[str, pd.DataFrame]) -> None:
+    a, b = sweeps["parquet"], sweeps["ray"]
+    assert b.attrs["source"] == "ray"
+    a, b = a.sort_values("trial_id").reset_index(drop=True), b.sort_values("trial_id").reset_index(
+        drop=True
+    )
+    for col in ("trial_id", "status", "failed", "nonfinite", "config_id", "seed", "usable"):
+        assert a[col].tolist() == b[col].tolist(), col
+    cfg = [c for c in a.columns if c.startswith("config/")]
+    assert sorted(cfg) == sorted(c for c in b.columns if c.startswith("config/"))
+    for col in cfg:
+        assert a[col].astype(str).tolist() == b[col].astype(str).tolist(), col
+    ok = a["usable"]
+    for col in ("eval/mig", "eval/sap", "train/recon", "train/loss"):
+        np.testing.assert_allclose(a.loc[ok, col], b.loc[ok, col])
+    assert "fast/mig" in b.columns  # intermediate metrics survive the rebuild
+    assert b.loc[b["status"] == "ERROR", "error"].str.contains("Error").all()
+    assert searched_params(a) == searched_params(b)
+
+
+def test_ray_rebuild_reads_a_cut_off_result_line_and_missing_params(tmp_path) -> None:
+    trial = tmp_path / "ray" / "train_trial_abc12_00001_beta=4_2026-11-23_10-00-00"
+    trial.mkdir(parents=True)
+    config = {"model": {"name": "mipet_vae", "beta": 4.0}, "train": {"steps": 10}, "seed": 3}
+    lines = [{"step": 5, "train/loss": 3.0, "config": config, "trial_id": "abc12"},
+             {"step": 10, "train/loss": 2.0, "eval/mig": 0.4, "config": config,
+              "trial_id": "abc12", "done": True}]
+    (trial / "result.json").write_text(
+        "".join(json.dumps(r) + "\n" for r in lines) + '{"step": 11, "tra'
+    )
+    df = load_sweep(tmp_path)
+    row = df.iloc[0]
+    assert row["trial_id"] == "abc12" and row["status"] == "TERMINATED" and row["usable"]
+    assert row["config/model/beta"] == 4.0 and row["seed"] == 3 and row["step"] == 10
+    assert row["train/loss"] == 2.0 and row["eval/mig"] == 0.4
+
+
+def test_ray_rebuild_flags_a_reported_nan_loss(tmp_path) -> None:
+    trial = tmp_path / "ray" / "train_trial_x1_00001_2026"
+    trial.mkdir(parents=True)
+    cfg = {"model": {"beta": 1.0}, "seed": 0}
+    (trial / "result.json").write_text(
+        json.dumps({"step": 1, "train/loss": float("nan"), "config": cfg}) + "\n"
+    )
+    df = load_sweep(tmp_path)
+    assert bool(df["nonfinite"].iloc[0]) and bool(df["failed"].iloc[0])
+    assert not df["usable"].iloc[0]
+
+
+def test_stopped_early_trials_are_flagged() -> None:
+    df = table([
+        {"config/train/steps": 100, "step": 100, "eval/mig": 0.1},
+        {"config/train/steps": 100, "step": 30, "eval/mig": 0.9, "config/model/beta": 2.0},
+    ])
+    assert df["stopped"].tolist() == [False, True]
+    used, excluded = usable_trials(df)
+    assert len(used) == 1 and excluded["stopped"] == 1
+    used, excluded = usable_trials(df, include_stopped=True)
+    assert len(used) == 2 and excluded["stopped"] == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda p: None, "no such sweep folder"),
+        (lambda p: p.mkdir(), "not a sweep folder"),
+        (lambda p: (p.mkdir(), (p / "trials.parquet").write_text("junk")), "not a readable Parquet"),
+        (lambda p: (p.mkdir(), (p / "ray").mkdir()), "no Ray trial folders"),
+    ],
+)
+def test_not_a_sweep_is_one_clear_error(tmp_path, make, match) -> None:
+    folder = tmp_path / "sweep"
+    make(folder)
+    with pytest.raises(AnalysisError, match=match):
+        load_sweep(folder)
+
+
+def test_metric_names_and_directions() -> None:
+    df = table([{"config/model/beta": 1.0, "eval/mig": 0.1, "train/recon": 3.0,
+                 "eval/gaussian_total_correlation": 0.2}])
+    assert resolve_metric(df, "mig") == "eval/mig"
+    assert resolve_metric(df, "recon") == "train/recon"
+    assert resolve_metric(df, "train/recon") == "train/recon"
+    assert direction("eval/mig") == "max"
+    assert direction("train/recon") == "min"
+    assert direction("eval/gaussian_total_correlation") == "min"
+    with pytest.raises(AnalysisError, match=r"unknown metric 'mgi'.*mig.*train/recon"):
+        resolve_metric(df, "mgi")
+
+
+def test_param_names() -> None:
+    df = table([{"config/model/beta": 1.0, "config/train/lr": 1e-3, "config/model/lr": 1.0,
+                 "eval/mig": 0.1}])
+    assert resolve_param(df, "beta") == "config/model/beta"
+    assert resolve_param(df, "model.beta") == "config/model/beta"
+    assert resolve_param(df, "config/train/lr") == "config/train/lr"
+    with pytest.raises(AnalysisError, match="ambiguous.*train/lr, model/lr"):
+        resolve_param(df, "lr")
+    with pytest.raises(AnalysisError, match="unknown config parameter 'gamma'.*model/beta"):
+        resolve_param(df, "gamma")
+
+
+def test_searched_params_include_conditional_ones_and_exclude_the_seed() -> None:
+    df = table([
+        {"config/model/name": "a", "config/model/k": np.nan, "config/train/lr": 1.0, "seed": 0},
+        {"config/model/name": "b", "config/model/k": 3, "config/train/lr": 1.0, "seed": 1},
+    ])
+    assert searched_params(df) == ["config/model/name", "config/model/k"]
+
+
+def test_analysis_pulls_in_no_torch_ray_or_optuna() -> None:
+    code = (
+        "import importlib, pkgutil, sys, analysis\n"
+        "for m in ['sweep', 'rank', 'ablation', 'importance', 'plots', 'export', 'report',"
+        " 'synthetic']:\n"
+        "    importlib.import_module('analysis.' + m)\n"
+        "print(' '.join(sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(done.stdout.split())
+    assert not {"torch", "ray", "optuna", "models", "tune", "search_spaces"} & loaded
+    assert "matplotlib.pyplot" not in loaded
