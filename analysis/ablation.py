@@ -133,7 +133,9 @@ class AblationTable:
         arrows = {m: r"$\uparrow$" if direction(m) == "max" else r"$\downarrow$"
                   for m in self.metrics}
         if self.columns is None:
-            head = row_head + [f"{fmt.latex_escape(_metric_label(m))} {arrows[m]}" for m, _ in cols]
+            head = row_head + [
+                f"{fmt.latex_escape(_metric_label(m))} {arrows[m]}" for m, _ in cols
+            ]
             lines.append(" & ".join(head) + r" \\")
         else:
             per = len(cols) // len(self.metrics)

@@ -164,7 +164,8 @@ def plot_pareto(ranked: pd.DataFrame, path: str | Path,
     xa, xb = ranked[f"{a}/mean"].to_numpy(float), ranked[f"{b}/mean"].to_numpy(float)
     sa = np.nan_to_num(ranked[f"{a}/std"].to_numpy(float))
     sb = np.nan_to_num(ranked[f"{b}/std"].to_numpy(float))
-    front = pareto_fronts(np.column_stack([xa, xb]), [direction(a) == "max", direction(b) == "max"])
+    maximize = [direction(a) == "max", direction(b) == "max"]
+    front = pareto_fronts(np.column_stack([xa, xb]), maximize)
     on = front == 1
     fig = _figure(5.8, 4.6)
     ax = fig.subplots()

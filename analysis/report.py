@@ -123,9 +123,11 @@ def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
     name = spec.get("name") or root.name
     doc.heading(f"Sweep report: {name}", 1)
     status = df["status"].value_counts().to_dict()
+    source = ("trials.parquet" if df.attrs.get("source") == "parquet" else
+              "the Ray trial folders (no trials.parquet: the sweep did not finish)")
     doc.para(
         f"Folder {root}; {len(df)} trials ({', '.join(f'{n} {s}' for s, n in status.items())}); "
-        f"table read from {'trials.parquet' if df.attrs.get('source') == 'parquet' else 'the Ray trial folders (no trials.parquet: the sweep did not finish)'}. "
+        f"table read from {source}. "
         f"Generated {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC."
     )
     doc.para("Searched parameters: " + (", ".join(param_label(p) for p in params) or "none") + ".")
@@ -184,7 +186,8 @@ def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
         except AnalysisError as exc:
             doc.para(f"({stem}: {exc}.)")
             continue
-        write_ablation(table, out, stem, caption=f"Ablation over {', '.join(map(param_label, rows_))}")
+        caption = f"Ablation over {', '.join(map(param_label, rows_))}"
+        write_ablation(table, out, stem, caption=caption)
         doc.heading(", ".join(param_label(p) for p in rows_), 3)
         pooled = int(table.stats["n_configs"].max())
         note = (f"Each cell pools up to {pooled} configurations (other parameters vary too). "
@@ -222,7 +225,8 @@ def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
     doc.heading("Metrics against the searched parameters")
     for m in report_metrics:
         try:
-            path = plot_metric_vs_params(df, m, plots / f"vs_params_{_short(m).replace('/', '-')}.png")
+            png = plots / f"vs_params_{_short(m).replace('/', '-')}.png"
+            path = plot_metric_vs_params(df, m, png)
             doc.image(path, f"{m} against the parameters")
         except AnalysisError as exc:
             doc.para(f"({m}: {exc}.)")

@@ -157,7 +157,8 @@ def write_sweep(df: pd.DataFrame, folder: str | Path, *, parquet: bool = True, r
                 node = node.setdefault(part, {})
             node[parts[-1]] = value
         config = known or config
-        tdir = root / "ray" / f"train_trial_{tid}_{i + 1:05d}_seed={row['seed']}_2026-11-23_18-00-00"
+        stamp = "2026-11-23_18-00-00"
+        tdir = root / "ray" / f"train_trial_{tid}_{i + 1:05d}_seed={row['seed']}_{stamp}"
         tdir.mkdir(parents=True, exist_ok=True)
         df.at[i, "trial_dir"] = str(tdir)
         if ray:
@@ -184,7 +185,9 @@ def write_sweep(df: pd.DataFrame, folder: str | Path, *, parquet: bool = True, r
                 lines[-1]["done"] = True
             (tdir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
             if row["status"] == "ERROR":
-                (tdir / "error.txt").write_text(f"Traceback (most recent call last):\n{row['error']}\n")
+                (tdir / "error.txt").write_text(
+                    f"Traceback (most recent call last):\n{row['error']}\n"
+                )
             if row["status"] == "TERMINATED":
                 ck = tdir / "checkpoint_000001"
                 ck.mkdir(exist_ok=True)

@@ -57,7 +57,9 @@ def test_markdown(grid: pd.DataFrame) -> None:
                         "| train/recon @ 4 ↓ |")
     assert lines[2] == ("| beta_vae | — | 0.15 ± 0.071 (2) | 0.3 (1) | **31 ± 1.4 (2)** "
                         "| **40 (1)** |")
-    assert lines[3] == "| mipet_vae | 3 | **0.5 ± 0.14 (2)** | **0.5 (1)** | 34 ± 1.4 (2) | 50 (1) |"
+    assert lines[3] == (
+        "| mipet_vae | 3 | **0.5 ± 0.14 (2)** | **0.5 (1)** | 34 ± 1.4 (2) | 50 (1) |"
+    )
 
 
 def test_latex_is_booktabs_with_bold_best(grid: pd.DataFrame) -> None:

@@ -1,4 +1,4 @@
-"""analysis.rank on small tables with known answers: seeds, ties, directions, exclusions, Pareto."""
+"""analysis.rank on tables with known answers: seeds, ties, directions, exclusions, Pareto."""
 
 from __future__ import annotations
 
@@ -39,9 +39,11 @@ def test_seeds_are_aggregated_per_config(three_configs) -> None:
     assert a["eval/mig/ci_high"] == pytest.approx(0.4 + half, rel=1e-6)
     assert a["best_trial"] == "t001"  # the seed with MIG 0.5
     b = ranked.iloc[0]
-    assert b["eval/mig/n"] == 1 and math.isnan(b["eval/mig/std"]) and math.isnan(b["eval/mig/ci_low"])
+    assert b["eval/mig/n"] == 1
+    assert math.isnan(b["eval/mig/std"]) and math.isnan(b["eval/mig/ci_low"])
     c = ranked.iloc[2]
-    assert c["eval/mig/std"] == pytest.approx(0.0, abs=1e-12) and c["eval/mig/ci_low"] == pytest.approx(0.2)
+    assert c["eval/mig/std"] == pytest.approx(0.0, abs=1e-12)
+    assert c["eval/mig/ci_low"] == pytest.approx(0.2)
     assert ranked.attrs["by"] == ["eval/mig"] and ranked.attrs["directions"] == {"eval/mig": "max"}
 
 
@@ -79,7 +81,8 @@ def test_failed_nonfinite_unfinished_and_nan_trials_are_left_out_and_counted() -
                                         "stopped": 0, "missing_metric": 1}
     assert ranked.attrs["n_trials"] == 7 and ranked.attrs["n_used"] == 3
     _, text = rank_table(df, "mig")
-    assert "7 trials, 3 used; left out: 1 failed, 1 nonfinite, 1 unfinished, 1 missing metric" in text
+    line = "7 trials, 3 used; left out: 1 failed, 1 nonfinite, 1 unfinished, 1 missing metric"
+    assert line in text
 
 
 def test_no_finished_trial_is_one_clear_error() -> None:

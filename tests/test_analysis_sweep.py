@@ -113,7 +113,7 @@ def test_stopped_early_trials_are_flagged() -> None:
     [
         (lambda p: None, "no such sweep folder"),
         (lambda p: p.mkdir(), "not a sweep folder"),
-        (lambda p: (p.mkdir(), (p / "trials.parquet").write_text("junk")), "not a readable Parquet"),
+        (lambda p: (p.mkdir(), (p / "trials.parquet").write_text("junk")), "not a readable"),
         (lambda p: (p.mkdir(), (p / "ray").mkdir()), "no Ray trial folders"),
     ],
 )
