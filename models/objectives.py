@@ -92,7 +92,14 @@ class Reconstruction(Objective):
     def __call__(self, inp: LossInputs) -> dict[str, Tensor]:
         b = inp.x.shape[0]
         if self.kind == "bce":
-            total = F.binary_cross_entropy(inp.recon, inp.x, reduction="sum")
+            # BCELoss(sum) as the paper code; it refuses NaN values (on CUDA with a device assert),
+            # so they are swapped out and put back through a zero-weight sum.
+            p, x = inp.recon, inp.x
+            total = F.binary_cross_entropy(
+                torch.nan_to_num(p, nan=0.5), torch.nan_to_num(x, nan=0.5, posinf=1.0, neginf=0.0),
+                reduction="sum",
+            )
+            total = total + 0.0 * (p.sum() + x.sum())
         else:
             total = F.mse_loss(inp.recon, inp.x, reduction="sum")
         return {"rec": total / b}
