@@ -27,7 +27,7 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.rank import rank
-from analysis.sweep import _is_missing, config_columns
+from analysis.sweep import _is_missing, config_columns, run_row
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def best_config(df: pd.DataFrame, *, by: str | Sequence[str] | None = None,
         raise AnalysisError("the trials table has no config/... columns; nothing to export")
     ranked = rank(df, by)
     top = ranked.iloc[0]
-    row = df[df["trial_id"] == top["best_trial"]].iloc[0]
+    row = run_row(df, top["best_trial"], top["best_seed"])
     integral = _integral_columns(df)
     flat = {}
     for col in [c for c in df.columns if c.startswith("config/")]:

@@ -30,6 +30,7 @@ from analysis.sweep import (
     param_label,
     resolve_metric,
     resolve_param,
+    run_row,
     searched_params,
     usable_trials,
 )
@@ -255,9 +256,11 @@ def plot_best_images(df: pd.DataFrame, ranked: pd.DataFrame, path: str | Path, *
     if kind not in ("traversal", "reconstruction"):
         raise AnalysisError(f"kind must be 'traversal' or 'reconstruction', got {kind!r}")
     found = []
-    dirs = df.set_index("trial_id")["artifact_dir"] if "artifact_dir" in df.columns else {}
     for _, r in ranked.head(top).iterrows():
-        adir = dirs.get(r["best_trial"]) if len(dirs) else None
+        try:
+            adir = run_row(df, r["best_trial"], r.get("best_seed")).get("artifact_dir")
+        except AnalysisError:
+            adir = None
         if not adir:
             continue
         png = Path(adir) / f"{kind}.png"
@@ -275,6 +278,7 @@ def plot_best_images(df: pd.DataFrame, ranked: pd.DataFrame, path: str | Path, *
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         ax.set_axis_off()
         score = ", ".join(f"{m} {fmt.num(r[f'{m}/mean'], 3)}" for m in by if f"{m}/mean" in r)
-        ax.set_title(f"#{r['rank']} config {r['config_id']} (trial {r['best_trial']}): {score}",
-                     fontsize=9)
+        seed = r.get("best_seed")
+        run = f"trial {r['best_trial']}" + ("" if pd.isna(seed) else f", seed {seed}")
+        ax.set_title(f"#{r['rank']} config {r['config_id']} ({run}): {score}", fontsize=9)
     return _save(fig, path)

@@ -147,8 +147,10 @@ def rank(df: pd.DataFrame, by: str | Sequence[str] | None = None, *,
             were taken at fewer steps).
     Returns:
         A new DataFrame, best first, one row per configuration: `rank` (1 = best; tied
-        configurations share the smallest rank), `config_id`, `n_trials`, `best_trial` (the
-        seed with the best value of the first metric), `trial_ids`, the searched parameters,
+        configurations share the smallest rank), `config_id`, `best_trial` and `best_seed`
+        (the run with the best value of the first metric; one Ray trial may hold several
+        seeds, so the pair names the row), `n_trials` (rows), `trial_ids`, the searched
+        parameters,
         the seed statistics of each metric (see `aggregate_seeds`) and, with several metrics,
         `<m>/rank` per metric, `mean_rank` and `pareto_front` (1 = non-dominated).
         `attrs`: `by`, `directions` ({metric: "max"|"min"}), `excluded` (counts of trials
@@ -177,13 +179,15 @@ def rank(df: pd.DataFrame, by: str | Sequence[str] | None = None, *,
     table = aggregate_seeds(used, metrics, params=params)
 
     first = metrics[0]
-    best_trial = []
-    for ids in table["trial_ids"]:
-        sub = used[used["trial_id"].isin(ids)].sort_values(["seed", "trial_id"])
+    best_trial, best_seed = [], []
+    for config_id in table["config_id"]:
+        sub = used[used["config_id"] == config_id].sort_values(["seed", "trial_id"])
         x = sub[first].to_numpy(dtype=float)
         i = int(np.argmax(x) if directions[first] == "max" else np.argmin(x))
         best_trial.append(sub["trial_id"].iloc[i])
+        best_seed.append(sub["seed"].iloc[i])
     table.insert(1, "best_trial", best_trial)
+    table.insert(2, "best_seed", pd.array(best_seed, dtype="Int64"))
 
     def oriented(m: str) -> np.ndarray:
         x = _tie_round(table[f"{m}/mean"].to_numpy(dtype=float))
@@ -207,7 +211,7 @@ def rank(df: pd.DataFrame, by: str | Sequence[str] | None = None, *,
         keys = (["pareto_front"] if sort == "pareto" else []) + ["rank", "config_id"]
         asc = [True] * len(keys)
     table = table.sort_values(keys, ascending=asc, kind="mergesort").reset_index(drop=True)
-    front_cols = ["rank", "config_id", "best_trial", "n_trials"]
+    front_cols = ["rank", "config_id", "best_trial", "best_seed", "n_trials"]
     table = table[front_cols + [c for c in table.columns if c not in front_cols]]
     table.attrs.update(
         by=list(metrics),
@@ -251,7 +255,7 @@ def ranked_rows(ranked: pd.DataFrame, *, top: int | None = None
     if multi:
         header += ["mean rank", "front"]
         align += ["r", "r"]
-    header.append("best trial")
+    header.append("best run")
     align.append("l")
     rows = []
     shown = ranked if top is None else ranked.head(top)
@@ -263,7 +267,8 @@ def ranked_rows(ranked: pd.DataFrame, *, top: int | None = None
             row.append(fmt.DASH if np.isnan(lo) else f"[{fmt.num(lo)}, {fmt.num(hi)}]")
         if multi:
             row += [fmt.num(r["mean_rank"], 3), str(r["pareto_front"])]
-        row.append(str(r["best_trial"]))
+        seed = r["best_seed"]
+        row.append(str(r["best_trial"]) + ("" if pd.isna(seed) else f" (seed {seed})"))
         rows.append(row)
     return header, rows, align
 

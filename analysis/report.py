@@ -150,7 +150,7 @@ def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
     # ---- best config ----
     best_path = export_best(df, out, by=primary)
     doc.para(f"Best configuration: {ranked['config_id'].iloc[0]} (trial "
-             f"{ranked['best_trial'].iloc[0]}), exported to {best_path.name}; rerun it with "
+             f"{ranked['best_trial'].iloc[0]}, seed {ranked['best_seed'].iloc[0]}), exported to {best_path.name}; rerun it with "
              f"`mipet-tune train --config {best_path.name}`.")
 
     # ---- Pareto front: disentanglement against reconstruction ----

@@ -41,7 +41,10 @@ __all__ = [
     "metric_columns",
     "param_label",
     "resolve_metric",
+    "rebuild_from_ray",
+    "resolve_metrics",
     "resolve_param",
+    "run_row",
     "searched_params",
     "usable_trials",
 ]
@@ -216,6 +219,20 @@ def usable_trials(
     return df[keep], excluded
 
 
+def run_row(df: pd.DataFrame, trial_id: str, seed: Any) -> pd.Series:
+    """The row of one run: a Ray trial id and a seed (a trial may train several seeds).
+
+    Raises:
+        AnalysisError: when no row matches.
+    """
+    rows = df[df["trial_id"] == str(trial_id)]
+    if seed is not None and not pd.isna(seed) and len(rows) > 1:
+        rows = rows[rows["seed"] == int(seed)]
+    if rows.empty:
+        raise AnalysisError(f"no run with trial_id={trial_id!r} and seed={seed!r} in the table")
+    return rows.iloc[0]
+
+
 # ---- loading ---------------------------------------------------------------------------------
 def load_sweep(folder: str | Path) -> pd.DataFrame:
     """Read a sweep folder's trials table.
@@ -243,7 +260,7 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
             raise AnalysisError(f"{parquet}: not a readable Parquet file ({exc})") from exc
         source = "parquet"
     elif ray_dir.is_dir():
-        df = rebuild_from_ray(ray_dir)
+        df = rebuild_from_ray(ray_dir, sweep_dir=path)
         source = "ray"
         log.info("%s has no trials.parquet; rebuilt %d trials from %s", path, len(df), ray_dir)
     else:
@@ -258,28 +275,38 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
     return df
 
 
-def rebuild_from_ray(ray_dir: str | Path) -> pd.DataFrame:
+def rebuild_from_ray(ray_dir: str | Path, *, sweep_dir: str | Path | None = None) -> pd.DataFrame:
     """Rebuild the trials table from Ray Tune trial folders (for a sweep that was killed).
 
-    A trial folder is any folder below `ray_dir` holding `params.json` or `result.json`.
-    Status: ERROR if `error.txt` exists; TERMINATED if the last result says `done` or has
-    final `eval/*` metrics; RUNNING otherwise (a killed sweep leaves such trials); PENDING
-    if there is no result at all.
+    A trial folder is any folder below `ray_dir` holding `params.json` or `result.json`. One
+    trial may train several seeds in turn: its last report's `seed_results` (a JSON list, one
+    object per seed) gives one row per seed when the trial finished; otherwise the reports are
+    grouped by their `seed` key, and each seed whose reports include final `eval/*` metrics
+    is a finished row.
 
+    Status per row: ERROR for the seed running when `error.txt` was written; TERMINATED for
+    a seed with final metrics (or a last report saying `done`); RUNNING for one cut off by a
+    kill; PENDING for a trial without reports.
+
+    Args:
+        ray_dir: Ray's experiment folder.
+        sweep_dir: the sweep folder, whose `trials/<trial_id>[/seed_<n>]` hold the artifacts
+            (default: the parent of `ray_dir`).
     Raises:
         AnalysisError: if no trial folder is found.
     """
     root = Path(ray_dir)
+    sweep = Path(sweep_dir) if sweep_dir is not None else root.parent
     trial_dirs = sorted(
         {p.parent for name in ("params.json", "result.json") for p in root.rglob(name)}
     )
     if not trial_dirs:
         raise AnalysisError(f"{root}: no Ray trial folders (params.json/result.json) found")
-    rows = [_trial_row(d) for d in trial_dirs]
+    rows = [row for d in trial_dirs for row in _trial_rows(d, sweep)]
     return pd.DataFrame(rows)
 
 
-def _trial_row(trial_dir: Path) -> dict[str, Any]:
+def _trial_rows(trial_dir: Path, sweep: Path) -> list[dict[str, Any]]:
     results = _read_results(trial_dir / "result.json")
     last = results[-1] if results else {}
     config = last.get("config")
@@ -287,48 +314,93 @@ def _trial_row(trial_dir: Path) -> dict[str, Any]:
         config = _read_json(trial_dir / "params.json") or {}
     error_file = trial_dir / "error.txt"
     error = error_file.read_text(errors="replace").strip() if error_file.is_file() else None
+    trial_id = str(last.get("trial_id") or _trial_id_from_name(trial_dir))
+    checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+    common: dict[str, Any] = {
+        "trial_id": trial_id,
+        "config_id": _config_id(config),
+        "time_total_s": last.get("time_total_s"),
+        "node": last.get("node_ip"),
+        "checkpoint_path": str(checkpoints[-1]) if checkpoints else None,
+        "trial_dir": str(trial_dir),
+    }
+    for key, value in _flatten(config).items():
+        common[f"config/{key}"] = value
 
-    row: dict[str, Any] = {"trial_id": str(last.get("trial_id") or _trial_id_from_name(trial_dir))}
-    if error is not None:
-        status = "ERROR"
-    elif last.get("done") or any(k.startswith("eval/") for k in last):
-        status = "TERMINATED"
-    elif results:
-        status = "RUNNING"
+    # one group of (final) values per seed
+    groups: list[tuple[Any, dict[str, Any], bool, bool]] = []  # seed, values, finished, bad
+    seed_results = last.get("seed_results")
+    if isinstance(seed_results, str):
+        try:
+            seed_results = json.loads(seed_results)
+        except json.JSONDecodeError:
+            seed_results = None
+    if isinstance(seed_results, list) and seed_results:
+        for rec in seed_results:
+            if isinstance(rec, dict):
+                groups.append((rec.get("seed"), rec, True, _has_bad_loss([rec])))
     else:
-        status = "PENDING"
-    reported = {k: v for r in results for k, v in r.items() if k.startswith(_METRIC_PREFIXES)}
-    # a loss reported as NaN/inf (the trainer should raise instead; older runs did report it)
-    bad_value = any(
+        by_seed: dict[Any, list[dict[str, Any]]] = {}
+        for rec in results:
+            by_seed.setdefault(rec.get("seed", config.get("seed")), []).append(rec)
+        for seed, recs in by_seed.items():
+            values: dict[str, Any] = {}
+            for rec in recs:  # the latest value of each key
+                values.update(rec)
+            finished = any(k.startswith("eval/") for r in recs for k in r) or bool(
+                recs[-1].get("done")
+            )
+            groups.append((seed, values, finished, _has_bad_loss(recs)))
+    if not groups:
+        groups.append((config.get("seed"), {}, False, False))
+
+    rows = []
+    for i, (seed, values, finished, bad) in enumerate(groups):
+        is_last = i == len(groups) - 1
+        row = dict(common)
+        err = error if (error is not None and is_last) else None
+        if err is not None:
+            status = "ERROR"
+        elif finished:
+            status = "TERMINATED"
+        elif values:
+            status = "RUNNING"
+        else:
+            status = "PENDING"
+        nonfinite = bad or bool(err and _NONFINITE_WORDS.search(err))
+        row.update(
+            status=status,
+            failed=err is not None or nonfinite,
+            nonfinite=nonfinite,
+            error=(err.strip().splitlines()[-1] if err else None),
+            seed=seed,
+        )
+        if seed is not None:
+            row["config/seed"] = seed
+        row.update({k: v for k, v in values.items() if k.startswith(_METRIC_PREFIXES)})
+        row["step"] = values.get("step", values.get("training_iteration"))
+        if "images_per_s" in values:
+            row["images_per_s"] = values["images_per_s"]
+        artifact = values.get("artifact_dir")
+        if not artifact:
+            base = sweep / "trials" / trial_id
+            for candidate in (base / f"seed_{seed}", base):
+                if candidate.is_dir():
+                    artifact = str(candidate)
+                    break
+        row["artifact_dir"] = artifact or None
+        rows.append(row)
+    return rows
+
+
+def _has_bad_loss(records: list[dict[str, Any]]) -> bool:
+    """A loss reported as NaN/inf (the trainer raises instead; older runs reported it)."""
+    return any(
         isinstance(v, float) and not math.isfinite(v)
-        for r in results
+        for r in records
         for k, v in r.items()
         if k.startswith("train/")
     )
-    nonfinite = bad_value or bool(error and _NONFINITE_WORDS.search(error))
-    row.update(
-        status=status,
-        failed=error is not None or nonfinite,
-        nonfinite=nonfinite,
-        error=(error.strip().splitlines()[-1] if error else None),
-        config_id=_config_id(config),
-        seed=config.get("seed"),
-    )
-    for key, value in _flatten(config).items():
-        row[f"config/{key}"] = value
-    # the latest value of each metric: eval/* come in the last report, train/* in each one
-    row.update(reported)
-    row["step"] = last.get("step", last.get("training_iteration"))
-    row["time_total_s"] = last.get("time_total_s")
-    if "images_per_s" in last:
-        row["images_per_s"] = last["images_per_s"]
-    row["node"] = last.get("node_ip")
-    checkpoints = sorted(trial_dir.glob("checkpoint_*"))
-    row["checkpoint_path"] = str(checkpoints[-1]) if checkpoints else None
-    artifacts = trial_dir.parent.parent / "trials" / row["trial_id"]
-    row["artifact_dir"] = str(artifacts) if artifacts.is_dir() else None
-    row["trial_dir"] = str(trial_dir)
-    return row
 
 
 def _read_results(path: Path) -> list[dict[str, Any]]:
@@ -359,8 +431,8 @@ def _read_json(path: Path) -> Any:
 
 
 def _trial_id_from_name(trial_dir: Path) -> str:
-    # train_trial_<id>_<n>_<params>_<date>: take <id>
-    m = re.match(r"^[A-Za-z]+_trial_([0-9a-zA-Z]+)_", trial_dir.name)
+    # Ray's default train_trial_<id>_<n>_<params>_<date>, or tune's own trial_<id>
+    m = re.match(r"^(?:[A-Za-z]+_)?trial_([0-9a-zA-Z]+)(?:_|$)", trial_dir.name)
     return m.group(1) if m else trial_dir.name
 
 
@@ -424,10 +496,13 @@ def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
         df["seed"] = df["config/seed"] if "config/seed" in df.columns else 0
     df["seed"] = pd.to_numeric(df["seed"], errors="coerce").astype("Int64")
     if "config_id" not in df.columns:
+        df["config_id"] = None
+    missing = df["config_id"].isna()
+    if missing.any():  # e.g. a config that never validated: hash its config columns
         cfg_cols = config_columns(df)
-        df["config_id"] = [
-            _config_id({c: _hashable(v) for c, v in zip(cfg_cols, row)})
-            for row in df[cfg_cols].itertuples(index=False)
+        df.loc[missing, "config_id"] = [
+            "cfg-" + _config_id({c: _hashable(v) for c, v in zip(cfg_cols, row)})
+            for row in df.loc[missing, cfg_cols].itertuples(index=False)
         ]
     df["config_id"] = df["config_id"].astype(str)
     for col in ("step",):

@@ -169,3 +169,54 @@ def test_analysis_pulls_in_no_torch_ray_or_optuna() -> None:
     loaded = set(done.stdout.split())
     assert not {"torch", "ray", "optuna", "models", "tune", "search_spaces"} & loaded
     assert "matplotlib.pyplot" not in loaded
+
+
+def _write_trial(folder, name: str, lines: list[dict], error: str | None = None) -> None:
+    trial = folder / "ray" / name
+    trial.mkdir(parents=True)
+    (trial / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if error:
+        (trial / "error.txt").write_text(error)
+
+
+def test_ray_rebuild_gives_one_row_per_seed(tmp_path) -> None:
+    cfg = {"model": {"beta": 2.0}, "train": {"steps": 10}, "seed": 5}
+    per_seed = [{"seed": 5, "step": 10, "eval/mig": 0.2, "train/loss": 3.0,
+                 "artifact_dir": "/x/trials/aa/seed_5"},
+                {"seed": 6, "step": 10, "eval/mig": 0.4, "train/loss": 2.0,
+                 "artifact_dir": "/x/trials/aa/seed_6"}]
+    finished = [
+        {"seed": 5, "step": 10, "eval/mig": 0.2, "train/loss": 3.0, "config": cfg,
+         "trial_id": "aa"},
+        {"seed": 6, "step": 10, "eval/mig": 0.3, "train/loss": 2.5, "config": cfg,
+         "trial_id": "aa", "seed_results": json.dumps(per_seed), "done": True},
+    ]
+    _write_trial(tmp_path, "trial_aa", finished)
+    # killed while training its third seed: two seeds finished, one cut off
+    killed = [
+        {"seed": 5, "step": 10, "eval/mig": 0.5, "train/loss": 1.0, "config": cfg,
+         "trial_id": "bb"},
+        {"seed": 6, "step": 10, "eval/mig": 0.7, "train/loss": 1.5, "config": cfg,
+         "trial_id": "bb"},
+        {"seed": 7, "step": 4, "train/loss": 9.0, "config": cfg, "trial_id": "bb"},
+    ]
+    _write_trial(tmp_path, "trial_bb", killed)
+    _write_trial(tmp_path, "trial_cc", [{"seed": 5, "step": 2, "train/loss": 1.0,
+                                         "config": cfg, "trial_id": "cc"}],
+                 error="Traceback...\nNonFiniteLossError: non-finite loss at step 3")
+    df = load_sweep(tmp_path).set_index(["trial_id", "seed"])
+    assert df.loc[("aa", 6), "eval/mig"] == 0.4  # the seed's own value, not the mean 0.3
+    assert df.loc[("aa", 6), "artifact_dir"] == "/x/trials/aa/seed_6"
+    assert df.loc[("aa", 5), "config/seed"] == 5 and df.loc[("aa", 6), "config/seed"] == 6
+    assert df.loc["bb", "status"].tolist() == ["TERMINATED", "TERMINATED", "RUNNING"]
+    assert df.loc["bb", "usable"].tolist() == [True, True, False]
+    assert df.loc[("cc", 5), "status"] == "ERROR" and df.loc[("cc", 5), "nonfinite"]
+    assert df["config_id"].nunique() == 1  # seeds of one configuration
+
+
+def test_missing_config_id_is_filled_per_config() -> None:
+    df = table([{"config/model/beta": 1.0, "config_id": None, "eval/mig": 0.1},
+                {"config/model/beta": 1.0, "config_id": None, "eval/mig": 0.2, "seed": 1},
+                {"config/model/beta": 2.0, "config_id": None, "eval/mig": 0.3}])
+    ids = df["config_id"].tolist()
+    assert ids[0] == ids[1] != ids[2] and ids[0].startswith("cfg-")
