@@ -37,7 +37,9 @@ from analysis.sweep import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AblationTable", "ablation_table", "write_ablation"]
+__all__ = ["AblationTable", "ablation_table", "ablation_text", "write_ablation"]
+
+FORMATS = {"md": "md", "markdown": "md", "tex": "tex", "latex": "tex", "csv": "csv"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,17 +48,18 @@ class AblationTable:
 
     Attributes:
         rows: the row parameters (config columns).
-        columns: the column parameter, or None.
+        columns: the column parameters (config columns; often one, may be none).
         metrics: the metric columns.
-        stats: one row per (row setting, column value, metric): the row parameters' values,
-            `column` (the column parameter's value or None), `metric`, `mean`, `std`, `n`
+        stats: one row per (row setting, column setting, metric): the row parameters' values,
+            `column` (the column parameter's value, a tuple of values for several, or None),
+            `metric`, `mean`, `std`, `n`
             (trials), `n_configs` (distinct configurations pooled in the cell), `cell`
             (`mean ± std (n)`) and `best` (bool).
         excluded: counts of trials left out, by reason.
     """
 
     rows: tuple[str, ...]
-    columns: str | None
+    columns: tuple[str, ...]
     metrics: tuple[str, ...]
     stats: pd.DataFrame
     excluded: dict[str, int]
@@ -64,7 +67,15 @@ class AblationTable:
     # ---- layout ------------------------------------------------------------------------------
     def _column_keys(self) -> list[tuple[str, Any]]:
         values = _sorted_unique(self.stats["column"]) if self.columns else [None]
+        if len(self.columns) > 1:
+            values = sorted(values, key=lambda t: tuple(_sort_key(v) for v in t))
         return [(m, v) for m in self.metrics for v in values]
+
+    def _column_label(self, v: Any, *, names: bool = False) -> str:
+        if len(self.columns) == 1:
+            text = fmt.value(v)
+            return f"{param_label(self.columns[0])}={text}" if names else text
+        return ", ".join(f"{param_label(c)}={fmt.value(x)}" for c, x in zip(self.columns, v))
 
     def _row_keys(self) -> list[tuple[Any, ...]]:
         keys = {tuple(_hashable(r[p]) for p in self.rows) for _, r in self.stats.iterrows()}
@@ -83,7 +94,7 @@ class AblationTable:
         cols = self._column_keys()
         for m, v in cols:
             name = _metric_label(m)
-            header.append(name if self.columns is None else f"{name} @ {fmt.value(v)}")
+            header.append(name if not self.columns else f"{name} @ {self._column_label(v)}")
         body = []
         for rk in self._row_keys():
             line = [fmt.value(v) for v in rk]
@@ -132,7 +143,7 @@ class AblationTable:
         row_head = [fmt.latex_escape(param_label(p)) for p in self.rows]
         arrows = {m: r"$\uparrow$" if direction(m) == "max" else r"$\downarrow$"
                   for m in self.metrics}
-        if self.columns is None:
+        if not self.columns:
             head = row_head + [
                 f"{fmt.latex_escape(_metric_label(m))} {arrows[m]}" for m, _ in cols
             ]
@@ -148,10 +159,8 @@ class AblationTable:
                 rules.append(rf"\cmidrule(lr){{{start}-{start + per - 1}}}")
             lines.append(" & ".join(top) + r" \\")
             lines.append(" ".join(rules))
-            sub = row_head + [
-                f"{fmt.latex_escape(param_label(self.columns))}={fmt.latex_escape(fmt.value(v))}"
-                for _, v in cols
-            ]
+            sub = row_head + [fmt.latex_escape(self._column_label(v, names=True))
+                              for _, v in cols]
             lines.append(" & ".join(sub) + r" \\")
         lines.append(r"\midrule")
         for line in body:
@@ -167,10 +176,11 @@ class AblationTable:
         """Long form: one line per (row setting, column value, metric); returns the text."""
         out = self.stats.copy()
         out = out.rename(columns={p: param_label(p) for p in self.rows})
-        if self.columns:
-            out = out.rename(columns={"column": param_label(self.columns)})
-        else:
-            out = out.drop(columns="column")
+        position = out.columns.get_loc("column")
+        for k, c in enumerate(self.columns):
+            values = [v[k] if len(self.columns) > 1 else v for v in out["column"]]
+            out.insert(position + k, param_label(c), values)
+        out = out.drop(columns="column")
         for col in out.columns:
             if out[col].dtype == object:
                 out[col] = [fmt.value(v) if isinstance(v, tuple) else v for v in out[col]]
@@ -183,7 +193,7 @@ class AblationTable:
 
 
 def ablation_table(df: pd.DataFrame, rows: str | Sequence[str],
-                   columns: str | None = None,
+                   columns: str | Sequence[str] | None = None,
                    metrics: str | Sequence[str] | None = None, *,
                    include_stopped: bool = False) -> AblationTable:
     """Build an ablation table from a trials table.
@@ -191,7 +201,8 @@ def ablation_table(df: pd.DataFrame, rows: str | Sequence[str],
     Args:
         df: trials, from `load_sweep`.
         rows: one or more config parameters (`model/name`, `config/model/num_ipe`, `beta`).
-        columns: optionally one more config parameter spread across the table's columns.
+        columns: optionally one more config parameter (or several) spread across the table's
+            columns.
         metrics: metric names (`mig`, `eval/sap`, `train/recon`); default: the sweep's
             ranking metric.
         include_stopped: keep trials an early-stopping scheduler ended.
@@ -206,8 +217,9 @@ def ablation_table(df: pd.DataFrame, rows: str | Sequence[str],
     row_cols = [resolve_param(df, r) for r in ([rows] if isinstance(rows, str) else rows)]
     if not row_cols:
         raise AnalysisError("ablation_table needs at least one row parameter")
-    col_col = resolve_param(df, columns) if columns else None
-    every = row_cols + ([col_col] if col_col else [])
+    col_cols = [resolve_param(df, c) for c in ([columns] if isinstance(columns, str) else
+                                              (columns or []))]
+    every = row_cols + col_cols
     if len(set(every)) != len(every):
         raise AnalysisError(f"a parameter is used twice in rows/columns: {every}")
     metric_cols = resolve_metrics(df, metrics) if metrics else default_metrics(df)
@@ -232,7 +244,9 @@ def ablation_table(df: pd.DataFrame, rows: str | Sequence[str],
             mean = float(x.mean()) if n else math.nan
             std = float(x.std(ddof=1)) if n > 1 else math.nan
             rec = dict(zip(row_cols, key[: len(row_cols)]))
-            rec.update(column=key[-1] if col_col else None, metric=m, mean=mean, std=std, n=n,
+            col_key = key[len(row_cols):]
+            column = None if not col_cols else col_key[0] if len(col_cols) == 1 else col_key
+            rec.update(column=column, metric=m, mean=mean, std=std, n=n,
                        n_configs=n_configs, cell=fmt.cell(mean, std, n))
             records.append(rec)
     stats = pd.DataFrame(records)
@@ -248,7 +262,7 @@ def ablation_table(df: pd.DataFrame, rows: str | Sequence[str],
             "ablation cells pool up to %d configurations each: parameters other than %s vary "
             "too; the ± then spans them, not only seeds", pooled,
             ", ".join(param_label(c) for c in every))
-    return AblationTable(tuple(row_cols), col_col, tuple(metric_cols), stats, excluded)
+    return AblationTable(tuple(row_cols), tuple(col_cols), tuple(metric_cols), stats, excluded)
 
 
 def write_ablation(table: AblationTable, folder: str | Path, name: str = "ablation",
@@ -261,6 +275,49 @@ def write_ablation(table: AblationTable, folder: str | Path, name: str = "ablati
     paths["tex"].write_text(table.to_latex(caption=caption, label=f"tab:{name}"))
     table.to_csv(paths["csv"])
     return paths
+
+
+def ablation_text(folder_or_df: str | Path | pd.DataFrame,
+                  rows: str | Sequence[str] | None = None,
+                  columns: str | Sequence[str] | None = None,
+                  metrics: str | Sequence[str] | None = None, *, fmt: str = "md",
+                  write: bool = True) -> str:
+    """What `mipet-tune ablate` prints: an ablation table of a sweep folder as text.
+
+    Args:
+        folder_or_df: a sweep folder (or a table from `load_sweep`).
+        rows: row parameters; default: every searched parameter not in `columns` (one row
+            per configuration, cells over its seeds).
+        columns: column parameter(s), or none.
+        metrics: metric names; default: the sweep's ranking metric.
+        fmt: `md` (or `markdown`), `tex` (or `latex`), `csv`.
+        write: also write `report/ablation.{md,tex,csv}` into the sweep folder.
+    Returns:
+        The table in `fmt`.
+    Raises:
+        AnalysisError: for a bad format, folder, parameter or metric, or nothing finished.
+    """
+    from analysis.sweep import load_sweep, searched_params
+
+    if fmt not in FORMATS:
+        raise AnalysisError(f"unknown table format {fmt!r}; choose one of {sorted(FORMATS)}")
+    df = folder_or_df if isinstance(folder_or_df, pd.DataFrame) else load_sweep(folder_or_df)
+    cols = [columns] if isinstance(columns, str) else list(columns or [])
+    if rows is None or (not isinstance(rows, str) and len(rows) == 0):
+        taken = {resolve_param(df, c) for c in cols}
+        rows = [p for p in searched_params(df) if p not in taken]
+        if not rows:
+            raise AnalysisError("no searched parameter left for the table's rows; name --rows")
+    table = ablation_table(df, rows=rows, columns=cols or None, metrics=metrics)
+    folder = df.attrs.get("sweep_folder")
+    if write and folder:
+        write_ablation(table, Path(folder) / "report", "ablation")
+    kind = FORMATS[fmt]
+    if kind == "md":
+        return table.to_markdown()
+    if kind == "tex":
+        return table.to_latex()
+    return table.to_csv()
 
 
 def _metric_label(column: str) -> str:

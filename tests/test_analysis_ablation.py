@@ -100,3 +100,29 @@ def test_bad_names_are_one_clear_error(grid: pd.DataFrame) -> None:
     dead = table([run("a", 1, 1.0, 0, 0.1, 1.0, status="ERROR", failed=True)])
     with pytest.raises(AnalysisError, match="no finished trials among 1.*1 failed"):
         ablation_table(dead, rows="model/name")
+
+
+def test_several_column_parameters(grid: pd.DataFrame) -> None:
+    grid = grid.copy()
+    grid["config/train/lr"] = [1e-3, 1e-4] * 3 + [1e-3]
+    t = ablation_table(grid, rows="model/name", columns=["beta", "lr"], metrics="mig")
+    md = t.to_markdown()
+    assert "mig @ model/beta=1, train/lr=0.0001 ↑" in md.splitlines()[0]
+    back = pd.read_csv(io.StringIO(t.to_csv()))
+    assert {"model/beta", "train/lr"} <= set(back.columns)
+    assert r"model/beta=4, train/lr=0.001" in t.to_latex()
+
+
+def test_ablation_text_of_a_sweep_folder(tmp_path) -> None:
+    from analysis.ablation import ablation_text
+    from analysis.synthetic import synthetic_trials, write_sweep
+
+    folder = write_sweep(synthetic_trials(n_seeds=2), tmp_path / "s", images=False)
+    text = ablation_text(folder, rows=["model/name", "num_ipe"], metrics=["mig"], fmt="latex")
+    assert r"\toprule" in text and r"mipet\_vae & 3 & \textbf{" in text
+    assert (folder / "report" / "ablation.csv").is_file()
+    default = ablation_text(folder, columns="model/name", fmt="md", write=False)
+    # rows: the other searched parameters, one per configuration of each model
+    assert default.splitlines()[0].startswith("| model/beta | train/weight_decay | model/num_ipe")
+    with pytest.raises(AnalysisError, match="unknown table format 'html'"):
+        ablation_text(folder, fmt="html")
