@@ -211,7 +211,7 @@ def _nonfinite_message(x: Tensor, loss: Tensor, terms: dict[str, Tensor]) -> str
         else f"non-finite terms: {', '.join(bad) or 'none'}"
     )
     return (
-        f"non-finite loss ({float(loss)}): {where}; stopping instead of training on "
+        f"non-finite loss ({loss.item()}): {where}; stopping instead of training on "
         "(check the data, lower the learning rate, or clip gradients)"
     )
 

@@ -146,17 +146,30 @@ class EFRegulariser(Objective):
         return {"reg": reg, "ef": ef, "cal": cal, "ef_kld": kl_ef.mean()}
 
 
-def log_importance_weights(batch: int, dataset_size: int, device: torch.device) -> Tensor:
-    """log W (B, B) of minibatch stratified sampling (Chen et al. 2018), as the paper code builds
-    it: 1/(B-1) everywhere, 1/N on the diagonal, (N-B+1)/(N(B-1)) on every B-th flat entry from 1
-    (the superdiagonal plus entry (B-1, 1)) and at (B-2, 0)."""
+def log_importance_weights(
+    batch: int, dataset_size: int, device: torch.device, layout: str = "paper"
+) -> Tensor:
+    """log W (B, B) of minibatch stratified sampling (Chen et al. 2018); row i weighs sample j.
+
+    layout 'paper': exactly what the paper code (and Chen et al.'s released code) builds:
+    1/(B-1) everywhere, then every B-th flat entry from 0 set to 1/N and from 1 set to
+    (N-B+1)/(N(B-1)), then entry (B-2, 0) to the latter. With a stride of B those flat entries are
+    the first two COLUMNS, not the diagonal and superdiagonal: the self term gets 1/(B-1).
+    layout 'mss': the intended weights: 1/N on the diagonal (the sample's own posterior),
+    (N-B+1)/(N(B-1)) at (i, i+1 mod B), 1/(B-1) elsewhere; every row sums to 1.
+    """
     n, b = dataset_size, batch
     strat = (n - b + 1) / (n * (b - 1))
     w = torch.full((b, b), 1.0 / (b - 1), device=device)
-    flat = w.view(-1)
-    flat[::b] = 1.0 / n
-    flat[1::b] = strat
-    w[b - 2, 0] = strat
+    if layout == "paper":
+        flat = w.view(-1)
+        flat[::b] = 1.0 / n
+        flat[1::b] = strat
+        w[b - 2, 0] = strat
+    else:
+        idx = torch.arange(b, device=device)
+        w[idx, idx] = 1.0 / n
+        w[idx, (idx + 1) % b] = strat
     return w.log()
 
 
@@ -169,7 +182,8 @@ def betatc_terms(
         z, mu, logvar: (B, d) float32.
         log_w: (B, B) log importance weights (`log_importance_weights`).
         estimator: 'paper' adds log W to every unit before summing over units, so log q(z)
-            carries d log W (the paper code); 'mss' adds it once (Chen et al. 2018).
+            carries d log W (the paper code); 'mss' adds it once (Chen et al. 2018). Pass the
+            log W of the same layout (`log_importance_weights(..., layout=estimator)`).
     Returns:
         mi, tc, dwkl: scalars (batch means); mi + tc + dwkl = mean(log q(z|x) - log p(z)).
     """
@@ -212,7 +226,9 @@ class BetaTC(Objective):
             )
         key = (b, inp.z.device)
         if key not in self._log_w:
-            self._log_w[key] = log_importance_weights(b, self.dataset_size, inp.z.device)
+            self._log_w[key] = log_importance_weights(
+                b, self.dataset_size, inp.z.device, layout=self.estimator
+            )
         mi, tc, dwkl = betatc_terms(inp.z, inp.mu, inp.logvar, self._log_w[key], self.estimator)
         return {"mi": mi, "tc": tc, "dwkl": dwkl}
 

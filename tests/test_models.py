@@ -137,11 +137,11 @@ def test_same_seed_same_loss(name: str) -> None:
     for _ in range(2):
         model = make(name, seed=3)
         torch.manual_seed(4)
-        losses.append(float(model(x).loss))
+        losses.append(model(x).loss.item())
     other = make(name, seed=5)
     torch.manual_seed(4)
     assert losses[0] == losses[1]
-    assert float(other(x).loss) != losses[0]
+    assert other(x).loss.item() != losses[0]
 
 
 @pytest.mark.parametrize("name", NAMES)
