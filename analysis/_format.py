@@ -60,9 +60,11 @@ def cell(mean: float, std: float, n: int, digits: int = 3, pm: str = "±") -> st
     return f"{num(mean, digits)} {pm} {num(std, 2)} ({n})"
 
 
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]],
-                   align: Sequence[str] | None = None) -> str:
+def markdown_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], align: Sequence[str] | None = None
+) -> str:
     """A GitHub Markdown table; `align` holds 'l' or 'r' per column."""
+
     def esc(s: str) -> str:
         return str(s).replace("|", "\\|").replace("\n", " ")
 
@@ -96,16 +98,26 @@ def html_escape(s: Any) -> str:
     return html.escape(str(s))
 
 
-def html_table(header: Sequence[str], rows: Sequence[Sequence[str]], *, escape: bool = True,
-               align: Sequence[str] | None = None) -> str:
+def html_table(
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    *,
+    escape: bool = True,
+    align: Sequence[str] | None = None,
+) -> str:
     """A plain HTML table; cells are escaped unless `escape` is False (already HTML)."""
+
     def td(tag: str, text: str, a: str) -> str:
         style = ' style="text-align:right"' if a == "r" else ""
         return f"<{tag}{style}>{html_escape(text) if escape else text}</{tag}>"
 
     align = list(align or ["l"] * len(header))
-    head = "".join(td("th", h, a) if escape else f"<th>{html_escape(h)}</th>"
-                   for h, a in zip(header, align))
-    body = "\n".join("<tr>" + "".join(td("td", c, a) for c, a in zip(r, align)) + "</tr>"
-                     for r in rows)
+    head = "".join(
+        td("th", h, a) if escape else f"<th>{html_escape(h)}</th>"
+        for h, a in zip(header, align, strict=True)
+    )
+    body = "\n".join(
+        "<tr>" + "".join(td("td", c, a) for c, a in zip(r, align, strict=True)) + "</tr>"
+        for r in rows
+    )
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n{body}\n</tbody>\n</table>\n"

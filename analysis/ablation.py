@@ -75,7 +75,8 @@ class AblationTable:
         if len(self.columns) == 1:
             text = fmt.value(v)
             return f"{param_label(self.columns[0])}={text}" if names else text
-        return ", ".join(f"{param_label(c)}={fmt.value(x)}" for c, x in zip(self.columns, v))
+        pairs = zip(self.columns, v, strict=True)
+        return ", ".join(f"{param_label(c)}={fmt.value(x)}" for c, x in pairs)
 
     def _row_keys(self) -> list[tuple[Any, ...]]:
         keys = {tuple(_hashable(r[p]) for p in self.rows) for _, r in self.stats.iterrows()}
@@ -124,8 +125,13 @@ class AblationTable:
         arrows = {m: "↑" if direction(m) == "max" else "↓" for m in self.metrics}
         for i, (m, _) in enumerate(self._column_keys()):
             header[len(self.rows) + i] += f" {arrows[m]}"
-        cells = [[f"<b>{fmt.html_escape(c[1:])}</b>" if c.startswith("\x00")
-                  else fmt.html_escape(c) for c in line] for line in body]
+        cells = [
+            [
+                f"<b>{fmt.html_escape(c[1:])}</b>" if c.startswith("\x00") else fmt.html_escape(c)
+                for c in line
+            ]
+            for line in body
+        ]
         return fmt.html_table(header, cells, escape=False)
 
     def to_latex(self, *, caption: str | None = None, label: str | None = None) -> str:
@@ -141,8 +147,9 @@ class AblationTable:
         lines.append(r"\begin{tabular}{" + "l" * n_rows + "r" * len(cols) + "}")
         lines.append(r"\toprule")
         row_head = [fmt.latex_escape(param_label(p)) for p in self.rows]
-        arrows = {m: r"$\uparrow$" if direction(m) == "max" else r"$\downarrow$"
-                  for m in self.metrics}
+        arrows = {
+            m: r"$\uparrow$" if direction(m) == "max" else r"$\downarrow$" for m in self.metrics
+        }
         if not self.columns:
             head = row_head + [
                 f"{fmt.latex_escape(_metric_label(m))} {arrows[m]}" for m, _ in cols
@@ -153,14 +160,15 @@ class AblationTable:
             top = [""] * n_rows
             rules = []
             for i, m in enumerate(self.metrics):
-                top.append(rf"\multicolumn{{{per}}}{{c}}{{{fmt.latex_escape(_metric_label(m))} "
-                           rf"{arrows[m]}}}")
+                top.append(
+                    rf"\multicolumn{{{per}}}{{c}}{{{fmt.latex_escape(_metric_label(m))} "
+                    rf"{arrows[m]}}}"
+                )
                 start = n_rows + i * per + 1
                 rules.append(rf"\cmidrule(lr){{{start}-{start + per - 1}}}")
             lines.append(" & ".join(top) + r" \\")
             lines.append(" ".join(rules))
-            sub = row_head + [fmt.latex_escape(self._column_label(v, names=True))
-                              for _, v in cols]
+            sub = row_head + [fmt.latex_escape(self._column_label(v, names=True)) for _, v in cols]
             lines.append(" & ".join(sub) + r" \\")
         lines.append(r"\midrule")
         for line in body:
@@ -192,10 +200,14 @@ class AblationTable:
         return text
 
 
-def ablation_table(df: pd.DataFrame, rows: str | Sequence[str],
-                   columns: str | Sequence[str] | None = None,
-                   metrics: str | Sequence[str] | None = None, *,
-                   include_stopped: bool = False) -> AblationTable:
+def ablation_table(
+    df: pd.DataFrame,
+    rows: str | Sequence[str],
+    columns: str | Sequence[str] | None = None,
+    metrics: str | Sequence[str] | None = None,
+    *,
+    include_stopped: bool = False,
+) -> AblationTable:
     """Build an ablation table from a trials table.
 
     Args:
@@ -217,8 +229,9 @@ def ablation_table(df: pd.DataFrame, rows: str | Sequence[str],
     row_cols = [resolve_param(df, r) for r in ([rows] if isinstance(rows, str) else rows)]
     if not row_cols:
         raise AnalysisError("ablation_table needs at least one row parameter")
-    col_cols = [resolve_param(df, c) for c in ([columns] if isinstance(columns, str) else
-                                              (columns or []))]
+    col_cols = [
+        resolve_param(df, c) for c in ([columns] if isinstance(columns, str) else (columns or []))
+    ]
     every = row_cols + col_cols
     if len(set(every)) != len(every):
         raise AnalysisError(f"a parameter is used twice in rows/columns: {every}")
@@ -229,7 +242,7 @@ def ablation_table(df: pd.DataFrame, rows: str | Sequence[str],
         raise AnalysisError(f"no finished trials among {len(df)} (left out: {reasons})")
     keys = [[_hashable(v) for v in used[c]] for c in every]
     groups: dict[tuple[Any, ...], list[int]] = {}
-    for i, key in enumerate(zip(*keys)):
+    for i, key in enumerate(zip(*keys, strict=True)):
         groups.setdefault(key, []).append(i)
     records = []
     pooled = 0
@@ -243,11 +256,18 @@ def ablation_table(df: pd.DataFrame, rows: str | Sequence[str],
             n = len(x)
             mean = float(x.mean()) if n else math.nan
             std = float(x.std(ddof=1)) if n > 1 else math.nan
-            rec = dict(zip(row_cols, key[: len(row_cols)]))
-            col_key = key[len(row_cols):]
+            rec = dict(zip(row_cols, key[: len(row_cols)], strict=True))
+            col_key = key[len(row_cols) :]
             column = None if not col_cols else col_key[0] if len(col_cols) == 1 else col_key
-            rec.update(column=column, metric=m, mean=mean, std=std, n=n,
-                       n_configs=n_configs, cell=fmt.cell(mean, std, n))
+            rec.update(
+                column=column,
+                metric=m,
+                mean=mean,
+                std=std,
+                n=n,
+                n_configs=n_configs,
+                cell=fmt.cell(mean, std, n),
+            )
             records.append(rec)
     stats = pd.DataFrame(records)
     stats["best"] = False
@@ -260,13 +280,16 @@ def ablation_table(df: pd.DataFrame, rows: str | Sequence[str],
     if pooled > 1:
         log.info(
             "ablation cells pool up to %d configurations each: parameters other than %s vary "
-            "too; the ± then spans them, not only seeds", pooled,
-            ", ".join(param_label(c) for c in every))
+            "too; the ± then spans them, not only seeds",
+            pooled,
+            ", ".join(param_label(c) for c in every),
+        )
     return AblationTable(tuple(row_cols), tuple(col_cols), tuple(metric_cols), stats, excluded)
 
 
-def write_ablation(table: AblationTable, folder: str | Path, name: str = "ablation",
-                   *, caption: str | None = None) -> dict[str, Path]:
+def write_ablation(
+    table: AblationTable, folder: str | Path, name: str = "ablation", *, caption: str | None = None
+) -> dict[str, Path]:
     """Write `<name>.md`, `<name>.tex` and `<name>.csv` into `folder`; returns the paths."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
@@ -277,11 +300,15 @@ def write_ablation(table: AblationTable, folder: str | Path, name: str = "ablati
     return paths
 
 
-def ablation_text(folder_or_df: str | Path | pd.DataFrame,
-                  rows: str | Sequence[str] | None = None,
-                  columns: str | Sequence[str] | None = None,
-                  metrics: str | Sequence[str] | None = None, *, fmt: str = "md",
-                  write: bool = True) -> str:
+def ablation_text(
+    folder_or_df: str | Path | pd.DataFrame,
+    rows: str | Sequence[str] | None = None,
+    columns: str | Sequence[str] | None = None,
+    metrics: str | Sequence[str] | None = None,
+    *,
+    fmt: str = "md",
+    write: bool = True,
+) -> str:
     """What `mipet-tune ablate` prints: an ablation table of a sweep folder as text.
 
     Args:
@@ -321,7 +348,7 @@ def ablation_text(folder_or_df: str | Path | pd.DataFrame,
 
 
 def _metric_label(column: str) -> str:
-    return column[len("eval/"):] if column.startswith("eval/") else column
+    return column[len("eval/") :] if column.startswith("eval/") else column
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:

@@ -53,7 +53,8 @@ def _integral_columns(df: pd.DataFrame) -> set[str]:
     for col in config_columns(df) + (["config/seed"] if "config/seed" in df.columns else []):
         values = [v for v in df[col] if not _is_missing(v)]
         if values and all(
-            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            isinstance(v, (int, float, np.integer, np.floating))
+            and not isinstance(v, bool)
             and float(v).is_integer()
             for v in values
         ):
@@ -105,8 +106,12 @@ def _finite(x: Any) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def best_config(df: pd.DataFrame, *, by: str | Sequence[str] | None = None,
-                sweep_folder: str | Path | None = None) -> dict[str, Any]:
+def best_config(
+    df: pd.DataFrame,
+    *,
+    by: str | Sequence[str] | None = None,
+    sweep_folder: str | Path | None = None,
+) -> dict[str, Any]:
     """The best trial's complete run config with `metrics` and `provenance` blocks.
 
     Args:
@@ -130,7 +135,7 @@ def best_config(df: pd.DataFrame, *, by: str | Sequence[str] | None = None,
         value = row[col]
         if _is_missing(value):
             continue
-        flat[col[len("config/"):]] = _plain(value, col in integral)
+        flat[col[len("config/") :]] = _plain(value, col in integral)
     config = _unflatten(flat)
     if "seed" not in config and not _is_missing(row.get("seed")):
         config["seed"] = int(row["seed"])
@@ -142,7 +147,8 @@ def best_config(df: pd.DataFrame, *, by: str | Sequence[str] | None = None,
         ordered["seed"] = seed
 
     metrics_trial = {
-        c: _finite(row[c]) for c in df.columns
+        c: _finite(row[c])
+        for c in df.columns
         if c.startswith(("eval/", "train/")) and _finite(row[c]) is not None
     }
     over_seeds = {}
@@ -185,8 +191,13 @@ def best_config(df: pd.DataFrame, *, by: str | Sequence[str] | None = None,
     return ordered
 
 
-def export_best(df: pd.DataFrame, path: str | Path, *, by: str | Sequence[str] | None = None,
-                sweep_folder: str | Path | None = None) -> Path:
+def export_best(
+    df: pd.DataFrame,
+    path: str | Path,
+    *,
+    by: str | Sequence[str] | None = None,
+    sweep_folder: str | Path | None = None,
+) -> Path:
     """Write `best_config(df, by=...)` as YAML.
 
     Args:
@@ -219,6 +230,10 @@ def export_best(df: pd.DataFrame, path: str | Path, *, by: str | Sequence[str] |
         os.replace(tmp, out)
     except OSError as exc:
         raise AnalysisError(f"{out}: cannot write the best config ({exc.strerror})") from exc
-    log.info("exported trial %s (config %s) to %s", doc["provenance"]["trial_id"],
-             doc["provenance"]["config_id"], out)
+    log.info(
+        "exported trial %s (config %s) to %s",
+        doc["provenance"]["trial_id"],
+        doc["provenance"]["config_id"],
+        out,
+    )
     return out

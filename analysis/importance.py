@@ -74,9 +74,15 @@ def encode_params(df: pd.DataFrame, params: Sequence[str]) -> np.ndarray:
     return out
 
 
-def importance(df: pd.DataFrame, metrics: str | Sequence[str] | None = None,
-               params: Sequence[str] | None = None, *, method: str = "forest",
-               n_estimators: int = 64, seed: int = 0) -> pd.DataFrame:
+def importance(
+    df: pd.DataFrame,
+    metrics: str | Sequence[str] | None = None,
+    params: Sequence[str] | None = None,
+    *,
+    method: str = "forest",
+    n_estimators: int = 64,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Hyperparameter importance for each metric.
 
     Args:
@@ -133,8 +139,13 @@ def importance(df: pd.DataFrame, metrics: str | Sequence[str] | None = None,
     return result
 
 
-def metric_correlation(df: pd.DataFrame, metrics: str | Sequence[str] | None = None, *,
-                       level: str = "config", oriented: bool = True) -> pd.DataFrame:
+def metric_correlation(
+    df: pd.DataFrame,
+    metrics: str | Sequence[str] | None = None,
+    *,
+    level: str = "config",
+    oriented: bool = True,
+) -> pd.DataFrame:
     """Spearman rank correlation between metrics.
 
     Args:

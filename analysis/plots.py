@@ -73,8 +73,9 @@ def _numeric(values: Sequence[Any]) -> bool:
     )
 
 
-def plot_metric_vs_params(df: pd.DataFrame, metric: str, path: str | Path,
-                          params: Sequence[str] | None = None) -> Path:
+def plot_metric_vs_params(
+    df: pd.DataFrame, metric: str, path: str | Path, params: Sequence[str] | None = None
+) -> Path:
     """One panel per parameter: each configuration's seed mean ± std of `metric`.
 
     Numeric parameters get a numeric axis (logarithmic when positive and spanning 10x or
@@ -102,7 +103,7 @@ def plot_metric_vs_params(df: pd.DataFrame, metric: str, path: str | Path,
         ax.set_visible(False)
     rng = np.random.default_rng(0)
     best = np.nanmax if direction(m) == "max" else np.nanmin
-    for ax, p in zip(axes, param_cols):
+    for ax, p in zip(axes, param_cols, strict=False):  # spare axes are hidden
         raw = [_hashable(v) for v in agg[p]]
         present = np.array([v is not None for v in raw])
         means = agg[f"{m}/mean"].to_numpy(dtype=float)
@@ -125,14 +126,25 @@ def plot_metric_vs_params(df: pd.DataFrame, metric: str, path: str | Path,
                 ax.minorticks_off()
         else:
             labels = sorted({fmt.value(v) for v in raw})
-            x = np.array([labels.index(fmt.value(v)) if v is not None else np.nan for v in raw],
-                         dtype=float)
+            x = np.array(
+                [labels.index(fmt.value(v)) if v is not None else np.nan for v in raw], dtype=float
+            )
             xj = x + rng.uniform(-0.08, 0.08, len(x))
             ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 3 else 0)
             levels = list(range(len(labels)))
             line_x = levels
-        ax.errorbar(xj[present], means[present], yerr=stds[present], fmt="o", ms=4,
-                    color="tab:blue", ecolor="tab:blue", alpha=0.55, capsize=2, lw=1)
+        ax.errorbar(
+            xj[present],
+            means[present],
+            yerr=stds[present],
+            fmt="o",
+            ms=4,
+            color="tab:blue",
+            ecolor="tab:blue",
+            alpha=0.55,
+            capsize=2,
+            lw=1,
+        )
         line_y = [best(means[present][x[present] == lv]) for lv in levels]
         ax.plot(line_x, line_y, "-", color="tab:red", lw=1.5, label="best config")
         absent = int((~present).sum())
@@ -146,8 +158,9 @@ def plot_metric_vs_params(df: pd.DataFrame, metric: str, path: str | Path,
     return _save(fig, path)
 
 
-def plot_pareto(ranked: pd.DataFrame, path: str | Path,
-                metrics: Sequence[str] | None = None) -> Path:
+def plot_pareto(
+    ranked: pd.DataFrame, path: str | Path, metrics: Sequence[str] | None = None
+) -> Path:
     """Two metrics' configuration means (± std), the Pareto front highlighted and joined.
 
     Args:
@@ -159,8 +172,9 @@ def plot_pareto(ranked: pd.DataFrame, path: str | Path,
     """
     ms = list(metrics or ranked.attrs.get("by", []))[:2]
     if len(ms) < 2 or any(f"{m}/mean" not in ranked.columns for m in ms):
-        raise AnalysisError("a Pareto plot needs a table ranked by two metrics, e.g. "
-                            "rank(df, by=['mig', 'recon'])")
+        raise AnalysisError(
+            "a Pareto plot needs a table ranked by two metrics, e.g. rank(df, by=['mig', 'recon'])"
+        )
     a, b = ms
     xa, xb = ranked[f"{a}/mean"].to_numpy(float), ranked[f"{b}/mean"].to_numpy(float)
     sa = np.nan_to_num(ranked[f"{a}/std"].to_numpy(float))
@@ -170,19 +184,47 @@ def plot_pareto(ranked: pd.DataFrame, path: str | Path,
     on = front == 1
     fig = _figure(5.8, 4.6)
     ax = fig.subplots()
-    ax.errorbar(xa[~on], xb[~on], xerr=sa[~on], yerr=sb[~on], fmt="o", ms=4, color="0.55",
-                ecolor="0.75", capsize=2, lw=1, label="dominated")
-    ax.errorbar(xa[on], xb[on], xerr=sa[on], yerr=sb[on], fmt="o", ms=6, color="tab:red",
-                ecolor="tab:red", capsize=2, lw=1, label="Pareto front")
+    ax.errorbar(
+        xa[~on],
+        xb[~on],
+        xerr=sa[~on],
+        yerr=sb[~on],
+        fmt="o",
+        ms=4,
+        color="0.55",
+        ecolor="0.75",
+        capsize=2,
+        lw=1,
+        label="dominated",
+    )
+    ax.errorbar(
+        xa[on],
+        xb[on],
+        xerr=sa[on],
+        yerr=sb[on],
+        fmt="o",
+        ms=6,
+        color="tab:red",
+        ecolor="tab:red",
+        capsize=2,
+        lw=1,
+        label="Pareto front",
+    )
     order = np.argsort(xa[on])
     ax.plot(xa[on][order], xb[on][order], "--", color="tab:red", lw=1)
     for i in np.flatnonzero(on):
-        ax.annotate(str(ranked["config_id"].iloc[i])[:6], (xa[i], xb[i]), fontsize=7,
-                    xytext=(4, 4), textcoords="offset points")
+        ax.annotate(
+            str(ranked["config_id"].iloc[i])[:6],
+            (xa[i], xb[i]),
+            fontsize=7,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax.set_xlabel(_metric_axis_label(a))
     ax.set_ylabel(_metric_axis_label(b))
-    ax.set_title(f"Pareto front: {int(on.sum())} of {len(on)} configurations (mean ± std)",
-                 fontsize=10)
+    ax.set_title(
+        f"Pareto front: {int(on.sum())} of {len(on)} configurations (mean ± std)", fontsize=10
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
@@ -200,16 +242,14 @@ def plot_importance(imp: pd.DataFrame, path: str | Path) -> Path:
     ax = fig.subplots()
     y = np.arange(len(params))
     for k, m in enumerate(metrics):
-        ax.barh(y - 0.4 + height * (k + 0.5), data[m].fillna(0).to_numpy(), height=height,
-                label=m)
+        ax.barh(y - 0.4 + height * (k + 0.5), data[m].fillna(0).to_numpy(), height=height, label=m)
     ax.set_yticks(y, params)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"importance (share, {imp.attrs.get('method', 'forest')})")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title("Hyperparameter importance per metric (random forest on the trials)",
-                 fontsize=10)
+    ax.set_title("Hyperparameter importance per metric (random forest on the trials)", fontsize=10)
     return _save(fig, path)
 
 
@@ -217,7 +257,7 @@ def plot_correlation(corr: pd.DataFrame, path: str | Path) -> Path:
     """Heatmap of a metric correlation matrix (from `metric_correlation`), values printed."""
     if corr.empty:
         raise AnalysisError("empty correlation matrix")
-    labels = [c[len("eval/"):] if c.startswith("eval/") else c for c in corr.columns]
+    labels = [c[len("eval/") :] if c.startswith("eval/") else c for c in corr.columns]
     k = len(labels)
     fig = _figure(2.2 + 0.55 * k, 1.6 + 0.5 * k)
     ax = fig.subplots()
@@ -229,17 +269,31 @@ def plot_correlation(corr: pd.DataFrame, path: str | Path) -> Path:
         for j in range(k):
             v = values[i, j]
             text = fmt.DASH if np.isnan(v) else f"{v:.2f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="white" if abs(np.nan_to_num(v)) > 0.6 else "black")
-    fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman ρ")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if abs(np.nan_to_num(v)) > 0.6 else "black",
+            )
+    fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman rank correlation")
     how = "lower-is-better negated" if corr.attrs.get("oriented", True) else "raw values"
-    ax.set_title(f"Metric agreement over {corr.attrs.get('n_points', '?')} points ({how})",
-                 fontsize=10)
+    ax.set_title(
+        f"Metric agreement over {corr.attrs.get('n_points', '?')} points ({how})", fontsize=10
+    )
     return _save(fig, path)
 
 
-def plot_best_images(df: pd.DataFrame, ranked: pd.DataFrame, path: str | Path, *,
-                     kind: str = "traversal", top: int = 3) -> Path | None:
+def plot_best_images(
+    df: pd.DataFrame,
+    ranked: pd.DataFrame,
+    path: str | Path,
+    *,
+    kind: str = "traversal",
+    top: int = 3,
+) -> Path | None:
     """Stack the saved `<kind>.png` of the best trials (one per top configuration).
 
     Args:
@@ -274,7 +328,7 @@ def plot_best_images(df: pd.DataFrame, ranked: pd.DataFrame, path: str | Path, *
     by = ranked.attrs.get("by", [])
     fig = _figure(7.0, 2.6 * len(found))
     axes = fig.subplots(len(found), 1, squeeze=False).ravel()
-    for ax, (r, img) in zip(axes, found):
+    for ax, (r, img) in zip(axes, found, strict=True):
         ax.imshow(img, cmap="gray" if img.ndim == 2 else None, interpolation="nearest")
         ax.set_axis_off()
         score = ", ".join(f"{m} {fmt.num(r[f'{m}/mean'], 3)}" for m in by if f"{m}/mean" in r)

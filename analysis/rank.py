@@ -62,8 +62,9 @@ def default_metrics(df: pd.DataFrame) -> list[str]:
     return metrics[:1]
 
 
-def aggregate_seeds(df: pd.DataFrame, metrics: Sequence[str], *,
-                    params: Sequence[str] | None = None) -> pd.DataFrame:
+def aggregate_seeds(
+    df: pd.DataFrame, metrics: Sequence[str], *, params: Sequence[str] | None = None
+) -> pd.DataFrame:
     """One row per `config_id` with seed statistics of each metric.
 
     Args:
@@ -92,8 +93,15 @@ def aggregate_seeds(df: pd.DataFrame, metrics: Sequence[str], *,
             mean = float(x.mean()) if n else np.nan
             std = float(x.std(ddof=1)) if n > 1 else np.nan
             half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else np.nan
-            row.update({f"{m}/mean": mean, f"{m}/std": std, f"{m}/n": n,
-                        f"{m}/ci_low": mean - half, f"{m}/ci_high": mean + half})
+            row.update(
+                {
+                    f"{m}/mean": mean,
+                    f"{m}/std": std,
+                    f"{m}/n": n,
+                    f"{m}/ci_low": mean - half,
+                    f"{m}/ci_high": mean + half,
+                }
+            )
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -133,8 +141,13 @@ def _tie_round(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def rank(df: pd.DataFrame, by: str | Sequence[str] | None = None, *,
-         sort: str = "rank", include_stopped: bool = False) -> pd.DataFrame:
+def rank(
+    df: pd.DataFrame,
+    by: str | Sequence[str] | None = None,
+    *,
+    sort: str = "rank",
+    include_stopped: bool = False,
+) -> pd.DataFrame:
     """Rank the configurations of a sweep.
 
     Args:
@@ -240,8 +253,9 @@ def ranked_markdown(ranked: pd.DataFrame, *, top: int | None = None) -> str:
     return fmt.markdown_table(*ranked_rows(ranked, top=top))
 
 
-def ranked_rows(ranked: pd.DataFrame, *, top: int | None = None
-                ) -> tuple[list[str], list[list[str]], list[str]]:
+def ranked_rows(
+    ranked: pd.DataFrame, *, top: int | None = None
+) -> tuple[list[str], list[list[str]], list[str]]:
     """The ranked table as text cells: (header, rows, alignment 'l'/'r' per column)."""
     metrics = ranked.attrs.get("by", [])
     params = [p for p in ranked.attrs.get("params", []) if p in ranked.columns]
@@ -273,8 +287,13 @@ def ranked_rows(ranked: pd.DataFrame, *, top: int | None = None
     return header, rows, align
 
 
-def rank_table(folder_or_df: str | Path | pd.DataFrame, by: str | Sequence[str] | None = None,
-               *, top: int | None = None, sort: str = "rank") -> tuple[pd.DataFrame, str]:
+def rank_table(
+    folder_or_df: str | Path | pd.DataFrame,
+    by: str | Sequence[str] | None = None,
+    *,
+    top: int | None = None,
+    sort: str = "rank",
+) -> tuple[pd.DataFrame, str]:
     """What `mipet-tune rank SWEEP --by ...` prints.
 
     Args:
@@ -294,6 +313,8 @@ def rank_table(folder_or_df: str | Path | pd.DataFrame, by: str | Sequence[str] 
         for m, d in ranked.attrs["directions"].items()
     )
     how = "mean rank across metrics" if len(ranked.attrs["by"]) > 1 else "mean over seeds"
-    text = (f"Ranked by {dirs}; {how}; {len(ranked)} configurations, "
-            f"{excluded_line(ranked)}.\n\n" + ranked_markdown(ranked, top=top))
+    text = (
+        f"Ranked by {dirs}; {how}; {len(ranked)} configurations, "
+        f"{excluded_line(ranked)}.\n\n" + ranked_markdown(ranked, top=top)
+    )
     return ranked, text

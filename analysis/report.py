@@ -61,8 +61,12 @@ class _Doc:
         self.md.append(text + "\n")
         self.html.append(f"<p>{fmt.html_escape(text)}</p>")
 
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]],
-              align: Sequence[str] | None = None) -> None:
+    def table(
+        self,
+        header: Sequence[str],
+        rows: Sequence[Sequence[str]],
+        align: Sequence[str] | None = None,
+    ) -> None:
         self.md.append(fmt.markdown_table(header, rows, align))
         self.html.append(fmt.html_table(header, rows, align=align))
 
@@ -76,8 +80,10 @@ class _Doc:
         rel = path.relative_to(self.folder).as_posix()
         self.md.append(f"![{alt}]({rel})\n")
         data = base64.b64encode(path.read_bytes()).decode("ascii")
-        self.html.append(f'<figure><img alt="{fmt.html_escape(alt)}" '
-                         f'src="data:image/png;base64,{data}"></figure>')
+        self.html.append(
+            f'<figure><img alt="{fmt.html_escape(alt)}" '
+            f'src="data:image/png;base64,{data}"></figure>'
+        )
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
@@ -86,9 +92,14 @@ th,td{border:1px solid #ccc;padding:3px 8px}th{background:#f3f3f3}
 img{max-width:100%}figure{margin:1em 0}code{background:#f3f3f3;padding:0 3px}"""
 
 
-def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
-                 metrics: Sequence[str] | None = None, top: int = 3,
-                 max_rows: int = 25) -> Path:
+def write_report(
+    folder: str | Path,
+    *,
+    by: str | Sequence[str] | None = None,
+    metrics: Sequence[str] | None = None,
+    top: int = 3,
+    max_rows: int = 25,
+) -> Path:
     """Write the sweep report into `<folder>/report/`.
 
     Args:
@@ -123,8 +134,11 @@ def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
     name = spec.get("name") or root.name
     doc.heading(f"Sweep report: {name}", 1)
     status = df["status"].value_counts().to_dict()
-    source = ("trials.parquet" if df.attrs.get("source") == "parquet" else
-              "the Ray trial folders (no trials.parquet: the sweep did not finish)")
+    source = (
+        "trials.parquet"
+        if df.attrs.get("source") == "parquet"
+        else "the Ray trial folders (no trials.parquet: the sweep did not finish)"
+    )
     doc.para(
         f"Folder {root}; {len(df)} trials ({', '.join(f'{n} {s}' for s, n in status.items())}); "
         f"table read from {source}. "
@@ -135,11 +149,15 @@ def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
         doc.para("Dataset: " + ", ".join(sorted({str(v) for v in df["config/data/name"]})) + ".")
 
     # ---- ranked table ----
-    dirs = ", ".join(f"{m} ({'higher' if ranked.attrs['directions'][m] == 'max' else 'lower'} "
-                     "is better)" for m in primary)
+    dirs = ", ".join(
+        f"{m} ({'higher' if ranked.attrs['directions'][m] == 'max' else 'lower'} is better)"
+        for m in primary
+    )
     doc.heading("Ranking")
-    doc.para(f"Configurations ranked by {dirs}, mean over seeds, with the standard deviation, the "
-             f"number of seeds and a 95% t-interval of the mean. {excluded_line(ranked)}.")
+    doc.para(
+        f"Configurations ranked by {dirs}, mean over seeds, with the standard deviation, the "
+        f"number of seeds and a 95% t-interval of the mean. {excluded_line(ranked)}."
+    )
     header, rows, align = ranked_rows(ranked, top=max_rows)
     doc.table(header, rows, align)
     if len(ranked) > max_rows:
@@ -149,22 +167,30 @@ def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
 
     # ---- best config ----
     best_path = export_best(df, out, by=primary)
-    doc.para(f"Best configuration: {ranked['config_id'].iloc[0]} (trial "
-             f"{ranked['best_trial'].iloc[0]}, seed {ranked['best_seed'].iloc[0]}), exported to {best_path.name}; rerun it with "
-             f"`mipet-tune train --config {best_path.name}`.")
+    best = ranked.iloc[0]
+    doc.para(
+        f"Best configuration: {best['config_id']} (trial {best['best_trial']}, seed "
+        f"{best['best_seed']}), exported to {best_path.name}; rerun it with "
+        f"`mipet-tune train --config {best_path.name}`."
+    )
 
     # ---- Pareto front: disentanglement against reconstruction ----
     loss = next((c for c in ("train/recon", "train/loss") if c in df.columns), None)
-    pair = list(primary[:2]) if len(primary) >= 2 else ([primary[0], loss] if loss and
-                                                         primary[0] != loss else [])
+    pair = (
+        list(primary[:2])
+        if len(primary) >= 2
+        else ([primary[0], loss] if loss and primary[0] != loss else [])
+    )
     if pair:
         doc.heading("Pareto front")
         try:
             both = rank(df, pair)
             path = plot_pareto(both, plots / "pareto.png")
             front = both[both["pareto_front"] == 1]
-            doc.para(f"{len(front)} of {len(both)} configurations are not beaten on both "
-                     f"{pair[0]} and {pair[1]}.")
+            doc.para(
+                f"{len(front)} of {len(both)} configurations are not beaten on both "
+                f"{pair[0]} and {pair[1]}."
+            )
             doc.table(*_front_rows(front, pair))
             doc.image(path, "Pareto front")
         except AnalysisError as exc:
@@ -172,13 +198,16 @@ def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
 
     # ---- ablations ----
     table_metrics = [m for m in report_metrics if m in primary] + [
-        m for m in report_metrics if m not in primary][: max(0, MAX_TABLE_METRICS - len(primary))]
+        m for m in report_metrics if m not in primary
+    ][: max(0, MAX_TABLE_METRICS - len(primary))]
     ablations = _ablation_specs(df, params)
     if ablations:
         doc.heading("Ablation tables")
-        doc.para("Cells: mean ± std (number of trials) over every finished trial with that "
-                 "setting; the best of each column in bold. LaTeX (booktabs) and CSV versions "
-                 "lie beside this page.")
+        doc.para(
+            "Cells: mean ± std (number of trials) over every finished trial with that "
+            "setting; the best of each column in bold. LaTeX (booktabs) and CSV versions "
+            "lie beside this page."
+        )
     for rows_ in ablations:
         stem = "ablation_" + "_".join(param_label(p).replace("/", "-") for p in rows_)
         try:
@@ -190,22 +219,31 @@ def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
         write_ablation(table, out, stem, caption=caption)
         doc.heading(", ".join(param_label(p) for p in rows_), 3)
         pooled = int(table.stats["n_configs"].max())
-        note = (f"Each cell pools up to {pooled} configurations (other parameters vary too). "
-                if pooled > 1 else "")
-        doc.raw(note + f"Files: {stem}.md, {stem}.tex, {stem}.csv.\n\n" + table.to_markdown(),
-                f"<p>{fmt.html_escape(note)}Files: {stem}.md, {stem}.tex, {stem}.csv.</p>"
-                + table.to_html())
+        note = (
+            f"Each cell pools up to {pooled} configurations (other parameters vary too). "
+            if pooled > 1
+            else ""
+        )
+        doc.raw(
+            note + f"Files: {stem}.md, {stem}.tex, {stem}.csv.\n\n" + table.to_markdown(),
+            f"<p>{fmt.html_escape(note)}Files: {stem}.md, {stem}.tex, {stem}.csv.</p>"
+            + table.to_html(),
+        )
 
     # ---- importance and agreement ----
     doc.heading("Hyperparameter importance")
     try:
         imp = importance(df, report_metrics)
         imp.to_csv(out / "importance.csv")
-        doc.para("Share of a random forest's impurity decrease per parameter, fitted to each "
-                 "metric over the finished trials (seeds as samples).")
-        doc.table(["parameter", *[_short(m) for m in imp.columns]],
-                  [[p, *[fmt.num(v, 2) for v in imp.loc[p]]] for p in imp.index],
-                  ["l"] + ["r"] * len(imp.columns))
+        doc.para(
+            "Share of a random forest's impurity decrease per parameter, fitted to each "
+            "metric over the finished trials (seeds as samples)."
+        )
+        doc.table(
+            ["parameter", *[_short(m) for m in imp.columns]],
+            [[p, *[fmt.num(v, 2) for v in imp.loc[p]]] for p in imp.index],
+            ["l"] + ["r"] * len(imp.columns),
+        )
         doc.image(plot_importance(imp, plots / "importance.png"), "importance")
     except AnalysisError as exc:
         doc.para(f"(No importance: {exc}.)")
@@ -214,9 +252,11 @@ def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
     try:
         corr = metric_correlation(df, report_metrics)
         corr.to_csv(out / "metric_correlation.csv")
-        doc.para(f"Spearman rank correlation over {corr.attrs['n_points']} configurations (seed "
-                 "means); lower-is-better metrics negated, so +1 means the two metrics order "
-                 "the configurations alike.")
+        doc.para(
+            f"Spearman rank correlation over {corr.attrs['n_points']} configurations (seed "
+            "means); lower-is-better metrics negated, so +1 means the two metrics order "
+            "the configurations alike."
+        )
         doc.image(plot_correlation(corr, plots / "metric_correlation.png"), "correlation")
     except AnalysisError as exc:
         doc.para(f"(No correlation: {exc}.)")
@@ -235,26 +275,29 @@ def write_report(folder: str | Path, *, by: str | Sequence[str] | None = None,
     doc.heading("Best trials: latent traversals and reconstructions")
     shown = False
     for kind in ("traversal", "reconstruction"):
-        path = plot_best_images(df, ranked, plots / f"best_{kind}s.png", kind=kind, top=top)
-        if path is not None:
+        picture = plot_best_images(df, ranked, plots / f"best_{kind}s.png", kind=kind, top=top)
+        if picture is not None:
             doc.heading(kind.capitalize() + "s", 3)
-            doc.image(path, f"{kind}s of the best trials")
+            doc.image(picture, f"{kind}s of the best trials")
             shown = True
     if not shown:
         doc.para("(None of the best trials saved traversal.png or reconstruction.png.)")
 
     index = out / "index.md"
     index.write_text("\n".join(doc.md))
-    html = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
-            f"<title>{fmt.html_escape(name)}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(doc.html) + "\n</body></html>\n")
+    html = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{fmt.html_escape(name)}</title><style>{_CSS}</style></head><body>\n"
+        + "\n".join(doc.html)
+        + "\n</body></html>\n"
+    )
     (out / "index.html").write_text(html)
     log.info("wrote the report of %s to %s", root, out)
     return index
 
 
 def _short(m: str) -> str:
-    return m[len("eval/"):] if m.startswith("eval/") else m
+    return m[len("eval/") :] if m.startswith("eval/") else m
 
 
 def _ranked_csv(ranked: pd.DataFrame) -> pd.DataFrame:
@@ -266,15 +309,23 @@ def _ranked_csv(ranked: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _front_rows(front: pd.DataFrame, pair: Sequence[str]
-                ) -> tuple[list[str], list[list[str]], list[str]]:
+def _front_rows(
+    front: pd.DataFrame, pair: Sequence[str]
+) -> tuple[list[str], list[list[str]], list[str]]:
     params = [p for p in front.attrs.get("params", []) if p in front.columns]
     header = ["config", *[param_label(p) for p in params], *[_short(m) for m in pair]]
     rows = []
     for _, r in front.sort_values(f"{pair[0]}/mean").iterrows():
-        rows.append([str(r["config_id"]), *[fmt.value(r[p]) for p in params],
-                     *[fmt.cell(r[f"{m}/mean"], r[f"{m}/std"], int(r[f"{m}/n"]), digits=4)
-                       for m in pair]])
+        rows.append(
+            [
+                str(r["config_id"]),
+                *[fmt.value(r[p]) for p in params],
+                *[
+                    fmt.cell(r[f"{m}/mean"], r[f"{m}/std"], int(r[f"{m}/n"]), digits=4)
+                    for m in pair
+                ],
+            ]
+        )
     return header, rows, ["l"] * (1 + len(params)) + ["r"] * len(pair)
 
 
@@ -290,4 +341,3 @@ def _ablation_specs(df: pd.DataFrame, params: Sequence[str]) -> list[list[str]]:
     if names and k:
         specs.insert(0, names + k[:1])
     return specs
-

@@ -40,8 +40,8 @@ __all__ = [
     "load_sweep",
     "metric_columns",
     "param_label",
-    "resolve_metric",
     "rebuild_from_ray",
+    "resolve_metric",
     "resolve_metrics",
     "resolve_param",
     "run_row",
@@ -489,7 +489,7 @@ def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
     df.loc[df["nonfinite"], "failed"] = True
     for col in [c for c in df.columns if c.startswith(_METRIC_PREFIXES)]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
-    for col in config_columns(df) + ["config/seed"]:
+    for col in [*config_columns(df), "config/seed"]:
         if col in df.columns:
             df[col] = _typed_config_column(df[col])
     if "seed" not in df.columns:
@@ -501,7 +501,7 @@ def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
     if missing.any():  # e.g. a config that never validated: hash its config columns
         cfg_cols = config_columns(df)
         df.loc[missing, "config_id"] = [
-            "cfg-" + _config_id({c: _hashable(v) for c, v in zip(cfg_cols, row)})
+            "cfg-" + _config_id({c: _hashable(v) for c, v in zip(cfg_cols, row, strict=True)})
             for row in df.loc[missing, cfg_cols].itertuples(index=False)
         ]
     df["config_id"] = df["config_id"].astype(str)
@@ -538,14 +538,16 @@ def _typed_config_column(col: pd.Series) -> pd.Series:
     if non_null and all(
         isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) for v in non_null
     ):
-        return pd.Series([None if _is_missing(v) else int(v) for v in values], index=col.index,
-                         dtype="Int64")
+        return pd.Series(
+            [None if _is_missing(v) else int(v) for v in values], index=col.index, dtype="Int64"
+        )
     if non_null and all(
         isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
         for v in non_null
     ):
-        return pd.Series([np.nan if _is_missing(v) else float(v) for v in values],
-                         index=col.index, dtype=float)
+        return pd.Series(
+            [np.nan if _is_missing(v) else float(v) for v in values], index=col.index, dtype=float
+        )
     return pd.Series(values, index=col.index, dtype=object)
 
 

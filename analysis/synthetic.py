@@ -67,8 +67,14 @@ def synthetic_trials(*, n_seeds: int = 3, broken: bool = True) -> pd.DataFrame:
         grid, (1.0, 4.0, 16.0), (0.0, 1e-4), range(n_seeds)
     ):
         cfg = _config(name, beta, k, wd, seed)
-        mig = (0.10 + 0.15 * (name == "mipet_vae") + 0.03 * (k or 0) + 0.02 * math.log2(beta)
-               - 0.1 * (wd > 0) + 0.004 * (seed - 1))
+        mig = (
+            0.10
+            + 0.15 * (name == "mipet_vae")
+            + 0.03 * (k or 0)
+            + 0.02 * math.log2(beta)
+            - 0.1 * (wd > 0)
+            + 0.004 * (seed - 1)
+        )
         recon = 20 + 4 * math.log2(beta) + 0.1 * seed
         tid = f"{n:05d}"
         n += 1
@@ -105,28 +111,37 @@ def _row(tid: str, cfg: dict[str, Any], status: str, mig: float, recon: float) -
     }
     for key, value in _flat(cfg).items():
         row[f"config/{key}"] = value
-    row.update({
-        "eval/mig": mig,
-        "eval/dci_disentanglement": 0.8 * mig + 0.05,
-        "eval/factor_vae": min(1.0, 0.5 + mig),
-        "eval/sap": 0.3 * mig,
-        "eval/gaussian_total_correlation": 0.5 - mig,
-        "train/loss": recon + 10.0,
-        "train/recon": recon,
-        "train/kld": 10.0,
-        "step": cfg["train"]["steps"],
-        "time_total_s": 12.5,
-        "images_per_s": 1000.0,
-        "node": "127.0.0.1",
-        "checkpoint_path": None,
-        "artifact_dir": None,
-        "trial_dir": None,
-    })
+    row.update(
+        {
+            "eval/mig": mig,
+            "eval/dci_disentanglement": 0.8 * mig + 0.05,
+            "eval/factor_vae": min(1.0, 0.5 + mig),
+            "eval/sap": 0.3 * mig,
+            "eval/gaussian_total_correlation": 0.5 - mig,
+            "train/loss": recon + 10.0,
+            "train/recon": recon,
+            "train/kld": 10.0,
+            "step": cfg["train"]["steps"],
+            "time_total_s": 12.5,
+            "images_per_s": 1000.0,
+            "node": "127.0.0.1",
+            "checkpoint_path": None,
+            "artifact_dir": None,
+            "trial_dir": None,
+        }
+    )
     return row
 
 
-def write_sweep(df: pd.DataFrame, folder: str | Path, *, parquet: bool = True, ray: bool = True,
-                images: bool = True, name: str = "synthetic") -> Path:
+def write_sweep(
+    df: pd.DataFrame,
+    folder: str | Path,
+    *,
+    parquet: bool = True,
+    ray: bool = True,
+    images: bool = True,
+    name: str = "synthetic",
+) -> Path:
     """Write `df` as a sweep folder; fills `trial_dir`, `artifact_dir`, `checkpoint_path`.
 
     Returns:
@@ -134,9 +149,7 @@ def write_sweep(df: pd.DataFrame, folder: str | Path, *, parquet: bool = True, r
     """
     root = Path(folder)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "sweep.yaml").write_text(
-        f"name: {name}\ndataset: dsprites\nmetric: mig\nmode: max\n"
-    )
+    (root / "sweep.yaml").write_text(f"name: {name}\ndataset: dsprites\nmetric: mig\nmode: max\n")
     df = df.copy()
     cfg_cols = [c for c in df.columns if c.startswith("config/")]
     for i, row in df.iterrows():
@@ -163,7 +176,7 @@ def write_sweep(df: pd.DataFrame, folder: str | Path, *, parquet: bool = True, r
         df.at[i, "trial_dir"] = str(tdir)
         if ray:
             (tdir / "params.json").write_text(json.dumps(config))
-            lines = []
+            lines: list[dict[str, Any]] = []
             final_step = int(row["step"])
             for step in sorted({final_step // 2, final_step}):
                 rec: dict[str, Any] = {
@@ -240,8 +253,14 @@ def table(records: list[dict[str, Any]]) -> pd.DataFrame:
 
     rows = []
     for i, rec in enumerate(records):
-        row = {"trial_id": f"t{i:03d}", "status": "TERMINATED", "failed": False,
-               "nonfinite": False, "error": None, "seed": 0}
+        row = {
+            "trial_id": f"t{i:03d}",
+            "status": "TERMINATED",
+            "failed": False,
+            "nonfinite": False,
+            "error": None,
+            "seed": 0,
+        }
         row.update(rec)
         if "config_id" not in rec:
             cfg = {k: v for k, v in rec.items() if k.startswith("config/") and k != "config/seed"}

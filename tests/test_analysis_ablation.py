@@ -14,26 +14,36 @@ from analysis.synthetic import table
 
 
 def run(name: str, k: float, beta: float, seed: int, mig: float, recon: float, **kw: object):
-    return {"config/model/name": name, "config/model/num_ipe": k, "config/model/beta": beta,
-            "seed": seed, "eval/mig": mig, "train/recon": recon, **kw}
+    return {
+        "config/model/name": name,
+        "config/model/num_ipe": k,
+        "config/model/beta": beta,
+        "seed": seed,
+        "eval/mig": mig,
+        "train/recon": recon,
+        **kw,
+    }
 
 
 @pytest.fixture()
 def grid() -> pd.DataFrame:
-    return table([
-        run("beta_vae", np.nan, 1.0, 0, 0.10, 30.0),
-        run("beta_vae", np.nan, 1.0, 1, 0.20, 32.0),
-        run("beta_vae", np.nan, 4.0, 0, 0.30, 40.0),
-        run("mipet_vae", 3, 1.0, 0, 0.40, 33.0),
-        run("mipet_vae", 3, 1.0, 1, 0.60, 35.0),
-        run("mipet_vae", 3, 4.0, 0, 0.50, 50.0),
-        run("mipet_vae", 3, 4.0, 1, 0.99, 10.0, status="ERROR", failed=True),
-    ])
+    return table(
+        [
+            run("beta_vae", np.nan, 1.0, 0, 0.10, 30.0),
+            run("beta_vae", np.nan, 1.0, 1, 0.20, 32.0),
+            run("beta_vae", np.nan, 4.0, 0, 0.30, 40.0),
+            run("mipet_vae", 3, 1.0, 0, 0.40, 33.0),
+            run("mipet_vae", 3, 1.0, 1, 0.60, 35.0),
+            run("mipet_vae", 3, 4.0, 0, 0.50, 50.0),
+            run("mipet_vae", 3, 4.0, 1, 0.99, 10.0, status="ERROR", failed=True),
+        ]
+    )
 
 
 def test_cells_and_best_marks(grid: pd.DataFrame) -> None:
-    t = ablation_table(grid, rows=["model/name", "num_ipe"], columns="beta",
-                       metrics=["mig", "recon"])
+    t = ablation_table(
+        grid, rows=["model/name", "num_ipe"], columns="beta", metrics=["mig", "recon"]
+    )
     s = t.stats.set_index(["config/model/name", "column", "metric"])
     cell = s.loc[("mipet_vae", 1.0, "eval/mig")]
     assert cell["mean"] == pytest.approx(0.5) and cell["n"] == 2
@@ -44,19 +54,25 @@ def test_cells_and_best_marks(grid: pd.DataFrame) -> None:
     assert t.excluded["failed"] == 1
     best = t.stats[t.stats["best"]].set_index(["metric", "column"])["config/model/name"]
     assert best.to_dict() == {
-        ("eval/mig", 1.0): "mipet_vae", ("eval/mig", 4.0): "mipet_vae",
-        ("train/recon", 1.0): "beta_vae", ("train/recon", 4.0): "beta_vae",  # lower is better
+        ("eval/mig", 1.0): "mipet_vae",
+        ("eval/mig", 4.0): "mipet_vae",
+        ("train/recon", 1.0): "beta_vae",
+        ("train/recon", 4.0): "beta_vae",  # lower is better
     }
 
 
 def test_markdown(grid: pd.DataFrame) -> None:
-    md = ablation_table(grid, rows=["model/name", "num_ipe"], columns="beta",
-                        metrics=["mig", "recon"]).to_markdown()
+    md = ablation_table(
+        grid, rows=["model/name", "num_ipe"], columns="beta", metrics=["mig", "recon"]
+    ).to_markdown()
     lines = md.strip().splitlines()
-    assert lines[0] == ("| model/name | model/num_ipe | mig @ 1 ↑ | mig @ 4 ↑ | train/recon @ 1 ↓ "
-                        "| train/recon @ 4 ↓ |")
-    assert lines[2] == ("| beta_vae | — | 0.15 ± 0.071 (2) | 0.3 (1) | **31 ± 1.4 (2)** "
-                        "| **40 (1)** |")
+    assert lines[0] == (
+        "| model/name | model/num_ipe | mig @ 1 ↑ | mig @ 4 ↑ | train/recon @ 1 ↓ "
+        "| train/recon @ 4 ↓ |"
+    )
+    assert lines[2] == (
+        "| beta_vae | — | 0.15 ± 0.071 (2) | 0.3 (1) | **31 ± 1.4 (2)** | **40 (1)** |"
+    )
     assert lines[3] == (
         "| mipet_vae | 3 | **0.5 ± 0.14 (2)** | **0.5 (1)** | 34 ± 1.4 (2) | 50 (1) |"
     )
@@ -64,7 +80,8 @@ def test_markdown(grid: pd.DataFrame) -> None:
 
 def test_latex_is_booktabs_with_bold_best(grid: pd.DataFrame) -> None:
     tex = ablation_table(grid, rows="model/name", columns="beta", metrics=["mig"]).to_latex(
-        caption="MIPET vs baseline", label="tab:x")
+        caption="MIPET vs baseline", label="tab:x"
+    )
     assert r"\toprule" in tex and r"\midrule" in tex and r"\bottomrule" in tex
     assert r"\begin{tabular}{lrr}" in tex
     assert r"\multicolumn{2}{c}{mig $\uparrow$}" in tex and r"\cmidrule(lr){2-3}" in tex
@@ -77,8 +94,16 @@ def test_latex_is_booktabs_with_bold_best(grid: pd.DataFrame) -> None:
 def test_csv_is_long_and_machine_readable(grid: pd.DataFrame) -> None:
     text = ablation_table(grid, rows="model/name", metrics=["mig", "recon"]).to_csv()
     back = pd.read_csv(io.StringIO(text))
-    assert list(back.columns) == ["model/name", "metric", "mean", "std", "n", "n_configs",
-                                  "cell", "best"]
+    assert list(back.columns) == [
+        "model/name",
+        "metric",
+        "mean",
+        "std",
+        "n",
+        "n_configs",
+        "cell",
+        "best",
+    ]
     row = back[(back["model/name"] == "beta_vae") & (back["metric"] == "eval/mig")].iloc[0]
     assert row["mean"] == pytest.approx(0.2) and row["n"] == 3 and row["n_configs"] == 2
     assert back["best"].sum() == 2
@@ -98,7 +123,7 @@ def test_bad_names_are_one_clear_error(grid: pd.DataFrame) -> None:
     with pytest.raises(AnalysisError, match="used twice"):
         ablation_table(grid, rows="model/beta", columns="beta")
     dead = table([run("a", 1, 1.0, 0, 0.1, 1.0, status="ERROR", failed=True)])
-    with pytest.raises(AnalysisError, match="no finished trials among 1.*1 failed"):
+    with pytest.raises(AnalysisError, match=r"no finished trials among 1.*1 failed"):
         ablation_table(dead, rows="model/name")
 
 

@@ -15,12 +15,23 @@ from analysis.synthetic import table
 
 def run(name: str, k: float, beta: float, seed: int, mig: float, **kw: object) -> dict:
     return {
-        "config/model/name": name, "config/model/num_ipe": k, "config/model/beta": beta,
-        "config/model/latent_dim": 10, "config/data/name": "dsprites", "config/data/source": None,
-        "config/train/steps": 50, "config/train/lr": 4e-4, "config/train/weight_decay": 0.0,
+        "config/model/name": name,
+        "config/model/num_ipe": k,
+        "config/model/beta": beta,
+        "config/model/latent_dim": 10,
+        "config/data/name": "dsprites",
+        "config/data/source": None,
+        "config/train/steps": 50,
+        "config/train/lr": 4e-4,
+        "config/train/weight_decay": 0.0,
         "config/eval/metrics": kw.pop("metrics", np.array(["mig", "dci"])),
-        "config/eval/protocol": "dlib", "seed": seed, "config/seed": seed, "eval/mig": mig,
-        "train/loss": 100.0 - mig, "step": 50, **kw,
+        "config/eval/protocol": "dlib",
+        "seed": seed,
+        "config/seed": seed,
+        "eval/mig": mig,
+        "train/loss": 100.0 - mig,
+        "step": 50,
+        **kw,
     }
 
 
@@ -32,12 +43,14 @@ def expected_version() -> str | None:
 
 
 def test_complete_config_of_the_best_trial(tmp_path) -> None:
-    df = table([
-        run("beta_vae", np.nan, 4.0, 0, 0.50),  # best config, but its num_ipe is absent
-        run("beta_vae", np.nan, 4.0, 1, 0.70),  # its best seed
-        run("mipet_vae", 3, 1.0, 0, 0.40),
-        run("mipet_vae", 3, 16.0, 0, 0.99, status="ERROR", failed=True),
-    ])
+    df = table(
+        [
+            run("beta_vae", np.nan, 4.0, 0, 0.50),  # best config, but its num_ipe is absent
+            run("beta_vae", np.nan, 4.0, 1, 0.70),  # its best seed
+            run("mipet_vae", 3, 1.0, 0, 0.40),
+            run("mipet_vae", 3, 16.0, 0, 0.99, status="ERROR", failed=True),
+        ]
+    )
     df["data_checksum"] = "sha256:abc"
     path = export_best(df, tmp_path / "out" / "best.yaml", by="mig", sweep_folder="/sweeps/s1")
     text = path.read_text()
@@ -64,8 +77,12 @@ def test_complete_config_of_the_best_trial(tmp_path) -> None:
 
 
 def test_a_folder_gets_best_config_yaml_and_tuples_as_strings_become_lists(tmp_path) -> None:
-    df = table([run("a", 1, 1.0, 0, 0.3, metrics="('mig', 'sap')"),
-                run("b", 1, 1.0, 0, 0.1, metrics="('mig', 'sap')")])
+    df = table(
+        [
+            run("a", 1, 1.0, 0, 0.3, metrics="('mig', 'sap')"),
+            run("b", 1, 1.0, 0, 0.1, metrics="('mig', 'sap')"),
+        ]
+    )
     path = export_best(df, tmp_path)
     assert path == tmp_path / "best_config.yaml"
     doc = yaml.safe_load(path.read_text())
@@ -74,9 +91,13 @@ def test_a_folder_gets_best_config_yaml_and_tuples_as_strings_become_lists(tmp_p
 
 
 def test_several_metrics_export_the_top_of_the_mean_rank() -> None:
-    df = table([run("a", 1, 1.0, 0, 0.9, **{"train/recon": 50.0}),
-                run("b", 1, 2.0, 0, 0.8, **{"train/recon": 10.0}),
-                run("c", 1, 3.0, 0, 0.1, **{"train/recon": 60.0})])
+    df = table(
+        [
+            run("a", 1, 1.0, 0, 0.9, **{"train/recon": 50.0}),
+            run("b", 1, 2.0, 0, 0.8, **{"train/recon": 10.0}),
+            run("c", 1, 3.0, 0, 0.1, **{"train/recon": 60.0}),
+        ]
+    )
     doc = best_config(df, by=["mig", "recon"])
     assert doc["model"]["name"] in {"a", "b"}
     assert doc["metrics"]["direction"] == {"eval/mig": "max", "train/recon": "min"}

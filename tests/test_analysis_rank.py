@@ -13,17 +13,28 @@ from analysis.synthetic import synthetic_trials, table
 
 
 def trial(beta: float, seed: int, mig: float, recon: float = 10.0, **extra: object) -> dict:
-    return {"config/model/beta": beta, "config/train/lr": 1e-3, "seed": seed,
-            "eval/mig": mig, "train/recon": recon, **extra}
+    return {
+        "config/model/beta": beta,
+        "config/train/lr": 1e-3,
+        "seed": seed,
+        "eval/mig": mig,
+        "train/recon": recon,
+        **extra,
+    }
 
 
 @pytest.fixture()
 def three_configs():
-    return table([
-        trial(1.0, 0, 0.3), trial(1.0, 1, 0.5),  # A: mean 0.4, std sqrt(0.02)
-        trial(4.0, 0, 0.6),  # B: one seed
-        trial(16.0, 0, 0.2), trial(16.0, 1, 0.2), trial(16.0, 2, 0.2),  # C
-    ])
+    return table(
+        [
+            trial(1.0, 0, 0.3),
+            trial(1.0, 1, 0.5),  # A: mean 0.4, std sqrt(0.02)
+            trial(4.0, 0, 0.6),  # B: one seed
+            trial(16.0, 0, 0.2),
+            trial(16.0, 1, 0.2),
+            trial(16.0, 2, 0.2),  # C
+        ]
+    )
 
 
 def test_seeds_are_aggregated_per_config(three_configs) -> None:
@@ -48,8 +59,13 @@ def test_seeds_are_aggregated_per_config(three_configs) -> None:
 
 
 def test_a_loss_ranks_lowest_first(three_configs) -> None:
-    df = table([trial(1.0, 0, 0.1, recon=5.0), trial(2.0, 0, 0.1, recon=3.0),
-                trial(3.0, 0, 0.1, recon=9.0)])
+    df = table(
+        [
+            trial(1.0, 0, 0.1, recon=5.0),
+            trial(2.0, 0, 0.1, recon=3.0),
+            trial(3.0, 0, 0.1, recon=9.0),
+        ]
+    )
     ranked = rank(df, "recon")
     assert ranked["config/model/beta"].tolist() == [2.0, 1.0, 3.0]
     assert ranked.attrs["directions"] == {"train/recon": "min"}
@@ -64,21 +80,28 @@ def test_ties_share_the_smallest_rank_despite_float_noise() -> None:
 
 
 def test_failed_nonfinite_unfinished_and_nan_trials_are_left_out_and_counted() -> None:
-    df = table([
-        trial(1.0, 0, 0.2),
-        trial(1.0, 1, 0.4),
-        trial(1.0, 2, 0.99, status="ERROR", failed=True),
-        trial(2.0, 0, 0.95, status="ERROR", failed=True, nonfinite=True),
-        trial(3.0, 0, 0.97, status="RUNNING"),
-        trial(4.0, 0, np.nan),
-        trial(5.0, 0, 0.1),
-    ])
+    df = table(
+        [
+            trial(1.0, 0, 0.2),
+            trial(1.0, 1, 0.4),
+            trial(1.0, 2, 0.99, status="ERROR", failed=True),
+            trial(2.0, 0, 0.95, status="ERROR", failed=True, nonfinite=True),
+            trial(3.0, 0, 0.97, status="RUNNING"),
+            trial(4.0, 0, np.nan),
+            trial(5.0, 0, 0.1),
+        ]
+    )
     ranked = rank(df, "mig")
     assert ranked["config/model/beta"].tolist() == [1.0, 5.0]
     assert ranked.iloc[0]["eval/mig/mean"] == pytest.approx(0.3)
     assert ranked.iloc[0]["n_trials"] == 2
-    assert ranked.attrs["excluded"] == {"failed": 1, "nonfinite": 1, "unfinished": 1,
-                                        "stopped": 0, "missing_metric": 1}
+    assert ranked.attrs["excluded"] == {
+        "failed": 1,
+        "nonfinite": 1,
+        "unfinished": 1,
+        "stopped": 0,
+        "missing_metric": 1,
+    }
     assert ranked.attrs["n_trials"] == 7 and ranked.attrs["n_used"] == 3
     _, text = rank_table(df, "mig")
     line = "7 trials, 3 used; left out: 1 failed, 1 nonfinite, 1 unfinished, 1 missing metric"
@@ -107,12 +130,14 @@ def test_pareto_fronts_known_answer() -> None:
 
 
 def test_several_metrics_mean_rank_and_pareto() -> None:
-    df = table([
-        trial(1.0, 0, 0.5, recon=10.0),  # P
-        trial(2.0, 0, 0.4, recon=5.0),  # Q
-        trial(3.0, 0, 0.3, recon=20.0),  # R: dominated by Q
-        trial(4.0, 0, 0.5, recon=10.0),  # S: equal to P
-    ])
+    df = table(
+        [
+            trial(1.0, 0, 0.5, recon=10.0),  # P
+            trial(2.0, 0, 0.4, recon=5.0),  # Q
+            trial(3.0, 0, 0.3, recon=20.0),  # R: dominated by Q
+            trial(4.0, 0, 0.5, recon=10.0),  # S: equal to P
+        ]
+    )
     ranked = rank(df, ["mig", "recon"])
     by_beta = ranked.set_index("config/model/beta")
     # mig ranks 1.5, 3, 4, 1.5; recon ranks 2.5, 1, 4, 2.5 -> mean 2, 2, 4, 2
@@ -124,12 +149,14 @@ def test_several_metrics_mean_rank_and_pareto() -> None:
 
 
 def test_sort_by_pareto_front_first() -> None:
-    df = table([
-        trial(1.0, 0, 0.9, recon=9.0),  # front 1 (best mig)
-        trial(2.0, 0, 0.1, recon=1.0),  # front 1 (best recon)
-        trial(3.0, 0, 0.8, recon=2.0),  # front 1
-        trial(4.0, 0, 0.7, recon=3.0),  # front 2 (dominated by beta 3)
-    ])
+    df = table(
+        [
+            trial(1.0, 0, 0.9, recon=9.0),  # front 1 (best mig)
+            trial(2.0, 0, 0.1, recon=1.0),  # front 1 (best recon)
+            trial(3.0, 0, 0.8, recon=2.0),  # front 1
+            trial(4.0, 0, 0.7, recon=3.0),  # front 2 (dominated by beta 3)
+        ]
+    )
     ranked = rank(df, ["mig", "recon"], sort="pareto")
     assert ranked["pareto_front"].tolist() == [1, 1, 1, 2]
     assert ranked.iloc[0]["config/model/beta"] == 3.0  # best mean rank on the front
@@ -139,8 +166,12 @@ def test_synthetic_sweep_known_best() -> None:
     df = table(synthetic_trials(n_seeds=3).to_dict("records"))
     ranked, text = rank_table(df, "mig", top=3)
     best = ranked.iloc[0]
-    assert (best["config/model/name"], best["config/model/num_ipe"], best["config/model/beta"],
-            best["config/train/weight_decay"]) == ("mipet_vae", 3.0, 16.0, 0.0)
+    assert (
+        best["config/model/name"],
+        best["config/model/num_ipe"],
+        best["config/model/beta"],
+        best["config/train/weight_decay"],
+    ) == ("mipet_vae", 3.0, 16.0, 0.0)
     assert best["eval/mig/mean"] == pytest.approx(0.42)
     assert best["eval/mig/std"] == pytest.approx(0.004)
     assert len(ranked) == 18 and ranked.attrs["excluded"]["failed"] == 1

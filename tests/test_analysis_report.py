@@ -26,8 +26,11 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def is_png(path: Path | None) -> bool:
-    return path is not None and path.is_file() and path.stat().st_size > 2000 and (
-        path.read_bytes()[:8] == PNG_MAGIC
+    return (
+        path is not None
+        and path.is_file()
+        and path.stat().st_size > 2000
+        and (path.read_bytes()[:8] == PNG_MAGIC)
     )
 
 
@@ -41,8 +44,16 @@ def test_importance_finds_the_parameter_that_matters() -> None:
     rows = []
     for i in range(40):
         a, b, c = rng.choice([1.0, 2.0, 4.0, 8.0]), rng.random(), rng.choice(["x", "y"])
-        rows.append({"config/model/a": a, "config/model/b": b, "config/model/c": c, "seed": i,
-                     "eval/mig": np.log2(a) + 0.01 * rng.random(), "train/recon": 5.0 * b})
+        rows.append(
+            {
+                "config/model/a": a,
+                "config/model/b": b,
+                "config/model/c": c,
+                "seed": i,
+                "eval/mig": np.log2(a) + 0.01 * rng.random(),
+                "train/recon": 5.0 * b,
+            }
+        )
     df = table(rows)
     for method in ("forest", "permutation"):
         imp = importance(df, ["mig", "recon"], method=method)
@@ -61,8 +72,12 @@ def test_importance_is_nan_with_too_few_trials() -> None:
 
 def test_metric_correlation_is_oriented_by_direction() -> None:
     x = np.arange(6, dtype=float)
-    df = table([{"config/model/a": v, "eval/mig": v, "eval/sap": -v, "train/recon": v ** 2,
-                 "seed": 0} for v in x])
+    df = table(
+        [
+            {"config/model/a": v, "eval/mig": v, "eval/sap": -v, "train/recon": v**2, "seed": 0}
+            for v in x
+        ]
+    )
     raw = metric_correlation(df, ["mig", "sap", "recon"], oriented=False)
     assert raw.loc["eval/mig", "eval/sap"] == pytest.approx(-1.0)
     assert raw.loc["eval/mig", "train/recon"] == pytest.approx(1.0)
@@ -105,10 +120,16 @@ def test_write_report(sweep: Path) -> None:
     out = sweep / "report"
     assert index == out / "index.md"
     md = index.read_text()
-    for heading in ("# Sweep report: synthetic", "## Ranking", "## Pareto front",
-                    "## Ablation tables", "## Hyperparameter importance",
-                    "## Agreement between metrics", "## Metrics against the searched parameters",
-                    "## Best trials"):
+    for heading in (
+        "# Sweep report: synthetic",
+        "## Ranking",
+        "## Pareto front",
+        "## Ablation tables",
+        "## Hyperparameter importance",
+        "## Agreement between metrics",
+        "## Metrics against the searched parameters",
+        "## Best trials",
+    ):
         assert heading in md, heading
     assert "1 failed, 1 nonfinite, 1 unfinished" in md
     assert "| mipet_vae | 3 | **" in md  # the model x num_ipe ablation, best in bold
@@ -119,9 +140,15 @@ def test_write_report(sweep: Path) -> None:
     html = (out / "index.html").read_text()
     assert html.count("data:image/png;base64,") == len(images)
     assert 'src="plots/' not in html and "<table>" in html and "<b>" in html
-    for name in ("ranked.csv", "ranked.md", "best_config.yaml", "importance.csv",
-                 "metric_correlation.csv", "ablation_model-name_model-num_ipe.tex",
-                 "ablation_model-beta.csv"):
+    for name in (
+        "ranked.csv",
+        "ranked.md",
+        "best_config.yaml",
+        "importance.csv",
+        "metric_correlation.csv",
+        "ablation_model-name_model-num_ipe.tex",
+        "ablation_model-beta.csv",
+    ):
         assert (out / name).stat().st_size > 0, name
     ranked = pd.read_csv(out / "ranked.csv")
     assert len(ranked) == 18 and ranked.loc[0, "eval/mig/mean"] == pytest.approx(0.418)

@@ -50,8 +50,9 @@ def test_parquet_table_is_typed_and_flags_broken_trials(sweeps: dict[str, pd.Dat
 def test_rebuilt_from_ray_matches_the_parquet(sweeps: dict[str, pd.DataFrame]) -> None:
     a, b = sweeps["parquet"], sweeps["ray"]
     assert b.attrs["source"] == "ray"
-    a, b = a.sort_values("trial_id").reset_index(drop=True), b.sort_values("trial_id").reset_index(
-        drop=True
+    a, b = (
+        a.sort_values("trial_id").reset_index(drop=True),
+        b.sort_values("trial_id").reset_index(drop=True),
     )
     for col in ("trial_id", "status", "failed", "nonfinite", "config_id", "seed", "usable"):
         assert a[col].tolist() == b[col].tolist(), col
@@ -71,9 +72,17 @@ def test_ray_rebuild_reads_a_cut_off_result_line_and_missing_params(tmp_path) ->
     trial = tmp_path / "ray" / "train_trial_abc12_00001_beta=4_2026-11-23_10-00-00"
     trial.mkdir(parents=True)
     config = {"model": {"name": "mipet_vae", "beta": 4.0}, "train": {"steps": 10}, "seed": 3}
-    lines = [{"step": 5, "train/loss": 3.0, "config": config, "trial_id": "abc12"},
-             {"step": 10, "train/loss": 2.0, "eval/mig": 0.4, "config": config,
-              "trial_id": "abc12", "done": True}]
+    lines = [
+        {"step": 5, "train/loss": 3.0, "config": config, "trial_id": "abc12"},
+        {
+            "step": 10,
+            "train/loss": 2.0,
+            "eval/mig": 0.4,
+            "config": config,
+            "trial_id": "abc12",
+            "done": True,
+        },
+    ]
     (trial / "result.json").write_text(
         "".join(json.dumps(r) + "\n" for r in lines) + '{"step": 11, "tra'
     )
@@ -97,10 +106,12 @@ def test_ray_rebuild_flags_a_reported_nan_loss(tmp_path) -> None:
 
 
 def test_stopped_early_trials_are_flagged() -> None:
-    df = table([
-        {"config/train/steps": 100, "step": 100, "eval/mig": 0.1},
-        {"config/train/steps": 100, "step": 30, "eval/mig": 0.9, "config/model/beta": 2.0},
-    ])
+    df = table(
+        [
+            {"config/train/steps": 100, "step": 100, "eval/mig": 0.1},
+            {"config/train/steps": 100, "step": 30, "eval/mig": 0.9, "config/model/beta": 2.0},
+        ]
+    )
     assert df["stopped"].tolist() == [False, True]
     used, excluded = usable_trials(df)
     assert len(used) == 1 and excluded["stopped"] == 1
@@ -125,8 +136,16 @@ def test_not_a_sweep_is_one_clear_error(tmp_path, make, match) -> None:
 
 
 def test_metric_names_and_directions() -> None:
-    df = table([{"config/model/beta": 1.0, "eval/mig": 0.1, "train/recon": 3.0,
-                 "eval/gaussian_total_correlation": 0.2}])
+    df = table(
+        [
+            {
+                "config/model/beta": 1.0,
+                "eval/mig": 0.1,
+                "train/recon": 3.0,
+                "eval/gaussian_total_correlation": 0.2,
+            }
+        ]
+    )
     assert resolve_metric(df, "mig") == "eval/mig"
     assert resolve_metric(df, "recon") == "train/recon"
     assert resolve_metric(df, "train/recon") == "train/recon"
@@ -138,22 +157,37 @@ def test_metric_names_and_directions() -> None:
 
 
 def test_param_names() -> None:
-    df = table([{"config/model/beta": 1.0, "config/train/lr": 1e-3, "config/model/lr": 1.0,
-                 "eval/mig": 0.1}])
+    df = table(
+        [
+            {
+                "config/model/beta": 1.0,
+                "config/train/lr": 1e-3,
+                "config/model/lr": 1.0,
+                "eval/mig": 0.1,
+            }
+        ]
+    )
     assert resolve_param(df, "beta") == "config/model/beta"
     assert resolve_param(df, "model.beta") == "config/model/beta"
     assert resolve_param(df, "config/train/lr") == "config/train/lr"
-    with pytest.raises(AnalysisError, match="ambiguous.*train/lr, model/lr"):
+    with pytest.raises(AnalysisError, match=r"ambiguous.*train/lr, model/lr"):
         resolve_param(df, "lr")
-    with pytest.raises(AnalysisError, match="unknown config parameter 'gamma'.*model/beta"):
+    with pytest.raises(AnalysisError, match=r"unknown config parameter 'gamma'.*model/beta"):
         resolve_param(df, "gamma")
 
 
 def test_searched_params_include_conditional_ones_and_exclude_the_seed() -> None:
-    df = table([
-        {"config/model/name": "a", "config/model/k": np.nan, "config/train/lr": 1.0, "seed": 0},
-        {"config/model/name": "b", "config/model/k": 3, "config/train/lr": 1.0, "seed": 1},
-    ])
+    df = table(
+        [
+            {
+                "config/model/name": "a",
+                "config/model/k": np.nan,
+                "config/train/lr": 1.0,
+                "seed": 0,
+            },
+            {"config/model/name": "b", "config/model/k": 3, "config/train/lr": 1.0, "seed": 1},
+        ]
+    )
     assert searched_params(df) == ["config/model/name", "config/model/k"]
 
 
@@ -181,29 +215,70 @@ def _write_trial(folder, name: str, lines: list[dict], error: str | None = None)
 
 def test_ray_rebuild_gives_one_row_per_seed(tmp_path) -> None:
     cfg = {"model": {"beta": 2.0}, "train": {"steps": 10}, "seed": 5}
-    per_seed = [{"seed": 5, "step": 10, "eval/mig": 0.2, "train/loss": 3.0,
-                 "artifact_dir": "/x/trials/aa/seed_5"},
-                {"seed": 6, "step": 10, "eval/mig": 0.4, "train/loss": 2.0,
-                 "artifact_dir": "/x/trials/aa/seed_6"}]
+    per_seed = [
+        {
+            "seed": 5,
+            "step": 10,
+            "eval/mig": 0.2,
+            "train/loss": 3.0,
+            "artifact_dir": "/x/trials/aa/seed_5",
+        },
+        {
+            "seed": 6,
+            "step": 10,
+            "eval/mig": 0.4,
+            "train/loss": 2.0,
+            "artifact_dir": "/x/trials/aa/seed_6",
+        },
+    ]
     finished = [
-        {"seed": 5, "step": 10, "eval/mig": 0.2, "train/loss": 3.0, "config": cfg,
-         "trial_id": "aa"},
-        {"seed": 6, "step": 10, "eval/mig": 0.3, "train/loss": 2.5, "config": cfg,
-         "trial_id": "aa", "seed_results": json.dumps(per_seed), "done": True},
+        {
+            "seed": 5,
+            "step": 10,
+            "eval/mig": 0.2,
+            "train/loss": 3.0,
+            "config": cfg,
+            "trial_id": "aa",
+        },
+        {
+            "seed": 6,
+            "step": 10,
+            "eval/mig": 0.3,
+            "train/loss": 2.5,
+            "config": cfg,
+            "trial_id": "aa",
+            "seed_results": json.dumps(per_seed),
+            "done": True,
+        },
     ]
     _write_trial(tmp_path, "trial_aa", finished)
     # killed while training its third seed: two seeds finished, one cut off
     killed = [
-        {"seed": 5, "step": 10, "eval/mig": 0.5, "train/loss": 1.0, "config": cfg,
-         "trial_id": "bb"},
-        {"seed": 6, "step": 10, "eval/mig": 0.7, "train/loss": 1.5, "config": cfg,
-         "trial_id": "bb"},
+        {
+            "seed": 5,
+            "step": 10,
+            "eval/mig": 0.5,
+            "train/loss": 1.0,
+            "config": cfg,
+            "trial_id": "bb",
+        },
+        {
+            "seed": 6,
+            "step": 10,
+            "eval/mig": 0.7,
+            "train/loss": 1.5,
+            "config": cfg,
+            "trial_id": "bb",
+        },
         {"seed": 7, "step": 4, "train/loss": 9.0, "config": cfg, "trial_id": "bb"},
     ]
     _write_trial(tmp_path, "trial_bb", killed)
-    _write_trial(tmp_path, "trial_cc", [{"seed": 5, "step": 2, "train/loss": 1.0,
-                                         "config": cfg, "trial_id": "cc"}],
-                 error="Traceback...\nNonFiniteLossError: non-finite loss at step 3")
+    _write_trial(
+        tmp_path,
+        "trial_cc",
+        [{"seed": 5, "step": 2, "train/loss": 1.0, "config": cfg, "trial_id": "cc"}],
+        error="Traceback...\nNonFiniteLossError: non-finite loss at step 3",
+    )
     df = load_sweep(tmp_path).set_index(["trial_id", "seed"])
     assert df.loc[("aa", 6), "eval/mig"] == 0.4  # the seed's own value, not the mean 0.3
     assert df.loc[("aa", 6), "artifact_dir"] == "/x/trials/aa/seed_6"
@@ -215,8 +290,12 @@ def test_ray_rebuild_gives_one_row_per_seed(tmp_path) -> None:
 
 
 def test_missing_config_id_is_filled_per_config() -> None:
-    df = table([{"config/model/beta": 1.0, "config_id": None, "eval/mig": 0.1},
-                {"config/model/beta": 1.0, "config_id": None, "eval/mig": 0.2, "seed": 1},
-                {"config/model/beta": 2.0, "config_id": None, "eval/mig": 0.3}])
+    df = table(
+        [
+            {"config/model/beta": 1.0, "config_id": None, "eval/mig": 0.1},
+            {"config/model/beta": 1.0, "config_id": None, "eval/mig": 0.2, "seed": 1},
+            {"config/model/beta": 2.0, "config_id": None, "eval/mig": 0.3},
+        ]
+    )
     ids = df["config_id"].tolist()
     assert ids[0] == ids[1] != ids[2] and ids[0].startswith("cfg-")
