@@ -15,6 +15,16 @@ from typing import Any, Callable
 import numpy as np
 
 
+# Keep freed temporaries in the heap: without this, glibc returns every large numpy temporary to
+# the kernel and the workers spend as much time in page faults as in drawing (measured: 9 s of
+# system time against 9 s of user time for all of dSprites; 0.2 s with these settings).
+_MALLOC_ENV = {
+    "MALLOC_MMAP_THRESHOLD_": str(1 << 30),
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
+    "MALLOC_TOP_PAD_": str(1 << 28),
+}
+
+
 def cpu_count() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
@@ -65,11 +75,23 @@ def fill_rows(
     arr.flush()
     path = str(arr.filename)
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending = {pool.submit(_fill_chunk, module, func, args, path, s, e) for s, e in bounds}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                rows = fut.result()
-                if progress is not None:
-                    progress(rows)
+    saved = {k: os.environ.get(k) for k in _MALLOC_ENV}
+    os.environ.update(_MALLOC_ENV)  # read by the workers' C library at start-up
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            pending = {pool.submit(_fill_chunk, module, func, args, path, s, e)
+                       for s, e in bounds}
+            for _ in range(workers):  # start every worker now, while the variables are set
+                pool.submit(int)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    rows = fut.result()
+                    if progress is not None:
+                        progress(rows)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

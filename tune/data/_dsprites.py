@@ -83,16 +83,18 @@ def render_bool(factors: np.ndarray, info: DatasetInfo = DSPRITES) -> np.ndarray
     theta = np.mod(info.factor_values[2][factors[:, 2]], 2 * np.pi)
     cx = 16.0 + 32.0 * info.factor_values[3][factors[:, 3]]
     cy = 16.0 + 32.0 * info.factor_values[4][factors[:, 4]]
-    c0 = np.floor(cx).astype(np.int64) - _WIN // 2  # window origin, column
-    r0 = np.floor(cy).astype(np.int64) - _WIN // 2  # window origin, row
-    ar = np.arange(_WIN)
+    # window just large enough for the largest shape in this call (extent 13.6 px at scale 1)
+    win_size = min(_WIN, 2 * int(np.ceil(13.6 * scale.max() + 1.5)))
+    c0 = np.floor(cx).astype(np.int64) - win_size // 2  # window origin, column
+    r0 = np.floor(cy).astype(np.int64) - win_size // 2  # window origin, row
+    ar = np.arange(win_size)
     dx = (c0[:, None] + ar + 0.5 - cx[:, None])[:, None, :]  # (N, 1, W) column offsets
     dy_up = -(r0[:, None] + ar + 0.5 - cy[:, None])[:, :, None]  # (N, W, 1) upward offsets
     cos = np.cos(theta)[:, None, None]
     sin = np.sin(theta)[:, None, None]
     u = (cos * dx + sin * dy_up).astype(np.float64)
     v = -sin * dx + cos * dy_up
-    win = np.zeros((n, _WIN, _WIN), dtype=bool)
+    win = np.zeros((n, win_size, win_size), dtype=bool)
     for shape in np.unique(factors[:, 0]):
         rows = factors[:, 0] == shape
         win[rows] = _inside(int(shape), u[rows], v[rows], scale[rows][:, None, None])

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 # name -> (module, cached?, cache-rows function, rows per task)
 _GENERATORS: dict[str, tuple[str, bool, str, int]] = {
-    "dsprites": ("tune.data._dsprites", True, "render_packed_rows", 8192),
+    "dsprites": ("tune.data._dsprites", True, "render_packed_rows", 4096),
     "cars3d": ("tune.data._cars3d", True, "cache_rows", 1098),
     "shapes3d": ("tune.data._shapes3d", False, "", 0),
     "mpi3d_toy": ("tune.data._mpi3d", False, "", 0),
