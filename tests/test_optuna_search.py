@@ -193,3 +193,42 @@ def test_outcomes_from_results() -> None:
         "d": (None, {"x": 4}),
     }
     assert outcomes_from_results(results[:1], ["loss", "mig"])["a"][0] == [1.5, 0.2]
+
+
+def test_mirror_mode_keeps_the_study_with_the_snapshot(tmp_path: Path) -> None:
+    from tune import optuna_search
+
+    study = make_study_storage(tmp_path / "sw")
+    s = SafeOptunaSearch(
+        space, metric="loss", mode="min", seed=0, study_name=study.study_name,
+        mirror_path=study.path,
+    )
+    for tid in ["t1", "t2"]:
+        s.suggest(tid)
+    s.on_trial_complete("t1", {"loss": 1.0})
+    s.save(str(tmp_path / "searcher.pkl"))  # a Tune snapshot also rewrites the journal
+    s.suggest("t3")  # after the snapshot: neither the pickle nor the journal has it
+    storage, name = make_study_storage(tmp_path / "sw")
+    on_disk = optuna.load_study(study_name=name, storage=storage).trials
+    assert [(t.user_attrs[RAY_TRIAL_ID_ATTR], t.state) for t in on_disk] == [
+        ("t1", TrialState.COMPLETE),
+        ("t2", TrialState.RUNNING),
+    ]
+    moved = tmp_path / "moved.journal"
+    optuna_search.relocate_mirror(moved)
+    try:
+        r = SafeOptunaSearch(space, metric="loss", mode="min", seed=0, study_name=name)
+        r.restore(str(tmp_path / "searcher.pkl"))
+    finally:
+        optuna_search.relocate_mirror(None)
+    assert [t.user_attrs[RAY_TRIAL_ID_ATTR] for t in r._ot_study.trials] == ["t1", "t2"]
+    r.on_trial_complete("t2", {"loss": 0.5})
+    r.save(str(tmp_path / "searcher2.pkl"))
+    from optuna.storages.journal import JournalFileBackend
+
+    again = optuna.load_study(
+        study_name=name, storage=optuna.storages.JournalStorage(JournalFileBackend(str(moved)))
+    )
+    assert [t.value for t in again.trials] == [1.0, 0.5]
+    with pytest.raises(ConfigError, match="not both"):
+        SafeOptunaSearch(space, metric="loss", mode="min", storage=storage, mirror_path=moved)

@@ -41,6 +41,8 @@ __all__ = [
     "make_study_storage",
     "reconcile_study",
     "outcomes_from_results",
+    "write_journal",
+    "relocate_mirror",
 ]
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,18 @@ RAY_TRIAL_ID_ATTR = "ray_trial_id"
 """User attribute on each Optuna trial holding the Ray Tune trial id it was suggested for."""
 
 _STUDY_RECORD = "optuna_study.json"
+
+_MIRROR_OVERRIDE: str | None = None
+
+
+def relocate_mirror(path: str | os.PathLike[str] | None) -> None:
+    """Make searchers restored in this process write their study to `path`.
+
+    A restored `SafeOptunaSearch` keeps the mirror path it was created with; call this before
+    `Tuner.restore(...).fit()` when the sweep folder has moved since (None undoes it).
+    """
+    global _MIRROR_OVERRIDE
+    _MIRROR_OVERRIDE = None if path is None else str(Path(path).resolve())
 
 
 def _is_finished_error(exc: Exception) -> bool:
@@ -73,7 +87,30 @@ class SafeOptunaSearch(OptunaSearch):
       class tells it COMPLETE with a partial value).
     - `restore` marks RUNNING Optuna trials that no restored Tune trial knows as FAIL, and
       remembers which known trials the storage has already finished. Nothing in it may raise.
+
+    Extra keyword `mirror_path` (recommended; see `make_study_storage`): keep the study in memory,
+    so that it is pickled with every Tune experiment snapshot and restored exactly as consistent
+    with Tune's trials as the snapshot is, and rewrite the journal file `mirror_path` from it at
+    each snapshot (atomically, one fsync), for optuna-dashboard and `reconcile_study`. With
+    `storage=` instead, Optuna writes through at once and a restore finds the study ahead of
+    Tune's snapshot: trials asked or finished after the snapshot stay in the study as FAIL or as
+    COMPLETE trials no Tune trial accounts for.
     """
+
+    def __init__(self, *args: Any, mirror_path: str | os.PathLike[str] | None = None, **kw: Any):
+        if mirror_path is not None and kw.get("storage") is not None:
+            raise ConfigError("SafeOptunaSearch: give either storage= or mirror_path=, not both")
+        self._mirror_path = None if mirror_path is None else str(Path(mirror_path).resolve())
+        super().__init__(*args, **kw)
+
+    # --------------------------------------------------------------------------------- mirror
+    def save(self, checkpoint_path: str) -> None:
+        super().save(checkpoint_path)
+        if getattr(self, "_mirror_path", None) and self._ot_study is not None:
+            try:
+                write_journal(self._ot_study, self._mirror_path)
+            except Exception as exc:  # a full disk must not crash fit(); the snapshot matters more
+                log.warning("could not write the Optuna study to %s: %s", self._mirror_path, exc)
 
     # --------------------------------------------------------------------------------- suggest
     def suggest(self, trial_id: str) -> dict | None:
@@ -165,6 +202,8 @@ class SafeOptunaSearch(OptunaSearch):
     # --------------------------------------------------------------------------------- restore
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
+        if _MIRROR_OVERRIDE is not None:
+            self._mirror_path = _MIRROR_OVERRIDE
         try:
             self._sync_after_restore()
         except Exception as exc:  # never let a restore crash fit()
@@ -238,6 +277,48 @@ def _fail_trial(study: Any, frozen: Any, reason: str) -> None:
 
 
 # ------------------------------------------------------------------------------ study storage
+def write_journal(study: Any, path: str | os.PathLike[str]) -> int:
+    """Write `study` (any storage) as a fresh Optuna journal file, atomically.
+
+    The journal is built in memory and written with one write, one fsync and one rename, so a
+    reader (optuna-dashboard, `optuna.load_study`) sees the old or the new file, never a mix.
+
+    Returns:
+        The number of trials written.
+    """
+    import optuna
+    from optuna.storages.journal import BaseJournalBackend
+
+    class _Buffer(BaseJournalBackend):
+        def __init__(self) -> None:
+            self.logs: list[dict[str, Any]] = []
+
+        def read_logs(self, log_number_from: int):  # type: ignore[override]
+            yield from self.logs[log_number_from:]
+
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            self.logs.extend(logs)
+
+    buffer = _Buffer()
+    target = optuna.storages.JournalStorage(buffer)
+    optuna.copy_study(
+        from_study_name=study.study_name, from_storage=study._storage, to_storage=target
+    )
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    data = "".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in buffer.logs)
+    try:
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return len(study.get_trials(deepcopy=False))
+
+
 @dataclass(frozen=True)
 class StudyStorage:
     """Where a sweep's Optuna study lives.
