@@ -216,9 +216,10 @@ def export_best(
     out = Path(path)
     if out.is_dir():
         out = out / FILENAME
+    name = doc["provenance"].get("sweep_name")
     text = (
-        f"# Best configuration of sweep {doc['provenance'].get('sweep_name') or ''}, exported by "
-        f"mipet-tune.\n# Rerun: mipet-tune train --config {out.name}  "
+        f"# Best configuration{f' of sweep {name}' if name else ''}, exported by mipet-tune.\n"
+        f"# Rerun: mipet-tune train --config {out.name}  "
         "(the metrics and provenance blocks are ignored)\n"
         + yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, allow_unicode=True)
     )

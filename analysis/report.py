@@ -17,6 +17,7 @@ import base64
 import dataclasses
 import datetime as _dt
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -59,7 +60,8 @@ class _Doc:
 
     def para(self, text: str) -> None:
         self.md.append(text + "\n")
-        self.html.append(f"<p>{fmt.html_escape(text)}</p>")
+        body = re.sub(r"`([^`]+)`", r"<code>\1</code>", fmt.html_escape(text))
+        self.html.append(f"<p>{body}</p>")
 
     def table(
         self,
