@@ -76,34 +76,29 @@ def aggregate_seeds(
         `<m>/mean`, `<m>/std` (NaN for one seed), `<m>/n`, `<m>/ci_low`, `<m>/ci_high`.
     """
     params = list(searched_params(df) if params is None else params)
-    rows = []
-    for config_id, group in df.groupby("config_id", sort=True):
-        group = group.sort_values(["seed", "trial_id"])
-        row: dict[str, object] = {
-            "config_id": config_id,
-            "n_trials": len(group),
-            "trial_ids": list(group["trial_id"]),
-        }
-        for p in params:
-            row[p] = group[p].iloc[0]
-        for m in metrics:
-            x = group[m].to_numpy(dtype=float)
-            x = x[np.isfinite(x)]
-            n = len(x)
-            mean = float(x.mean()) if n else np.nan
-            std = float(x.std(ddof=1)) if n > 1 else np.nan
-            half = float(stats.t.ppf(0.975, n - 1) * std / np.sqrt(n)) if n > 1 else np.nan
-            row.update(
-                {
-                    f"{m}/mean": mean,
-                    f"{m}/std": std,
-                    f"{m}/n": n,
-                    f"{m}/ci_low": mean - half,
-                    f"{m}/ci_high": mean + half,
-                }
-            )
-        rows.append(row)
-    return pd.DataFrame(rows)
+    ordered = df.sort_values(["config_id", "seed", "trial_id"], kind="mergesort")
+    groups = ordered.groupby("config_id", sort=True)
+    sizes = groups.size()
+    out = pd.DataFrame({"config_id": sizes.index.to_numpy(), "n_trials": sizes.to_numpy()})
+    out["trial_ids"] = groups["trial_id"].agg(list).to_numpy()
+    firsts = groups.head(1).set_index("config_id")  # every row of a config shares its params
+    for p in params:
+        out[p] = firsts.loc[out["config_id"], p].to_numpy()
+    for m in metrics:
+        x = ordered[m].astype(float).where(np.isfinite(ordered[m].astype(float)))
+        g = x.groupby(ordered["config_id"], sort=True)
+        mean = g.mean().to_numpy()
+        n = g.count().to_numpy()
+        std = g.std(ddof=1).to_numpy()
+        std = np.where(n > 1, std, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            half = stats.t.ppf(0.975, np.maximum(n - 1, 1)) * std / np.sqrt(n)
+        out[f"{m}/mean"] = mean
+        out[f"{m}/std"] = std
+        out[f"{m}/n"] = n
+        out[f"{m}/ci_low"] = mean - half
+        out[f"{m}/ci_high"] = mean + half
+    return out
 
 
 def pareto_fronts(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
@@ -192,13 +187,18 @@ def rank(
     table = aggregate_seeds(used, metrics, params=params)
 
     first = metrics[0]
-    best_trial, best_seed = [], []
-    for config_id in table["config_id"]:
-        sub = used[used["config_id"] == config_id].sort_values(["seed", "trial_id"])
-        x = sub[first].to_numpy(dtype=float)
-        i = int(np.argmax(x) if directions[first] == "max" else np.argmin(x))
-        best_trial.append(sub["trial_id"].iloc[i])
-        best_seed.append(sub["seed"].iloc[i])
+    # the best run of each configuration: best value of the first metric, then lowest seed
+    key = used[first].astype(float) * (-1.0 if directions[first] == "max" else 1.0)
+    best = (
+        used.assign(_key=key)
+        .sort_values(["config_id", "_key", "seed", "trial_id"], kind="mergesort")
+        .groupby("config_id", sort=True)
+        .head(1)
+        .set_index("config_id")
+        .loc[table["config_id"]]
+    )
+    best_trial = best["trial_id"].tolist()
+    best_seed = best["seed"].tolist()
     table.insert(1, "best_trial", best_trial)
     table.insert(2, "best_seed", pd.array(best_seed, dtype="Int64"))
 
