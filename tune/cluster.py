@@ -39,7 +39,9 @@ __all__ = [
     "cluster_info",
     "check_resources",
     "resolve_storage",
+    "check_writable",
     "prepare_on_all_nodes",
+    "prepare_per_node",
     "process_tree",
     "kill_processes",
     "ProcessReaper",
@@ -361,6 +363,23 @@ def resolve_storage(
     return str(folder)
 
 
+def check_writable(
+    folder: str | os.PathLike[str], *, min_free_bytes: int = DEFAULT_MIN_FREE_BYTES
+) -> Path:
+    """Create `folder` if needed and check it takes a write and has `min_free_bytes` free.
+
+    Returns:
+        The folder, absolute.
+
+    Raises:
+        ConfigError: the path names a file.
+        ResourceError: "disk full or not writable" cases, with the folder and the reason.
+    """
+    path = Path(folder).expanduser().resolve()
+    _check_local(path, min_free_bytes)
+    return path
+
+
 def _check_local(folder: Path, min_free_bytes: int) -> None:
     if folder.exists() and not folder.is_dir():
         raise ConfigError(f"storage {folder} is a file, not a folder")
@@ -420,6 +439,24 @@ def prepare_on_all_nodes(
     *,
     timeout_s: float | None = None,
     prepare_fn: Callable[..., Mapping[str, Any]] | None = None,
+) -> str:
+    """Have every alive node build (or check) its own dataset cache; return the checksum.
+
+    See `prepare_per_node`, which this calls; the nodes agree on the returned checksum.
+    """
+    per_node = prepare_per_node(
+        name, source, cache_dir, timeout_s=timeout_s, prepare_fn=prepare_fn
+    )
+    return str(next(iter(per_node.values())).get("checksum"))
+
+
+def prepare_per_node(
+    name: str,
+    source: str | os.PathLike[str] | None = None,
+    cache_dir: str | os.PathLike[str] | None = None,
+    *,
+    timeout_s: float | None = None,
+    prepare_fn: Callable[..., Mapping[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Have every alive node build (or check) its own dataset cache; compare the checksums.
 
@@ -447,7 +484,7 @@ def prepare_on_all_nodes(
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if not ray.is_initialized():
-        raise ResourceError("prepare_on_all_nodes needs Ray: call tune.cluster.connect first")
+        raise ResourceError("preparing data on the nodes needs Ray: call tune.cluster.connect first")
     nodes = cluster_info().nodes
     if not nodes:
         raise ResourceError("the Ray cluster has no alive node")

@@ -344,9 +344,9 @@ _BACKEND_FILES = {"journal": "optuna.journal", "sqlite": "optuna.db"}
 
 def make_study_storage(
     sweep_folder: str | os.PathLike[str],
+    name: str | None = None,
     *,
     backend: str | None = None,
-    name: str | None = None,
 ) -> StudyStorage:
     """Open (or create) the persistent Optuna storage of a sweep folder.
 
@@ -455,7 +455,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def reconcile_study(
     storage: Any,
-    study_name: str,
+    study_name: str | None = None,
     outcomes: Mapping[str, tuple[Any, Mapping[str, Any] | None]] | None = None,
     *,
     keep_running: Sequence[str] = (),
@@ -473,8 +473,10 @@ def reconcile_study(
     - A Tune trial without a value (errored) leaves its Optuna trial FAIL.
 
     Args:
-        storage: an `optuna.storages.BaseStorage`, a storage URL, or a `StudyStorage`.
-        study_name: the study to fix.
+        storage: an `optuna.storages.BaseStorage`, a storage URL, a `StudyStorage`, or a sweep
+            folder holding the `optuna_study.json` record of `make_study_storage` (reopened
+            here, so a journal rewritten by a mirroring searcher is read afresh).
+        study_name: the study to fix; None takes the folder's (or the `StudyStorage`'s) study.
         outcomes: Tune trial id -> (values, config): values a float, a list of floats
             (multi-objective) or None (the trial errored or never reported the metric); config the
             trial's config (nested or "/"-flattened), used to find the parameters of a trial the
@@ -487,8 +489,13 @@ def reconcile_study(
     import optuna
     from optuna.trial import TrialState, create_trial
 
+    if isinstance(storage, (str, os.PathLike)) and Path(storage).is_dir():
+        storage = make_study_storage(storage)
     if isinstance(storage, StudyStorage):
+        study_name = study_name or storage.study_name
         storage = storage.storage
+    if study_name is None:
+        raise ConfigError("reconcile_study: give study_name, or a sweep folder or StudyStorage")
     study = optuna.load_study(study_name=study_name, storage=storage)
     report = ReconcileReport()
     outcomes = dict(outcomes or {})
