@@ -181,6 +181,7 @@ def mpi3d_small(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(("cs", "n"), [(6, 288), (4, 128)])
 def test_mpi3d_npz_6x6_and_4x4_told_apart_by_length(mpi3d_small: None, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
                                                      cs: int, n: int) -> None:
     images = np.random.default_rng(cs).integers(0, 256, (n, 64, 64, 3), dtype=np.uint8)
     path = tmp_path / "mpi3d_toy.npz"
@@ -190,6 +191,15 @@ def test_mpi3d_npz_6x6_and_4x4_told_apart_by_length(mpi3d_small: None, tmp_path:
     assert np.array_equal(data.images_at([n - 1, 1]), images[[n - 1, 1]])
     # vertical_axis varies fastest
     assert data.factors_of([1]).tolist() == [[0, 0, 0, 0, 0, 0, 1]]
+    # a second open uses the converted cache without reading the source again
+    from tune.data import _real
+
+    def unread(*_args: object) -> None:
+        raise AssertionError("source reread")
+
+    monkeypatch.setattr(_real, "reader_for", unread)
+    again = load_dataset("mpi3d_toy", source=path)
+    assert again.factors_num_values == data.factors_num_values and again.checksum == data.checksum
 
 
 def test_mpi3d_wrong_length(mpi3d_small: None, tmp_path: Path) -> None:

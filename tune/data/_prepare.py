@@ -42,6 +42,11 @@ def _row_shape(info: DatasetInfo) -> tuple[int, ...]:
     return (h * w // 8,) if info.binary else (h, w, c)
 
 
+def _info_from_sizes(name: str, sizes: tuple[int, ...]) -> DatasetInfo:
+    info = _info.mpi3d_info(name, sizes[0]) if name.startswith("mpi3d") else _info.info_for(name)
+    return info if tuple(info.factor_sizes) == sizes else info.with_sizes(sizes)
+
+
 def _sizes_tag(info: DatasetInfo) -> str:
     return hashlib.sha256(repr(info.factor_sizes).encode()).hexdigest()[:8]
 
@@ -93,13 +98,25 @@ def _open(name: str, source: str | os.PathLike[str] | None, cache_dir: Any, *,
         src = None
     else:
         path = Path(source).expanduser()
+        if not path.exists():
+            raise DataFileError(f"{path}: no such file or folder (the real {name} data); give an "
+                                "existing path, or leave --source out for the built-in generator")
+        entry = _cache.Entry(_cache.cache_root(cache_dir), f"{name}-src-{_real.source_key(path)}"
+                             f"-{_sizes_tag(_info.info_for(name))}")
+        src = str(path)
+        meta = entry.read_meta()
+        if meta is not None and entry.check(meta, full=full_check) is None:
+            # converted before from this very file (same path, size, mtime): no need to reread it
+            info = _info_from_sizes(name, tuple(meta["factor_sizes"]))
+            store = MemmapStore(entry.npy, info.observation_shape, packed=info.binary)
+            data = GroundTruthData(info, store, checksum=meta["checksum"], source=src,
+                                   cache_path=str(entry.npy))
+            return data, False, time.perf_counter() - start
         reader = _real.reader_for(name, path)  # validates before anything is written
         info = reader.info
-        entry = _cache.Entry(_cache.cache_root(cache_dir),
-                             f"{name}-src-{_real.source_key(path)}-{_sizes_tag(info)}")
         fill_from = reader.fill
-        extra = {"name": name, "source": str(path.resolve())}
-        src = str(path)
+        extra = {"name": name, "source": str(path.resolve()),
+                 "factor_sizes": list(info.factor_sizes)}
     shape = (info.num_images, *_row_shape(info))
 
     def fill(arr: np.ndarray) -> None:
