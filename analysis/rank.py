@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from analysis import _format as fmt
 from analysis.errors import AnalysisError
@@ -75,6 +74,8 @@ def aggregate_seeds(
         Columns `config_id`, `n_trials`, `trial_ids` (list of str), the `params`, and per metric
         `<m>/mean`, `<m>/std` (NaN for one seed), `<m>/n`, `<m>/ci_low`, `<m>/ci_high`.
     """
+    from scipy import stats  # imported here: scipy.stats takes a second to import
+
     params = list(searched_params(df) if params is None else params)
     ordered = df.sort_values(["config_id", "seed", "trial_id"], kind="mergesort")
     groups = ordered.groupby("config_id", sort=True)
