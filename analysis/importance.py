@@ -158,7 +158,8 @@ def metric_correlation(
         A square DataFrame (metrics x metrics), NaN where fewer than 3 points pair up or a
         metric is constant. `attrs["n_points"]`: the number of configurations or trials.
     Raises:
-        AnalysisError: for an unknown metric or level, or fewer than two metrics.
+        AnalysisError: for an unknown metric or level, fewer than two metrics, or fewer than
+            three points.
     """
     if level not in ("config", "trial"):
         raise AnalysisError(f"level must be 'config' or 'trial', got {level!r}")
@@ -175,6 +176,10 @@ def metric_correlation(
         for m in metric_cols:
             if direction(m) == "min":
                 table[m] = -table[m]
+    if len(table) < 3:
+        raise AnalysisError(
+            f"a rank correlation needs 3 or more {level}s with finished trials; got {len(table)}"
+        )
     corr = table.corr(method="spearman", min_periods=3)
     corr.attrs["n_points"] = len(table)
     corr.attrs["oriented"] = oriented

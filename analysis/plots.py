@@ -97,7 +97,7 @@ def plot_metric_vs_params(
     n = max(len(param_cols), 1)
     ncols = min(n, 3)
     nrows = math.ceil(n / ncols)
-    fig = _figure(4.2 * ncols, 3.3 * nrows)
+    fig = _figure(max(4.2 * ncols, 6.5), 3.3 * nrows + 0.3)
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
@@ -131,6 +131,7 @@ def plot_metric_vs_params(
             )
             xj = x + rng.uniform(-0.08, 0.08, len(x))
             ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 3 else 0)
+            ax.set_xlim(-0.5, len(labels) - 0.5)
             levels = list(range(len(labels)))
             line_x = levels
         ax.errorbar(

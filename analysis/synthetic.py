@@ -187,7 +187,7 @@ def write_sweep(
                     "node_ip": row["node"],
                     "done": False,
                     "config": config,
-                    "fast/mig": float(row["eval/mig"]) * 0.9,
+                    "fast/mig": float(row.get("eval/mig", float("nan"))) * 0.9,
                 }
                 rec.update({c: float(row[c]) for c in df.columns if c.startswith("train/")})
                 if row["nonfinite"] and step == final_step:

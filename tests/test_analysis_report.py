@@ -160,3 +160,14 @@ def test_report_of_a_sweep_with_nothing_finished(tmp_path: Path) -> None:
     folder = write_sweep(df, tmp_path / "dead", images=False)
     with pytest.raises(AnalysisError, match="no finished trial"):
         write_report(folder)
+
+
+def test_report_of_a_single_configuration(tmp_path: Path) -> None:
+    df = synthetic_trials(n_seeds=2, broken=False)
+    one = df[df["config_id"] == df["config_id"].iloc[0]]
+    index = write_report(write_sweep(one, tmp_path / "one"), metrics=["mig", "recon"])
+    md = index.read_text()
+    assert "(No importance: no searched parameters" in md
+    assert "(No correlation: a rank correlation needs 3 or more configs" in md
+    assert "![Pareto front](plots/pareto.png)" in md
+    assert (index.parent / "best_config.yaml").is_file()
