@@ -65,7 +65,7 @@ def importance_gbt(
     *,
     seeds: np.ndarray,
     n_jobs: int | None = None,
-    engine: str = "sklearn",
+    engine: str = "exact",
     n_estimators: int = 100,
 ) -> tuple[np.ndarray, float, float]:
     """Per-factor gradient boosting: importance matrix (D, F), mean train and test accuracy.
@@ -113,7 +113,7 @@ def dci_from_codes(
     *,
     seed: int | np.random.RandomState = 0,
     n_jobs: int | None = None,
-    engine: str = "sklearn",
+    engine: str = "exact",
     n_estimators: int = 100,
 ) -> dict[str, float]:
     """DCI on fixed data (dlib's ``_compute_dci``).
@@ -172,7 +172,7 @@ def dci(
     num_test: int = 5000,
     batch_size: int = 16,
     n_jobs: int | None = None,
-    engine: str = "sklearn",
+    engine: str = "exact",
     n_estimators: int = 100,
 ) -> dict[str, float]:
     """DCI with dlib's study budgets (10000 train and 5000 test points, batches of 16).
