@@ -7,7 +7,8 @@
 3. time for a random batch of 256 (images_at, observations_at, the training loader; < 2 ms);
 4. time to sample 1M factor rows and map them to image indices (sample_factors + index_of);
 5. PSS/RSS of four processes that open the same dataset and touch every page
-   (target: the dataset's bytes once by PSS, plus small change).
+   (target: the dataset's bytes once by PSS, plus small change);
+6. time for a batch of 256 from the generators that draw on demand (3D Shapes, MPI3D).
 """
 
 from __future__ import annotations
@@ -139,6 +140,16 @@ def main() -> None:
               f"cache: PSS {pss / 2**20:.0f} MiB in total (file-backed {file_pss / 2**20:.0f} "
               f"MiB, anonymous {anon_pss / 2**20:.0f} MiB: interpreters and libraries), RSS {rss / 2**20:.0f} MiB in total; per process PSS "
               + ", ".join(f"{r['Pss'] / 2**20:.0f}" for r in rolls) + " MiB")
+
+        parts = []
+        for name in ("shapes3d", "mpi3d_toy"):
+            d = load_dataset(name, cache_dir=cache)
+            t = time.perf_counter()
+            d.images_at([0])  # builds the per-process tables
+            first = time.perf_counter() - t
+            t256 = _timeit(lambda: d.images_at(rng.integers(0, len(d), 256)), 30)  # noqa: B023
+            parts.append(f"{name} {t256 * 1e3:.0f} ms (tables {first:.1f} s once per process)")
+        print("6. drawn on demand, random batch of 256: " + "; ".join(parts))
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -18,7 +18,7 @@ import numpy as np
 
 from tune.data._info import SHAPES3D, DatasetInfo
 
-VERSION = 1
+VERSION = 2
 SKY = np.array([0.60, 0.89, 0.98], dtype=np.float32)
 _SKY_ROWS = 17
 _FLOOR_ROW = 41
@@ -82,12 +82,36 @@ def _tables(sizes: tuple[int, ...]) -> dict[str, np.ndarray]:
                 sx = 31.5 + 0.3 * width + 2.0 + 3.0 * float(a) / 30.0
                 d = ((cols - sx) / (0.65 * width)) ** 2 + ((rows - 55.0) / 3.2) ** 2
                 shadow[i, k, o] = 1.0 - 0.6 * np.clip(1.3 - d, 0, 1) * (rows >= _FLOOR_ROW)
+    # background images (floor hue, wall hue, orientation), uint8
+    hues = hue_rgb(info.factor_values[0])
+    region_a = np.stack(region).reshape(len(angles), -1)
+    shade_a = np.stack(shade).reshape(len(angles), -1)
+    n_floor, n_wall = info.factor_sizes[:2]
+    colours = np.empty((n_floor, n_wall, 4, 3), dtype=np.float32)
+    colours[:, :, 0] = SKY
+    colours[:, :, 1] = hues[None, :n_wall]
+    colours[:, :, 2] = hues[None, :n_wall]
+    colours[:, :, 3] = hues[:n_floor, None]
+    back = colours[:, :, None, region_a] * shade_a[None, None, :, :, None]  # (F, W, O, 4096, 3)
+    back = (np.clip(back, 0, 1) * 255 + 0.5).astype(np.uint8)
+    # object and shadow as sparse pixel lists per (scale, shape, orientation), padded with a sky
+    # pixel that they leave unchanged (alpha 0, shadow 1)
+    alpha = alpha.reshape(-1, 64 * 64)
+    oshade = oshade.reshape(-1, 64 * 64)
+    shadow = shadow.reshape(-1, 64 * 64)
+    touched = (alpha > 0) | (shadow < 1)
+    width = int(touched.sum(1).max())
+    pix = np.zeros((len(alpha), width), dtype=np.int64)
+    for c in range(len(alpha)):
+        where = np.flatnonzero(touched[c])
+        pix[c, :len(where)] = where
+    take = np.take_along_axis
     return {
-        "region": np.stack(region).reshape(len(angles), -1),
-        "shade": np.stack(shade).reshape(len(angles), -1),
-        "alpha": alpha.reshape(n_scale, n_shape, n_orient, -1),
-        "oshade": oshade.reshape(n_scale, n_shape, n_orient, -1),
-        "shadow": shadow.reshape(n_scale, n_shape, n_orient, -1),
+        "back": back.reshape(n_floor * n_wall * n_orient, 64 * 64, 3),
+        "pix": pix,
+        "alpha": take(alpha, pix, 1) * (pix > 0),
+        "oshade": take(oshade, pix, 1),
+        "shadow": np.where(pix > 0, take(shadow, pix, 1), 1.0).astype(np.float32),
     }
 
 
@@ -150,18 +174,16 @@ def render(factors: np.ndarray, info: DatasetInfo = SHAPES3D) -> np.ndarray:
     f = np.asarray(factors, dtype=np.int64).reshape(-1, 6)
     n = len(f)
     t = _tables(tuple(info.factor_sizes))
-    hues = hue_rgb(info.factor_values[0])
-    colours = np.empty((n, 4, 3), dtype=np.float32)
-    colours[:, 0] = SKY
-    colours[:, 1] = hues[f[:, 1]]
-    colours[:, 2] = hues[f[:, 1]]
-    colours[:, 3] = hues[f[:, 0]]
-    region = t["region"][f[:, 5]]  # (N, 4096)
-    img = colours[np.arange(n)[:, None], region]  # (N, 4096, 3)
-    light = t["shade"][f[:, 5]] * t["shadow"][f[:, 3], f[:, 4], f[:, 5]]
-    img *= light[..., None]
-    a = t["alpha"][f[:, 3], f[:, 4], f[:, 5]][..., None]  # (N, 4096, 1)
-    obj = hues[f[:, 2]][:, None, :] * (0.95 * t["oshade"][f[:, 3], f[:, 4], f[:, 5]])[..., None]
-    img += a * (obj - img)
-    np.clip(img, 0.0, 1.0, out=img)
-    return (img * 255.0 + 0.5).astype(np.uint8).reshape(n, 64, 64, 3)
+    n_floor, n_wall, _, n_scale, n_shape, n_orient = info.factor_sizes
+    img = t["back"][(f[:, 0] * n_wall + f[:, 1]) * n_orient + f[:, 5]]  # (N, 4096, 3) uint8
+    combo = (f[:, 3] * n_shape + f[:, 4]) * n_orient + f[:, 5]
+    flat = img.reshape(-1, 3)
+    at = t["pix"][combo] + (np.arange(n) * 4096)[:, None]  # (N, P) flat pixel positions
+    vals = flat[at].astype(np.float32)  # (N, P, 3)
+    vals *= t["shadow"][combo][..., None]
+    obj = hue_rgb(info.factor_values[2])[f[:, 2]][:, None, :] * (
+        0.95 * 255.0 * t["oshade"][combo])[..., None]
+    vals += t["alpha"][combo][..., None] * (obj - vals)
+    np.clip(vals, 0.0, 255.0, out=vals)
+    flat[at] = (vals + 0.5).astype(np.uint8)
+    return img.reshape(n, 64, 64, 3)
