@@ -20,10 +20,10 @@ def conv_trunk(channels: int) -> nn.Sequential:
     Conv layers sit at indices 0, 2, 4, 6 (paper keys `hidden_layers.{0..3}.conv`).
     """
     return nn.Sequential(
-        nn.Conv2d(channels, 32, 4, 2), nn.ReLU(),
-        nn.Conv2d(32, 32, 4, 2), nn.ReLU(),
-        nn.Conv2d(32, 64, 4, 2), nn.ReLU(),
-        nn.Conv2d(64, 64, 4, 2), nn.ReLU(),
+        nn.Conv2d(channels, 32, 4, 2), nn.ReLU(inplace=True),
+        nn.Conv2d(32, 32, 4, 2), nn.ReLU(inplace=True),
+        nn.Conv2d(32, 64, 4, 2), nn.ReLU(inplace=True),
+        nn.Conv2d(64, 64, 4, 2), nn.ReLU(inplace=True),
     )
 
 
@@ -32,9 +32,9 @@ def deconv_head(channels: int) -> nn.Sequential:
     ConvTranspose2d (indices 0, 2, 4, 6; paper keys `hidden_layers.{0..2}.conv`, `hidden_layers.3`).
     """
     return nn.Sequential(
-        nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
-        nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
-        nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(),
+        nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(inplace=True),
+        nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(inplace=True),
         nn.ConvTranspose2d(32, channels, 4, 2, 1),
     )
 
@@ -111,7 +111,7 @@ class LieEncoder(nn.Module):
 
 
 def _mlp(size: int, out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(size, 4 * size), nn.ReLU(), nn.Linear(4 * size, out))
+    return nn.Sequential(nn.Linear(size, 4 * size), nn.ReLU(inplace=True), nn.Linear(4 * size, out))
 
 
 class LieDecoder(nn.Module):

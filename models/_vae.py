@@ -88,6 +88,7 @@ class VAE(nn.Module):
         self.losses: list[Objective] = self.objectives(cfg)
         self.check_finite = True
         self.channels_last = False
+        self.set_channels_last(True)  # same maths; 2-3x faster convolutions on CPU (oneDNN)
 
     # -- construction ----------------------------------------------------------------------------
     def _init_weights(self) -> None:
