@@ -1,8 +1,9 @@
 """Reading a sweep folder into one trials table, and the vocabulary of that table.
 
-A sweep folder holds `trials.parquet` (one row per trial, written when a sweep ends) and Ray
-Tune's experiment folder `ray/`. A sweep that was killed has no parquet; `load_sweep` then
-rebuilds the same table from the trial folders (`params.json`, `result.json`, `error.txt`).
+A sweep folder holds `trials.parquet` (one row per run, i.e. per trial and seed: a Ray trial
+may train several seeds of its configuration; written when a sweep ends) and Ray Tune's
+experiment folder `ray/`. A sweep that was killed has no parquet; `load_sweep` then rebuilds
+the same table from the trial folders (`params.json`, `result.json`, `error.txt`).
 
 Column families of the table:
     trial_id, status, failed, nonfinite, error, config_id, seed, step, time_total_s, ...
@@ -48,8 +49,6 @@ __all__ = [
     "searched_params",
     "usable_trials",
 ]
-
-STATUSES = ("TERMINATED", "ERROR", "RUNNING", "PENDING", "PAUSED")
 
 #: Final metrics where a larger value is better (the supervised disentanglement scores).
 HIGHER_IS_BETTER = frozenset(
@@ -242,7 +241,8 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
     Returns:
         One row per trial with typed columns (see the module docstring). Failed, non-finite,
         unfinished and early-stopped trials are kept and flagged. `df.attrs` holds
-        `sweep_folder` (str), `source` (`"parquet"` or `"ray"`) and `spec` (the parsed
+        `sweep_folder` (str), `source` (`"parquet"`, `"ray"`, or `"parquet+ray"` when runs
+        found in `ray/` were missing from the parquet and were added) and `spec` (the parsed
         `sweep.yaml` mapping, or `{}`).
     Raises:
         AnalysisError: if the folder does not exist or is not a sweep folder, or the table is
@@ -259,6 +259,17 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
         except Exception as exc:  # pyarrow raises several kinds for a broken file
             raise AnalysisError(f"{parquet}: not a readable Parquet file ({exc})") from exc
         source = "parquet"
+        if ray_dir.is_dir():
+            extra = _runs_missing_from(df, ray_dir, path)
+            if not extra.empty:
+                log.warning(
+                    "%s: %d runs in ray/ are missing from trials.parquet (a resumed sweep that "
+                    "stopped before writing it?); added from the Ray trial folders",
+                    path,
+                    len(extra),
+                )
+                df = pd.concat([df, extra], ignore_index=True)
+                source = "parquet+ray"
     elif ray_dir.is_dir():
         df = rebuild_from_ray(ray_dir, sweep_dir=path)
         source = "ray"
@@ -268,7 +279,7 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
             f"{path}: not a sweep folder (expected trials.parquet or a ray/ experiment folder)"
         )
     df.attrs = {}  # pandas restores attrs saved in the parquet; they are deep-copied per op
-    df = _typed(df, where=str(parquet if source == "parquet" else ray_dir))
+    df = _typed(df, where=str(ray_dir if source == "ray" else parquet))
     df.attrs["sweep_folder"] = str(path.resolve())
     df.attrs["source"] = source
     df.attrs["spec"] = _read_spec(path / "sweep.yaml")
@@ -297,12 +308,25 @@ def rebuild_from_ray(ray_dir: str | Path, *, sweep_dir: str | Path | None = None
     """
     root = Path(ray_dir)
     sweep = Path(sweep_dir) if sweep_dir is not None else root.parent
-    trial_dirs = sorted(
-        {p.parent for name in ("params.json", "result.json") for p in root.rglob(name)}
-    )
+    trial_dirs = _trial_dirs(root)
     if not trial_dirs:
         raise AnalysisError(f"{root}: no Ray trial folders (params.json/result.json) found")
     rows = [row for d in trial_dirs for row in _trial_rows(d, sweep)]
+    return pd.DataFrame(rows)
+
+
+def _trial_dirs(root: Path) -> list[Path]:
+    return sorted({p.parent for name in ("params.json", "result.json") for p in root.rglob(name)})
+
+
+def _runs_missing_from(df: pd.DataFrame, ray_dir: Path, sweep: Path) -> pd.DataFrame:
+    """Rows for the Ray trials that a (stale) trials.parquet lacks."""
+    known = set(df["trial_id"].astype(str)) if "trial_id" in df.columns else set()
+    rows = []
+    for d in _trial_dirs(ray_dir):
+        if _trial_id_from_name(d) in known:
+            continue  # cheap: most folders are named by their trial id
+        rows += [r for r in _trial_rows(d, sweep) if r["trial_id"] not in known]
     return pd.DataFrame(rows)
 
 
@@ -431,9 +455,13 @@ def _read_json(path: Path) -> Any:
 
 
 def _trial_id_from_name(trial_dir: Path) -> str:
-    # Ray's default train_trial_<id>_<n>_<params>_<date>, or tune's own trial_<id>
-    m = re.match(r"^(?:[A-Za-z]+_)?trial_([0-9a-zA-Z]+)(?:_|$)", trial_dir.name)
-    return m.group(1) if m else trial_dir.name
+    """tune names trial folders `trial_<id>`; Ray's default is `<trainable>_<id>_<n>_...`
+    with ids like `8e2f1_00003`."""
+    name = trial_dir.name
+    if name.startswith("trial_"):
+        return name.removeprefix("trial_")
+    m = re.search(r"(?:^|_)([0-9a-f]{5}_\d{5})(?:_|$)", name)
+    return m.group(1) if m else name
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -170,8 +170,7 @@ def write_sweep(
                 node = node.setdefault(part, {})
             node[parts[-1]] = value
         config = known or config
-        stamp = "2026-11-23_18-00-00"
-        tdir = root / "ray" / f"train_trial_{tid}_{i + 1:05d}_seed={row['seed']}_{stamp}"
+        tdir = root / "ray" / f"trial_{tid}"  # tune names trial folders by trial id
         tdir.mkdir(parents=True, exist_ok=True)
         df.at[i, "trial_dir"] = str(tdir)
         if ray:

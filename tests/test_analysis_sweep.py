@@ -299,3 +299,22 @@ def test_missing_config_id_is_filled_per_config() -> None:
     )
     ids = df["config_id"].tolist()
     assert ids[0] == ids[1] != ids[2] and ids[0].startswith("cfg-")
+
+
+def test_runs_missing_from_a_stale_parquet_are_added_from_ray(tmp_path) -> None:
+    df = synthetic_trials(n_seeds=1)
+    folder = write_sweep(df, tmp_path / "s", images=False)
+    full = pd.read_parquet(folder / "trials.parquet")
+    full.iloc[:10].to_parquet(folder / "trials.parquet", index=False)  # as if resumed, killed
+    merged = load_sweep(folder)
+    assert merged.attrs["source"] == "parquet+ray"
+    assert sorted(merged["trial_id"]) == sorted(df["trial_id"])
+    assert merged["usable"].sum() == 18
+
+
+def test_trial_ids_from_folder_names(tmp_path) -> None:
+    from analysis.sweep import _trial_id_from_name
+
+    assert _trial_id_from_name(tmp_path / "trial_8e2f1_00003") == "8e2f1_00003"
+    assert _trial_id_from_name(tmp_path / "train_trial_8e2f1_00003_3_beta=4_2026") == "8e2f1_00003"
+    assert _trial_id_from_name(tmp_path / "odd") == "odd"
