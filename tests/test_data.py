@@ -288,7 +288,14 @@ def test_corrupt_cache_is_rebuilt_with_a_warning(small_dsprites: _info.DatasetIn
         data.factors_of(np.arange(288)), small_dsprites).sum())
 
 
-def test_concurrent_preparation_builds_one_copy(small_dsprites: _info.DatasetInfo) -> None:
+def test_concurrent_preparation_builds_one_copy(small_dsprites: _info.DatasetInfo,
+                                                tmp_path: Path) -> None:
+    from tune.data import _prepare
+
+    stem = f"dsprites-gen-v{_dsprites.VERSION}-{_prepare._sizes_tag(small_dsprites)}"
+    (tmp_path / "cache").mkdir()
+    stale = tmp_path / "cache" / f".{stem}.x1y2.npy.tmp"  # as left by a killed build
+    stale.write_bytes(b"half")
     results: list[dict] = []
     threads = [threading.Thread(target=lambda: results.append(prepare_dataset("dsprites")))
                for _ in range(4)]
@@ -299,7 +306,7 @@ def test_concurrent_preparation_builds_one_copy(small_dsprites: _info.DatasetInf
     assert len(results) == 4 and sum(r["built"] for r in results) == 1
     assert len({r["checksum"] for r in results}) == 1
     folder = Path(results[0]["path"]).parent
-    assert not list(folder.glob(".*tmp"))  # no temporary files left behind
+    assert not list(folder.glob(".*tmp"))  # no temporary files left behind, the stale one gone
 
 
 def test_on_demand_generators_need_no_cache(tmp_path: Path) -> None:

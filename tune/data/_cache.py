@@ -235,4 +235,7 @@ def ensure(
         elif entry.npy.exists():
             log.warning("dataset cache %s has no metadata; rebuilding it", entry.npy)
             entry.remove()
+        for stale in entry.root.glob(f".{entry.stem}.*.tmp"):  # left by a build that died
+            with contextlib.suppress(OSError):
+                stale.unlink()
         return entry.write(shape, fill, extra), True
