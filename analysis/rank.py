@@ -318,4 +318,6 @@ def rank_table(
         f"Ranked by {dirs}; {how}; {len(ranked)} configurations, "
         f"{excluded_line(ranked)}.\n\n" + ranked_markdown(ranked, top=top)
     )
+    if top is not None and len(ranked) > top:
+        text += f"\n(the first {top} of {len(ranked)} configurations)\n"
     return ranked, text
