@@ -382,3 +382,24 @@ def test_importing_tune_data_pulls_in_no_torch_or_ray() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert not {"torch", "ray", "h5py", "scipy"} & set(done.stdout.split())
+
+
+@pytest.mark.parametrize(("name", "sizes"), [("dsprites", (3, 2, 1, 4, 4)),  # 0 = 2 pi
+                                             ("shapes3d", (2, 2, 2, 2, 4, 3)),
+                                             ("cars3d", (2, 4, 3)),
+                                             ("mpi3d_real", (2, 2, 2, 1, 1, 3, 3))])
+def test_small_dataset_for_smoke_runs(name: str, sizes: tuple[int, ...]) -> None:
+    from tune.data import small_dataset
+
+    data = small_dataset(name, sizes)
+    full = _info.info_for(name)
+    assert data.factors_num_values == list(sizes) and len(data) == int(np.prod(sizes))
+    for k, vals in enumerate(data.factor_values):  # evenly spaced, ends included
+        assert vals[0] == full.factor_values[k][0]
+        assert vals[-1] == full.factor_values[k][-1] or sizes[k] == 1
+    x = data.observations_at(np.arange(len(data)))
+    assert x.shape == (len(data), *full.observation_shape) and x.dtype == np.float32
+    assert len({im.tobytes() for im in x}) == len(data)  # every class combination differs
+    assert pickle.loads(pickle.dumps(data)).checksum == data.checksum
+    with pytest.raises(ConfigError, match="between 1 and"):
+        small_dataset(name, tuple(s + 100 for s in sizes))

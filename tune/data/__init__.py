@@ -30,7 +30,14 @@ if TYPE_CHECKING:
     from tune.data._base import GroundTruthData
     from tune.data._loader import BatchLoader
 
-__all__ = ["DATASETS", "BatchLoader", "GroundTruthData", "load_dataset", "prepare_dataset"]
+__all__ = [
+    "DATASETS",
+    "BatchLoader",
+    "GroundTruthData",
+    "load_dataset",
+    "prepare_dataset",
+    "small_dataset",
+]
 
 
 def load_dataset(name: str, source: Any = None, cache_dir: Any = None) -> GroundTruthData:
@@ -46,6 +53,21 @@ def prepare_dataset(name: str, source: Any = None, cache_dir: Any = None,
     from tune.data._prepare import prepare_dataset as _prepare
 
     return _prepare(name, source, cache_dir, progress)
+
+
+def small_dataset(name: str, factor_sizes: tuple[int, ...]) -> GroundTruthData:
+    """A built-in dataset cut to a few evenly spaced classes per factor, drawn on demand.
+
+    For tests and smoke runs of the trainer, metrics and sweeps: no cache is written. For example
+    `small_dataset("dsprites", (3, 2, 4, 4, 4))` has 384 images with the real dSprites geometry.
+
+    Args:
+        name: one of `DATASETS`.
+        factor_sizes: classes per factor, each between 1 and the full size.
+    """
+    from tune.data._prepare import small_dataset as _small
+
+    return _small(name, tuple(factor_sizes))
 
 
 def __getattr__(name: str) -> Any:

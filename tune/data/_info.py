@@ -50,10 +50,15 @@ class DatasetInfo:
         return np.concatenate([np.cumprod(sizes[::-1])[::-1][1:], [1]]).astype(np.int64)
 
     def with_sizes(self, sizes: tuple[int, ...]) -> DatasetInfo:
-        """The same dataset with other class counts (value tables cut to match)."""
-        values = tuple(v[:s] if len(v) >= s else np.arange(s, dtype=np.float64)
+        """The same dataset with fewer classes per factor: evenly spaced values of each table."""
+        if len(sizes) != len(self.factor_sizes) or not all(
+                1 <= s <= n for s, n in zip(sizes, self.factor_sizes)):
+            raise ValueError(f"{self.name}: factor sizes {tuple(sizes)} must be between 1 and "
+                             f"{self.factor_sizes}")
+        values = tuple(v[np.round(np.linspace(0, len(v) - 1, s)).astype(np.int64)]
                        for v, s in zip(self.factor_values, sizes))
-        return dataclasses.replace(self, factor_sizes=tuple(sizes), factor_values=values)
+        return dataclasses.replace(self, factor_sizes=tuple(int(s) for s in sizes),
+                                   factor_values=values)
 
 
 def _classes(n: int) -> np.ndarray:

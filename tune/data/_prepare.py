@@ -178,4 +178,19 @@ def prepare_dataset(name: str, source: str | os.PathLike[str] | None = None,
     }
 
 
-__all__ = ["DataFileError", "load_dataset", "prepare_dataset"]
+def small_dataset(name: str, factor_sizes: tuple[int, ...]) -> GroundTruthData:
+    """See `tune.data.small_dataset`."""
+    _check_name(name)
+    module = importlib.import_module(_GENERATORS[name][0])
+    full = _info.info_for(name)
+    try:
+        info = full.with_sizes(tuple(factor_sizes))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    digest = hashlib.sha256(f"{name}:{module.__name__}:v{module.VERSION}:{info.factor_sizes}"
+                            .encode())
+    return GroundTruthData(info, RenderStore(module.render, info), checksum=digest.hexdigest(),
+                           source=None, cache_path=None)
+
+
+__all__ = ["load_dataset", "prepare_dataset", "small_dataset"]
