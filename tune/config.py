@@ -95,6 +95,16 @@ class EvalConfig:
     fast_metrics: tuple[str, ...] = ("mig", "dci", "factor_vae")  # during training (eval_every)
     cache: bool = True  # encode each distinct image once per evaluation
 
+    def __post_init__(self) -> None:
+        from analysis.metrics import METRIC_KEYS
+
+        for where, names in (("eval.metrics", self.metrics), ("eval.fast_metrics", self.fast_metrics)):
+            for name in names:
+                if name not in METRIC_KEYS:
+                    raise ConfigError(
+                        f"{where}: unknown metric {name!r}; {nearest(name, METRIC_KEYS)}"
+                    )
+
 
 @dataclass(frozen=True)
 class RunConfig:

@@ -1,0 +1,3 @@
+from tune.cli import main
+
+raise SystemExit(main())

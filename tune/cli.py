@@ -1,0 +1,209 @@
+"""The `mipet-tune` command line. Results go to stdout, logs to stderr; bad input is one line and
+exit status 2. Heavy imports (torch, ray) happen inside the commands, so `--help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+log = logging.getLogger("mipet_tune")
+
+
+# ---- commands ------------------------------------------------------------------------------
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from tune.spec import SweepSpec
+    from tune.sweep import run_sweep
+
+    if args.resume:
+        if args.preset or args.config:
+            raise _usage("--resume continues a sweep as it was saved; drop --preset/--config")
+        folder = run_sweep(resume=args.resume, address=args.address, verbose=_ray_verbosity(args))
+    else:
+        if not (args.preset or args.config):
+            raise _usage("give --preset NAME or --config FILE (or --resume DIR)")
+        spec = SweepSpec.load(preset=args.preset, config=args.config, overrides=args.set,
+                              name=args.name, storage=args.out)
+        folder = run_sweep(spec, address=args.address, verbose=_ray_verbosity(args))
+    return _finish_sweep(Path(folder), by=None)
+
+
+def _finish_sweep(folder: Path, by: list[str] | None) -> int:
+    """After a sweep: the ranked table to stdout, the report and best config written."""
+    from tune.analyze import analyse_sweep
+
+    text, best = analyse_sweep(folder, by=by)
+    print(text)
+    print(f"\nsweep folder: {folder}")
+    if best is not None:
+        print(f"best config:  {best}")
+        print(f"rerun it:     mipet-tune train --config {best}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from tune.run import train_from_file
+
+    result = train_from_file(args.config, overrides=args.set, out=args.out, resume=args.resume)
+    print(result)
+    return 0
+
+
+def cmd_rank(args: argparse.Namespace) -> int:
+    from tune.analyze import rank_text
+
+    print(rank_text(Path(args.sweep), by=args.by, top=args.top))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from tune.analyze import export
+
+    path = export(Path(args.sweep), to=args.to, by=args.by)
+    print(path)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tune.analyze import report
+
+    print(report(Path(args.sweep)))
+    return 0
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from tune.ablate import ablate
+
+    print(ablate(sweep=args.sweep, config=args.config, overrides=args.set, out=args.out,
+                 address=args.address, fmt=args.format, verbose=_ray_verbosity(args)))
+    return 0
+
+
+# ---- parser --------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mipet-tune",
+        description="Hyperparameter search for disentangling VAEs (MIPET) with Ray Tune + Optuna.",
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("sweep", help="run a hyperparameter sweep (or --resume one)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--preset", help="a built-in sweep: quick, paper, ...")
+    src.add_argument("--config", help="a sweep YAML file")
+    p.add_argument("--resume", metavar="DIR", help="continue the interrupted sweep in DIR")
+    p.add_argument("--out", help="parent folder (or URI) of the sweep folder (default: runs)")
+    p.add_argument("--name", help="the sweep's name (its folder under --out)")
+    p.add_argument("--address", help="join a running Ray cluster (or set RAY_ADDRESS)")
+    _add_set(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("train", help="train one configuration (e.g. an exported best config)")
+    p.add_argument("--config", required=True, help="a run-config YAML (e.g. best_config.yaml)")
+    p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    _add_set(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("rank", help="print a sweep's ranked table")
+    p.add_argument("sweep", help="the sweep folder")
+    p.add_argument("--by", nargs="+", metavar="METRIC", help="metrics to rank by (default: the sweep's)")
+    p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
+    p.set_defaults(func=cmd_rank)
+
+    p = sub.add_parser("ablate", help="an ablation table from a sweep, or run an ablation grid")
+    p.add_argument("sweep", nargs="?", help="a finished sweep folder")
+    p.add_argument("--config", help="an ablation YAML: a grid run through Ray without a searcher")
+    p.add_argument("--out", help="parent folder of the ablation run (with --config)")
+    p.add_argument("--address", help="join a running Ray cluster (with --config)")
+    p.add_argument("--format", choices=["md", "latex", "csv"], default="md")
+    _add_set(p)
+    p.set_defaults(func=cmd_ablate)
+
+    p = sub.add_parser("export", help="write a sweep's best configuration as YAML")
+    p.add_argument("sweep", help="the sweep folder")
+    p.add_argument("--to", help="output file (default: SWEEP/report/best_config.yaml)")
+    p.add_argument("--by", nargs="+", metavar="METRIC", help="metrics that define best")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="write a sweep's report (Markdown + HTML, plots)")
+    p.add_argument("sweep", help="the sweep folder")
+    p.set_defaults(func=cmd_report)
+
+    from tune.data.cli import register as register_data
+
+    register_data(sub)
+    return parser
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting, e.g. --set model/beta=4 --set train/steps=200")
+
+
+def _ray_verbosity(args: argparse.Namespace) -> int:
+    return max(0, min(3, 1 + args.verbose - args.quiet))
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _usage(message: str) -> _UsageError:
+    return _UsageError(message)
+
+
+def configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity < 0 else logging.INFO if verbosity == 0 else logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for noisy in ("ray", "optuna", "matplotlib", "PIL", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on usage errors
+    configure_logging(args.verbose - args.quiet)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except _UsageError as exc:
+        print(f"mipet-tune {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if _is_failure(exc):  # the run itself failed (diverged): one line, exit 1
+            print(f"mipet-tune {args.command}: failed: {exc}", file=sys.stderr)
+            return 1
+        if _is_user_error(exc):
+            print(f"mipet-tune {args.command}: error: {exc}", file=sys.stderr)
+            return 2
+        raise
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Bad input (ours or the analysis package's): one line, exit 2, no traceback."""
+    from models.errors import MipetTuneError
+
+    if isinstance(exc, MipetTuneError) and not _is_failure(exc):
+        return True
+    mod = sys.modules.get("analysis.errors")
+    return mod is not None and isinstance(exc, mod.AnalysisError)
+
+
+def _is_failure(exc: BaseException) -> bool:
+    from models.errors import NonFiniteLossError
+
+    return isinstance(exc, NonFiniteLossError)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
