@@ -259,8 +259,11 @@ def test_generated_cache_is_built_once_and_shared(small_dsprites: _info.DatasetI
     assert data.checksum == summary["checksum"] and data.source is None
     assert data.cache_path and data.cache_path.startswith(str(tmp_path / "cache"))
     idx = np.arange(288)
-    assert np.array_equal(data.images_at(idx), _dsprites.render(data.factors_of(idx),
-                                                                 small_dsprites))
+    # served on the 0..255 scale like every dataset (the cache stores bits)
+    assert np.array_equal(data.images_at(idx), 255 * _dsprites.render(data.factors_of(idx),
+                                                                       small_dsprites))
+    obs = data.observations_at(idx)
+    assert obs.dtype == np.float32 and set(np.unique(obs).tolist()) == {0.0, 1.0}
     blob = pickle.dumps(data)
     assert len(blob) < 10_000  # the path and tables, never the pixels
     again = pickle.loads(blob)
@@ -284,8 +287,8 @@ def test_corrupt_cache_is_rebuilt_with_a_warning(small_dsprites: _info.DatasetIn
     path.chmod(0o644)
     path.write_bytes(good[: len(good) // 2])  # truncated: caught on a plain load too
     data = load_dataset("dsprites")
-    assert np.array_equal(data.images_at(np.arange(288)).sum(), _dsprites.render(
-        data.factors_of(np.arange(288)), small_dsprites).sum())
+    assert np.array_equal(data.images_at(np.arange(288)), 255 * _dsprites.render(
+        data.factors_of(np.arange(288)), small_dsprites))
 
 
 def test_concurrent_preparation_builds_one_copy(small_dsprites: _info.DatasetInfo,
@@ -329,7 +332,7 @@ def test_loader_epochs_and_exact_resume(small_dsprites: _info.DatasetInfo) -> No
     assert set(torch.unique(batches[0]).tolist()) <= {0.0, 1.0}
     assert loader.state_dict() == {"epoch": 1, "position": 288}
     epoch0 = torch.cat(batches[:3])
-    every = torch.from_numpy(data.images_at(np.arange(288))).permute(0, 3, 1, 2).float()
+    every = torch.from_numpy(data.observations_at(np.arange(288))).permute(0, 3, 1, 2)
     assert torch.equal(epoch0.sum(0), every.sum(0))  # each image exactly once per epoch
     assert not torch.equal(epoch0, every)  # ... in shuffled order
     assert not torch.equal(torch.cat(batches[3:]), epoch0)  # a fresh permutation

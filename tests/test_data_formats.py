@@ -57,7 +57,7 @@ def test_dsprites_npz(dsprites_small: _info.DatasetInfo, tmp_path: Path) -> None
     np.savez_compressed(path, metadata=meta, **arrays)
     data = load_dataset("dsprites", source=path)
     assert data.source == str(path) and len(data) == 72
-    assert np.array_equal(data.images_at(np.arange(72))[..., 0], arrays["imgs"])
+    assert np.array_equal(data.images_at(np.arange(72))[..., 0], 255 * arrays["imgs"])
     assert np.array_equal(data.factors_of(np.arange(72)), arrays["latents_classes"][:, 1:])
     obs = data.observations_at([5])
     assert obs.dtype == np.float32 and np.array_equal(obs[0, ..., 0], arrays["imgs"][5])
@@ -73,7 +73,7 @@ def test_dsprites_hdf5_twin(dsprites_small: _info.DatasetInfo, tmp_path: Path) -
         f.create_dataset("latents/classes", data=arrays["latents_classes"])
         f.create_dataset("latents/values", data=arrays["latents_values"])
     data = load_dataset("dsprites", source=path)
-    assert np.array_equal(data.images_at([71, 0, 33])[..., 0], arrays["imgs"][[71, 0, 33]])
+    assert np.array_equal(data.images_at([71, 0, 33])[..., 0], 255 * arrays["imgs"][[71, 0, 33]])
 
 
 def test_dsprites_bad_files(dsprites_small: _info.DatasetInfo, tmp_path: Path) -> None:

@@ -85,7 +85,6 @@ class GroundTruthData:
         self.cache_path = cache_path
         self._bases = info.bases
         self._sizes = np.asarray(info.factor_sizes, dtype=np.int64)
-        self._scale = np.float32(1.0 if info.binary else 1.0 / 255.0)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # the store pickles as a path (or a function name), never as the array
@@ -157,18 +156,25 @@ class GroundTruthData:
         return idx
 
     def images_at(self, indices: np.ndarray) -> np.ndarray:
-        """uint8 (N, H, W, C) images (0/1 for dSprites, else 0..255) at int (N,) indices."""
-        return self._store.gather(self._check_indices(indices))
+        """uint8 (N, H, W, C) images with values 0..255 at int (N,) indices.
+
+        Every dataset uses the 0..255 scale here, dSprites included (0 or 255, although its file
+        and cache store 0/1 bits), so that uint8 / 255 is always the observation.
+        """
+        images = self._store.gather(self._check_indices(indices))
+        if self.info.binary:
+            images *= np.uint8(255)  # 0/1 -> 0/255, in place on the fresh array
+        return images
 
     def observations_at(self, indices: np.ndarray) -> np.ndarray:
         """float32 (N, H, W, C) observations in [0, 1] at int (N,) indices."""
         return self.to_float(self.images_at(indices))
 
-    def to_float(self, images: np.ndarray) -> np.ndarray:
-        """uint8 images as float32 in [0, 1] (dSprites 0/1 stays 0/1)."""
+    @staticmethod
+    def to_float(images: np.ndarray) -> np.ndarray:
+        """uint8 images (0..255) as float32 in [0, 1]; 255 maps to exactly 1.0."""
         out = images.astype(np.float32)
-        if self._scale != 1.0:
-            out *= self._scale
+        out /= np.float32(255.0)
         return out
 
     # --- disentanglement_lib sampling --------------------------------------------------------

@@ -26,7 +26,7 @@ class DatasetInfo:
         factor_sizes: number of classes of each latent factor.
         factor_values: value table of each factor, one float64 array per factor.
         observation_shape: (H, W, C) of one image.
-        binary: pixels are 0/1 (dSprites) rather than 0..255.
+        binary: pixels are black or white (dSprites): stored as bits, served as 0 or 255.
         hidden_sizes: sizes of non-latent factors that disentanglement_lib still draws with
             `randint(size, size=n)` on every observation call (dSprites: the size-1 colour).
     """

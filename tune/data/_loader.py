@@ -93,8 +93,7 @@ class BatchLoader:
             out.copy_(batch)
         else:
             out = batch.to(torch.float32, memory_format=torch.contiguous_format)
-        if not self.data.info.binary:
-            out.mul_(1.0 / 255.0)
+        out.div_(255.0)
         if self.device.type != "cpu":
             out = out.to(self.device, non_blocking=True)
         return out
