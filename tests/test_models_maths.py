@@ -220,7 +220,7 @@ def test_paper_state_dict_round_trip(name: str, dataset: str, keys: list[str]) -
         a = src(x, eps)
         torch.manual_seed(0)
         b = dst(x, eps)
-        assert float(a.loss) == float(b.loss)
+        assert a.loss.item() == b.loss.item()
     lean = make(name, dataset, seed=3, keep_dead_params=False)
     models.load_paper_state_dict(lean, paper)  # the dead parameters are skipped
     assert torch.equal(lean.decoder.dense1.weight, src.decoder.dense1.weight)
