@@ -50,6 +50,9 @@ def trainable(config: dict, work: str) -> None:
 
 
 def _script(work: str) -> None:
+    # Like `ray start --head` on Ray >= 2.59, the cluster checks a token (set before Ray is
+    # imported: Ray caches its config). connect() must switch token mode on by itself.
+    os.environ["RAY_AUTH_MODE"] = "token"
     import logging
 
     import ray
@@ -69,8 +72,10 @@ def _script(work: str) -> None:
     node_a = cluster.add_node(num_cpus=1, num_gpus=1, **store)
     node_b = cluster.add_node(num_cpus=1, **store)
     cluster.wait_for_nodes()
+    del os.environ["RAY_AUTH_MODE"]
     try:
         info = connect(cluster.address)
+        out["auth_mode"] = os.environ.get("RAY_AUTH_MODE")
         out["started_here"] = info.started_here
         out["nodes"] = {n.node_id: n.resources for n in info.nodes}
         out["capacity_cpu"] = check_resources({"cpu": 1}, 4, info)
@@ -128,7 +133,7 @@ def _script(work: str) -> None:
             for r in grid
         }
         out["runs"] = {
-            name: [json.loads(line) for line in Path(work, f"{name}.log").read_text().split()]
+            name: [json.loads(line) for line in Path(work, f"{name}.log").read_text().splitlines()]
             for name in ("t0", "t1")
         }
         out["node_ids"] = {"a": node_a.node_id, "b": node_b.node_id}
@@ -162,6 +167,7 @@ def test_two_workers_trials_on_both_and_node_loss_resumes_elsewhere(tmp_path: Pa
         ),
     )
     env.pop("RAY_ADDRESS", None)
+    env.pop("RAY_AUTH_MODE", None)
     logfile = open(tmp_path / "script.log", "w")
     proc = subprocess.Popen(
         [sys.executable, __file__, str(tmp_path)], env=env, stdout=logfile, stderr=logfile
@@ -181,6 +187,7 @@ def test_two_workers_trials_on_both_and_node_loss_resumes_elsewhere(tmp_path: Pa
 
     a, b = out["node_ids"]["a"], out["node_ids"]["b"]
     assert out["started_here"] is False and len(out["nodes"]) == 3
+    assert out["auth_mode"] == "token"
     assert out["nodes"][a]["GPU"] == 1 and "GPU" not in out["nodes"][b]
     assert out["capacity_cpu"] == 2  # one per worker; the head has no CPU
     assert out["capacity_gpu"] == 2  # both on A: 0.5 GPU each, 0.5 CPU each

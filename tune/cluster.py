@@ -149,16 +149,20 @@ def connect(
     num_cpus: float | None = None,
     num_gpus: float | None = None,
     verbose: bool = False,
+    probe_timeout_s: float = 60.0,
     **init_kwargs: Any,
 ) -> ClusterInfo:
     """Join an existing Ray cluster, or start a private local instance.
 
     - Ray already initialised in this process (a test session, a notebook): reuse it.
-    - `address` (or the `RAY_ADDRESS` environment variable) given: join that cluster. For an
-      explicit "host:port", `RAY_AUTH_MODE=token` is set in the environment unless the user set
-      it, since Ray >= 2.59 clusters check a token and a plain `ray.init(address=...)` fails
-      after 20 s without it (`shared/notes/ray-optuna.md` section 5). "auto" finds a cluster
-      started on this machine with `ray start`.
+    - `address` (or the `RAY_ADDRESS` environment variable) given: join that cluster. Unless
+      the user set `RAY_AUTH_MODE`, it is set to "token" when a token is available
+      (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`), as Ray itself does for
+      "auto" only: a cluster started with `ray start` on Ray >= 2.59 checks a token, and a
+      plain `ray.init(address=...)` fails after 20 s without it (`shared/notes/ray-optuna.md`
+      section 5). A driver and a cluster that disagree on token auth connect fine but no actor
+      (no trial) can start, so a tiny actor is started as a probe; if it cannot start within
+      `probe_timeout_s`, the error says to set `RAY_AUTH_MODE` to match the cluster.
     - Otherwise: start a new local instance (never attach to a `ray start` cluster by accident),
       without dashboard, without forwarding worker logs unless `verbose`.
 
@@ -169,6 +173,7 @@ def connect(
         num_cpus, num_gpus: logical resources of a local instance (ignored, with a warning, when
             joining a cluster: a cluster declares its own).
         verbose: forward the trials' stdout/stderr to this process.
+        probe_timeout_s: when joining a cluster, how long the probe actor may take (0: no probe).
         **init_kwargs: passed to `ray.init` (for example `object_store_memory`, `_temp_dir`).
 
     Returns:
@@ -195,8 +200,8 @@ def connect(
                 address,
                 ", ".join(dropped),
             )
-        if address != "auto":
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
+        if "RAY_AUTH_MODE" not in os.environ and _token_available():
+            os.environ["RAY_AUTH_MODE"] = "token"
         init_kwargs.pop("include_dashboard", None)
         try:
             ray.init(address=address, **init_kwargs)
@@ -210,6 +215,8 @@ def connect(
                 f"could not join the Ray cluster at {address!r}: "
                 f"{type(exc).__name__}: {_first_line(exc)}. {hint}"
             ) from exc
+        if probe_timeout_s:
+            _probe_actor(address, probe_timeout_s)
         info = cluster_info(started_here=False)
         log.info("joined the Ray cluster at %s: %s", info.address, info.describe())
         return info
@@ -224,6 +231,46 @@ def connect(
     info = cluster_info(started_here=True)
     log.info("started a local Ray instance: %s", info.describe())
     return info
+
+
+def _token_available() -> bool:
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return True
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    candidates = [Path(path).expanduser()] if path else []
+    candidates.append(Path.home() / ".ray" / "auth_token")
+    return any(p.is_file() for p in candidates)
+
+
+class _Probe:
+    def ping(self) -> int:
+        return 1
+
+
+def _probe_actor(address: str, timeout_s: float) -> None:
+    """Start one tiny actor and call it: the thing every trial needs, checked up front."""
+    import ray
+
+    actor = ray.remote(num_cpus=0)(_Probe).remote()
+    try:
+        ray.get(actor.ping.remote(), timeout=timeout_s)
+    except Exception as exc:
+        mode = os.environ.get("RAY_AUTH_MODE", "unset")
+        other = "disabled" if mode == "token" else "token"
+        ray.shutdown()
+        raise ResourceError(
+            f"joined the Ray cluster at {address!r}, but no actor could start and answer within "
+            f"{timeout_s:g} s ({type(exc).__name__}), so no trial could run. Usually this "
+            f"driver and the cluster disagree on token authentication: here RAY_AUTH_MODE is "
+            f"{mode}; if the cluster was started with RAY_AUTH_MODE={other} (or without token "
+            f"auth), set RAY_AUTH_MODE={other} for this command. Otherwise the cluster is busy or "
+            "its nodes cannot start workers (see `ray status`)."
+        ) from exc
+    finally:
+        try:
+            ray.kill(actor)
+        except Exception:
+            pass
 
 
 def _first_line(exc: BaseException) -> str:
