@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -50,7 +50,6 @@ class ModelOutput:
     z: Tensor
     recon: Tensor
     z_hat: Tensor | None = None
-    extras: dict[str, Tensor] = field(default_factory=dict)
 
 
 class VAE(nn.Module):
@@ -194,7 +193,9 @@ class VAE(nn.Module):
         assert loss is not None  # every model has a reconstruction objective
         if self.check_finite and not bool(torch.isfinite(loss)):
             raise NonFiniteLossError(_nonfinite_message(x, loss, terms))
-        return ModelOutput(loss, terms, weights, mu, logvar, z, inp.recon, codes if ipe else None)
+        return ModelOutput(
+            loss, terms, weights, mu, logvar, z, inp.recon, None if ipe is None else codes
+        )
 
     def _reconstruct(self, codes: Tensor, g_e: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """codes (K', B, d) -> mean over K' of the decoder's probabilities (B, C, 64, 64), g_D."""

@@ -12,6 +12,7 @@ import models
 from models import ConfigError, ModelConfig, NonFiniteLossError
 
 NAMES = sorted(models.MODELS)
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,8 @@ from models.objectives import (
     EFRegulariser, LossInputs, betatc_terms, gaussian_kl, log_importance_weights,
 )
 
+pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():
