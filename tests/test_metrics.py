@@ -34,10 +34,10 @@ SMALL: dict[str, dict] = {
         "num_variance_estimate": 1000,
     },
     "mig": {"num_train": 2000, "batch_size": 200},
-    "dci": {"num_train": 600, "num_test": 300, "batch_size": 100, "n_estimators": 20},
+    "dci": {"num_train": 500, "num_test": 250, "batch_size": 100, "n_estimators": 10},
     "sap": {"num_train": 1000, "num_test": 500, "batch_size": 200},
     "irs": {"num_train": 2000, "batch_size": 200},
-    "modularity_explicitness": {"num_train": 1000, "num_test": 500, "batch_size": 200},
+    "modularity_explicitness": {"num_train": 600, "num_test": 300, "batch_size": 200},
     "unsupervised": {"num_train": 2000, "batch_size": 200},
 }
 
@@ -278,7 +278,7 @@ def test_fast_protocol_runs_on_its_default_set(data) -> None:
 
 def test_mipet_protocol_shares_the_sample_and_is_seeded(data) -> None:
     rep = rotated_representation(data, seed=2)
-    small = {"dci": {"num_train": 600, "num_test": 300, "n_estimators": 10}}
+    small = {"dci": {"num_train": 600, "num_test": 300, "n_estimators": 5}}
     a = evaluate(data, rep, protocol="mipet", seed=1, **small)
     assert set(a) == {"factor_vae_train", "factor_vae", "sap", "mig", *METRIC_KEYS["dci"]}
     assert a["factor_vae"] == a["factor_vae_train"]  # the paper reports training accuracy

@@ -14,10 +14,10 @@ SMALL = {
     "factor_vae": {"batch_size": 32, "num_train": 200, "num_eval": 100,
                    "num_variance_estimate": 500},
     "mig": {"num_train": 1000},
-    "dci": {"num_train": 400, "num_test": 200, "n_estimators": 10},
+    "dci": {"num_train": 300, "num_test": 150, "n_estimators": 5},
     "sap": {"num_train": 500, "num_test": 250},
     "irs": {"num_train": 1000},
-    "modularity_explicitness": {"num_train": 500, "num_test": 250},
+    "modularity_explicitness": {"num_train": 300, "num_test": 150},
     "unsupervised": {"num_train": 1000},
 }
 
@@ -50,6 +50,14 @@ def test_cached_evaluation_equals_direct_evaluation(data) -> None:
     assert cached == direct  # bit-identical for a deterministic row-wise encoder
 
 
+def test_threaded_evaluation_gives_the_same_values(data) -> None:
+    encoder = CountingEncoder(data)
+    cache = CachedRepresentation(data, encoder, batch_size=256)
+    serial = evaluate(cache.data, cache.represent, seed=1, **SMALL)
+    threaded = evaluate(cache.data, cache.represent, seed=1, n_jobs=3, **SMALL)
+    assert threaded == serial and list(threaded) == list(serial)
+
+
 def test_each_distinct_image_is_encoded_once_in_large_batches(data) -> None:
     encoder = CountingEncoder(data)
     cache = CachedRepresentation(data, encoder, batch_size=512)
@@ -79,7 +87,7 @@ def test_sampled_codes_draw_fresh_seeded_noise(data) -> None:
 
 def test_evaluate_encoder_mipet_protocol_is_seeded(data) -> None:
     encode = gaussian_encoder(data, logvar=-8.0)
-    small = {"dci": {"num_train": 500, "num_test": 250, "n_estimators": 10}}
+    small = {"dci": {"num_train": 500, "num_test": 250, "n_estimators": 5}}
     a = evaluate_encoder(data, encode, protocol="mipet", seed=2, **small)
     assert evaluate_encoder(data, encode, protocol="mipet", seed=2, **small) == a
     assert a["mig"] > 0.3 and a["dci_disentanglement"] > 0.5

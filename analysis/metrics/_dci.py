@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.stats
+from sklearn.ensemble import GradientBoostingClassifier
 
 from analysis.errors import AnalysisError
 from analysis.metrics._utils import (
@@ -19,9 +20,6 @@ from analysis.metrics._utils import (
     sample_codes,
     varying_factors,
 )
-
-ENGINES = ("exact", "sklearn")
-
 
 def _default_jobs() -> int:
     try:
@@ -36,25 +34,14 @@ def _fit_one(
     x_test: np.ndarray,
     y_test: np.ndarray,
     seed: int,
-    engine: str,
     n_estimators: int,
 ) -> tuple[np.ndarray, float, float]:
-    if engine == "sklearn":
-        from sklearn.ensemble import GradientBoostingClassifier
-
-        model = GradientBoostingClassifier(n_estimators=n_estimators, random_state=seed).fit(x_train, y_train)
-        importances = np.abs(model.feature_importances_)
-        train_acc = np.mean(model.predict(x_train) == y_train)
-        test_acc = np.mean(model.predict(x_test) == y_test)
-        return importances, float(train_acc), float(test_acc)
-    from analysis.metrics._gbt import ExactGradientBoosting
-
-    model = ExactGradientBoosting(n_estimators=n_estimators, seed=seed).fit(x_train, y_train)
-    return (
-        np.abs(model.feature_importances_),
-        float(np.mean(model.predict(x_train) == y_train)),
-        float(np.mean(model.predict(x_test) == y_test)),
-    )
+    model = GradientBoostingClassifier(n_estimators=n_estimators, random_state=seed)
+    model.fit(x_train, y_train)
+    importances = np.abs(model.feature_importances_)
+    train_acc = np.mean(model.predict(x_train) == y_train)
+    test_acc = np.mean(model.predict(x_test) == y_test)
+    return importances, float(train_acc), float(test_acc)
 
 
 def importance_gbt(
@@ -65,17 +52,17 @@ def importance_gbt(
     *,
     seeds: np.ndarray,
     n_jobs: int | None = None,
-    engine: str = "exact",
     n_estimators: int = 100,
 ) -> tuple[np.ndarray, float, float]:
-    """Per-factor gradient boosting: importance matrix (D, F), mean train and test accuracy.
+    """Per-factor ``GradientBoostingClassifier``: importances (D, F), mean train/test accuracy.
 
-    Factors are fit in parallel threads (the tree code releases the GIL).
+    Factors are fit in parallel threads (scikit-learn builds trees without the GIL); each
+    factor's fit is exactly dlib's, so the values do not depend on ``n_jobs``.
     """
     num_factors = y_train.shape[1]
     jobs = min(num_factors, n_jobs or _default_jobs())
     args = [
-        (x_train, y_train[:, j], x_test, y_test[:, j], int(seeds[j]), engine, n_estimators)
+        (x_train, y_train[:, j], x_test, y_test[:, j], int(seeds[j]), n_estimators)
         for j in range(num_factors)
     ]
     if jobs <= 1:
@@ -113,7 +100,6 @@ def dci_from_codes(
     *,
     seed: int | np.random.RandomState = 0,
     n_jobs: int | None = None,
-    engine: str = "exact",
     n_estimators: int = 100,
 ) -> dict[str, float]:
     """DCI on fixed data (dlib's ``_compute_dci``).
@@ -124,15 +110,11 @@ def dci_from_codes(
         seed: seeds the trees' feature order (dlib leaves it to numpy's global RNG).
         n_jobs: threads across factors (None: the CPUs this process may use).
         n_estimators: boosting stages (dlib: scikit-learn's default 100).
-        engine: ``"exact"`` (our gradient boosting: scikit-learn's algorithm on presorted
-            features, much faster) or ``"sklearn"`` (``GradientBoostingClassifier()``).
     Returns:
         ``dci_disentanglement``, ``dci_completeness`` in [0, 1]; ``dci_informativeness_train``
         and ``_test``: mean per-factor accuracy (as dlib; not the paper's error), in [0, 1].
         All higher-is-better. Factors with a single training value are left out.
     """
-    if engine not in ENGINES:
-        raise AnalysisError(f"dci: engine must be one of {ENGINES}, got {engine!r}.")
     codes_train = check_codes(codes_train, None, "dci")
     codes_test = check_codes(codes_test, None, "dci")
     if codes_test.shape[1] != codes_train.shape[1]:
@@ -151,7 +133,6 @@ def dci_from_codes(
         factors_test[:, keep],
         seeds=seeds[keep],
         n_jobs=n_jobs,
-        engine=engine,
         n_estimators=n_estimators,
     )
     dis, comp = dci_from_importance(importance)
@@ -172,7 +153,6 @@ def dci(
     num_test: int = 5000,
     batch_size: int = 16,
     n_jobs: int | None = None,
-    engine: str = "exact",
     n_estimators: int = 100,
 ) -> dict[str, float]:
     """DCI with dlib's study budgets (10000 train and 5000 test points, batches of 16).
@@ -198,6 +178,5 @@ def dci(
         y_test,
         seed=random_state,
         n_jobs=n_jobs,
-        engine=engine,
         n_estimators=n_estimators,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -177,6 +178,7 @@ def evaluate(
     metrics: Sequence[str] | None = None,
     seed: int = 0,
     protocol: str = "dlib",
+    n_jobs: int = 1,
     **overrides: Mapping[str, Any],
 ) -> dict[str, float]:
     """Run a set of metrics; a flat dict of all their keys.
@@ -201,6 +203,10 @@ def evaluate(
         metrics: metric names (keys of ``METRICS``); None: the protocol's default set.
         seed: the metric seed.
         protocol: ``"dlib"``, ``"fast"`` or ``"mipet"``.
+        n_jobs: run up to this many metrics at once in threads ("dlib"/"fast"; every metric
+            has its own ``RandomState(seed)``, so the values do not change). ``represent``
+            must then be thread-safe (:class:`CachedRepresentation` is, for deterministic
+            codes). DCI also fits its factors in parallel on its own.
         **overrides: per-metric budget keywords, e.g. ``dci={"num_train": 2000}``.
     Returns:
         {result key: float}. See ``RESULT_KEYS`` for each key's direction.
@@ -220,11 +226,26 @@ def evaluate(
     budgets = _budgets(protocol, names, overrides)
     if protocol == "mipet":
         return _run_mipet(data, represent, names, int(seed), budgets)
-    out: dict[str, float] = {}
-    for name in names:
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise AnalysisError(f"evaluate: n_jobs must be an integer >= 1, got {n_jobs!r}.")
+
+    def one(name: str) -> dict[str, float]:
         start = time.perf_counter()
         result = METRICS[name](data, represent, np.random.RandomState(int(seed)), **budgets[name])
         log.debug("%s took %.2f s", name, time.perf_counter() - start)
+        return result
+
+    if n_jobs == 1 or len(names) == 1:
+        results = [one(name) for name in names]
+    else:
+        # Longest first (DCI, BetaVAE), so the pool is not left waiting on them at the end.
+        slow = sorted(names, key=lambda n: ("dci", "beta_vae", "factor_vae").index(n)
+                      if n in ("dci", "beta_vae", "factor_vae") else 3)
+        with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+            futures = {name: pool.submit(one, name) for name in slow}
+            results = [futures[name].result() for name in names]
+    out: dict[str, float] = {}
+    for result in results:
         out.update(result)
     return out
 
@@ -238,6 +259,7 @@ def evaluate_encoder(
     protocol: str = "dlib",
     sample: bool | None = None,
     batch_size: int = 2048,
+    n_jobs: int = 1,
     **overrides: Mapping[str, Any],
 ) -> dict[str, float]:
     """:func:`evaluate` through a :class:`CachedRepresentation` (each image encoded once).
@@ -249,6 +271,9 @@ def evaluate_encoder(
             (the paper scores sampled z), else False. The noise comes from
             ``numpy.random.default_rng([seed, 1])``.
         batch_size: images per ``encode`` call.
+        n_jobs: metrics at once (as :func:`evaluate`); forced to 1 when sampling, so that
+            the noise is drawn in a reproducible order. ``encode`` is never called from two
+            threads at once.
         metrics, seed, protocol, overrides: as :func:`evaluate`.
     """
     use_sample = (protocol == "mipet") if sample is None else bool(sample)
@@ -260,5 +285,11 @@ def evaluate_encoder(
         rng=np.random.default_rng([int(seed), 1]),
     )
     return evaluate(
-        cache.data, cache.represent, metrics=metrics, seed=seed, protocol=protocol, **overrides
+        cache.data,
+        cache.represent,
+        metrics=metrics,
+        seed=seed,
+        protocol=protocol,
+        n_jobs=1 if use_sample else n_jobs,
+        **overrides,
     )

@@ -17,6 +17,7 @@ is checked on construction.
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any, Callable
 
 import numpy as np
@@ -138,6 +139,7 @@ class CachedRepresentation:
         self._logvar: np.ndarray | None = None
         self.num_encoded = 0
         self.num_lookups = 0
+        self._lock = threading.Lock()  # evaluate(n_jobs > 1) looks codes up from threads
 
     def _store(self, rows: np.ndarray, out: Any) -> None:
         if self._sample:
@@ -184,7 +186,11 @@ class CachedRepresentation:
         return int(missing.size)
 
     def represent(self, observations: np.ndarray) -> np.ndarray:
-        """Codes (N, D) of proxy observations (N, 1) (dataset row indices)."""
+        """Codes (N, D) of proxy observations (N, 1) (dataset row indices). Thread-safe."""
+        with self._lock:
+            return self._represent(observations)
+
+    def _represent(self, observations: np.ndarray) -> np.ndarray:
         idx = np.asarray(observations).reshape(-1).astype(np.int64)
         self.prefetch(idx)
         self.num_lookups += int(idx.size)
