@@ -201,12 +201,12 @@ def connect(
                 ", ".join(dropped),
             )
         if "RAY_AUTH_MODE" not in os.environ and _token_available():
-            os.environ["RAY_AUTH_MODE"] = "token"
+            _enable_token_auth()
         init_kwargs.pop("include_dashboard", None)
         try:
             ray.init(address=address, **init_kwargs)
         except Exception as exc:
-            auth = "auth" in f"{type(exc).__name__} {exc}".lower()
+            auth = _mentions_auth(exc)
             hint = _AUTH_HINT if auth else (
                 "Check the address (ray status on the head prints it) and that this machine "
                 "can reach the head's GCS port. " + _AUTH_HINT
@@ -231,6 +231,38 @@ def connect(
     info = cluster_info(started_here=True)
     log.info("started a local Ray instance: %s", info.describe())
     return info
+
+
+def _enable_token_auth() -> None:
+    """RAY_AUTH_MODE=token for this process and its children, also if Ray is already imported.
+
+    Ray caches its configuration when imported; its own helper refreshes the cache.
+    """
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        from ray._private.authentication.authentication_token_setup import (
+            _enable_token_auth as refresh,
+        )
+
+        refresh()
+    except Exception:  # pragma: no cover - the private helper moved; the env var still counts
+        try:
+            from ray._raylet import Config
+
+            Config.initialize("")
+        except Exception:
+            log.debug("could not refresh Ray's cached config after setting RAY_AUTH_MODE")
+
+
+def _mentions_auth(exc: BaseException) -> bool:
+    seen = 0
+    current: BaseException | None = exc
+    while current is not None and seen < 10:
+        if "auth" in f"{type(current).__name__} {current}".lower():
+            return True
+        current = current.__cause__ or current.__context__
+        seen += 1
+    return False
 
 
 def _token_available() -> bool:
