@@ -162,3 +162,30 @@ def test_connect_reuses_the_running_instance(ray_session) -> None:
     assert check_resources({"cpu": 0.5, "gpu": 0.25}, 8, info) == 8
     with pytest.raises(ResourceError, match=r"asks for CPU 8.*CPU 4, GPU 2"):
         check_resources({"cpu": 8}, None, info)
+
+
+def test_processes_matching_finds_the_marked_tree() -> None:
+    from tune.cluster import processes_matching
+
+    marker = f"mipet-marker-{os.getpid()}"
+    code = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, marker])
+    try:
+        deadline = time.monotonic() + 30
+        found: dict[int, str] = {}
+        while len(found) < 2 and time.monotonic() < deadline:
+            found = processes_matching(marker)
+            time.sleep(0.1)
+        assert proc.pid in found and len(found) == 2  # the marked one and its child
+        assert kill_processes(found) == 2
+        proc.wait(timeout=10)
+        assert processes_matching(marker) == {}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with pytest.raises(ValueError):
+        processes_matching("")

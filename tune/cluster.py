@@ -43,6 +43,7 @@ __all__ = [
     "prepare_on_all_nodes",
     "prepare_per_node",
     "process_tree",
+    "processes_matching",
     "kill_processes",
     "ProcessReaper",
 ]
@@ -646,6 +647,27 @@ def process_tree(pid: int) -> dict[int, str]:
             continue
         out[child] = cmd
         todo.extend(children.get(child, []))
+    return out
+
+
+def processes_matching(text: str) -> dict[int, str]:
+    """Processes whose command line contains `text`, with all their descendants: pid -> cmdline.
+
+    With a session folder of your own (`ray start --temp-dir=/tmp/ray-me`), `text` =
+    that folder finds exactly the Ray processes you started (raylets, gcs_server, monitors) and,
+    through their descendants, the agents and workers, whose command lines do not name it.
+    """
+    if not text:
+        raise ValueError("processes_matching needs a non-empty text")
+    out: dict[int, str] = {}
+    me = os.getpid()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != me:
+            cmd = _cmdline(int(entry))
+            if cmd and text in cmd:
+                out[int(entry)] = cmd
+    for pid in list(out):
+        out.update(process_tree(pid))
     return out
 
 
