@@ -20,26 +20,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.resume:
         if args.preset or args.config:
             raise _usage("--resume continues a sweep as it was saved; drop --preset/--config")
-        folder = run_sweep(resume=args.resume, address=args.address, verbose=_ray_verbosity(args))
+        result = run_sweep(resume=args.resume, address=args.address, verbose=_ray_verbosity(args))
     else:
         if not (args.preset or args.config):
             raise _usage("give --preset NAME or --config FILE (or --resume DIR)")
         spec = SweepSpec.load(preset=args.preset, config=args.config, overrides=args.set,
                               name=args.name, storage=args.out)
-        folder = run_sweep(spec, address=args.address, verbose=_ray_verbosity(args))
-    return _finish_sweep(Path(folder), by=None)
-
-
-def _finish_sweep(folder: Path, by: list[str] | None) -> int:
-    """After a sweep: the ranked table to stdout, the report and best config written."""
-    from tune.analyze import analyse_sweep
-
-    text, best = analyse_sweep(folder, by=by)
-    print(text)
-    print(f"\nsweep folder: {folder}")
-    if best is not None:
-        print(f"best config:  {best}")
-        print(f"rerun it:     mipet-tune train --config {best}")
+        result = run_sweep(spec, address=args.address, verbose=_ray_verbosity(args))
+    print(result.ranked_text)
+    print(f"\nsweep folder: {result.folder}")
+    if result.best_config is not None:
+        print(f"best config:  {result.best_config}")
+        print(f"rerun it:     mipet-tune train --config {result.best_config}")
     return 0
 
 

@@ -37,6 +37,8 @@ def train_from_file(config: str | Path, *, overrides: list[str] | tuple[str, ...
     Returns a short summary for stdout."""
     raw = read_yaml(config)
     recorded = raw.get("metrics") if isinstance(raw.get("metrics"), dict) else {}
+    if isinstance(recorded.get("trial"), dict):  # an exported best config: the run it came from
+        recorded = recorded["trial"]
     cfg = RunConfig.from_dict(apply_overrides(raw, list(overrides)))
     folder = run_folder(out, cfg)
     ckpt_root = folder / "checkpoints"
@@ -91,7 +93,3 @@ def _prune(root: Path, keep: int) -> None:
     ckpts = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("checkpoint_"))
     for old in ckpts[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
-
-
-def summary_json(folder: Path) -> dict[str, Any]:
-    return json.loads(json.dumps(yaml.safe_load((folder / RESULT_FILE).read_text())))

@@ -36,6 +36,7 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
     from models.errors import NonFiniteLossError
     from tune.train import META_FILE, run_training
 
+    started_at = time.time()
     cfg = RunConfig.from_dict(config)  # bad keys fail here, before any work
     n_seeds = int(context.get("seeds", 1))
     seeds = [cfg.seed + i for i in range(n_seeds)]
@@ -69,7 +70,9 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
 
             def seed_row(metrics: dict[str, Any], _seed=seed, _dir=artifact_dir,
                          _resumed=resumed_from) -> dict[str, Any]:
-                return _seed_row(metrics, _seed, _dir, gpu_ids, _resumed)
+                row = _seed_row(metrics, _seed, _dir, gpu_ids, _resumed)
+                row["started_at"] = started_at
+                return row
 
             def meta(step: int, final: dict[str, Any] | None, _index=index, _row=seed_row):
                 if final is None:

@@ -1,0 +1,205 @@
+"""The sweep end to end on a real (session-wide) Ray: tiny models, the built-in dSprites."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tune.cli import main
+from tune.spec import SweepSpec
+from tune.sweep import run_sweep
+
+pytestmark = pytest.mark.ray
+
+TINY_BASE = {
+    "model": {"latent_dim": 4},
+    "train": {"steps": 4, "batch_size": 16, "report_every": 2, "checkpoint_every": 2,
+              "num_threads": 1},
+    "eval": {"protocol": "fast", "metrics": ["mig"]},
+}
+
+
+def _spec(tmp_path: Path, **over) -> SweepSpec:
+    d = {
+        "name": "t",
+        "base": TINY_BASE,
+        "space": {"params": {"model/beta": {"low": 1.0, "high": 4.0, "log": True}}},
+        "num_samples": 2,
+        "metric": ["eval/mig"],
+        "mode": ["max"],
+        "resources": {"cpu": 1},
+        "max_concurrent": 2,
+        "storage": str(tmp_path),
+        "sampler": {"kind": "random", "seed": 0},
+        "max_failures": 0,
+    }
+    d.update(over)
+    return SweepSpec.from_dict(d)
+
+
+def _optuna_trials(folder: Path):
+    import optuna
+
+    from tune.optuna_search import make_study_storage
+
+    storage, name = make_study_storage(folder)
+    return optuna.load_study(study_name=name, storage=storage).trials
+
+
+def test_two_trial_sweep_end_to_end_with_conditional_params(ray_session, tmp_path: Path,
+                                                             capsys) -> None:
+    space = {"params": {
+        "model/name": {"choices": ["mipet_vae", "mipet_commutative"]},
+        "model/beta": {"low": 1.0, "high": 4.0, "log": True, "when": {"model/name": "mipet_vae"}},
+        "model/hy_rec": {"low": 0.01, "high": 1.0, "log": True,
+                         "when": {"model/name": "mipet_commutative"}},
+    }}
+    base = {**TINY_BASE, "model": {"latent_dim": 10}, "train": {**TINY_BASE["train"], "images": True}}
+    spec = _spec(tmp_path, space=space, base=base, num_samples=4, sampler={"kind": "random", "seed": 3})
+    folder = run_sweep(spec, verbose=0).folder
+    df = pd.read_parquet(folder / "trials.parquet")
+    assert len(df) == 4 and (df["status"] == "TERMINATED").all() and not df["failed"].any()
+    for col in ("trial_id", "config_id", "seed", "config/model/name", "config/model/beta",
+                "config/model/hy_rec", "config/train/steps", "config/seed", "eval/mig",
+                "eval/mig", "train/loss", "time_total_s", "node", "checkpoint_path", "artifact_dir"):
+        assert col in df.columns, col
+    assert df["eval/mig"].between(0, 1).all()
+    assert (df["config/train/steps"] == 4).all()
+    assert set(df["config/model/name"]) == {"mipet_vae", "mipet_commutative"}
+
+    # Conditional parameters exist only where they belong: in Optuna and in the trial configs.
+    for t in _optuna_trials(folder):
+        name = t.params["model/name"]
+        assert ("model/beta" in t.params) == (name == "mipet_vae")
+        assert ("model/hy_rec" in t.params) == (name == "mipet_commutative")
+        assert t.state.name == "COMPLETE"
+    for trial_dir in (folder / "ray").glob("trial_*"):
+        params = yaml.safe_load((trial_dir / "params.json").read_text())
+        assert ("hy_rec" in params["model"]) == (params["model"]["name"] == "mipet_commutative")
+
+    # The analysis ran: ranked table, report and a best config that `train` reproduces.
+    best = folder / "report" / "best_config.yaml"
+    assert (folder / "report" / "index.md").is_file() and best.is_file()
+    assert (Path(df["artifact_dir"].iloc[0]) / "traversal.png").is_file()
+    exported = yaml.safe_load(best.read_text())
+    assert main(["train", "--config", str(best), "--out", str(tmp_path / "rerun")]) == 0
+    out = capsys.readouterr().out
+    assert "train/loss" in out and "differs" not in out
+    rerun = next((tmp_path / "rerun").iterdir())
+    result = yaml.safe_load((rerun / "result.yaml").read_text())
+    assert math.isclose(result["losses"]["train/loss"], exported["metrics"]["trial"]["train/loss"],
+                        rel_tol=1e-5)
+
+
+def test_fractional_gpus_pack_eight_trials_on_two_logical_gpus(ray_session, tmp_path) -> None:
+    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "steps": 60, "report_every": 30,
+                                    "checkpoint_every": 60}}
+    spec = _spec(tmp_path, base=base, num_samples=8, max_concurrent=8,
+                 resources={"cpu": 0.5, "gpu": 0.25})
+    folder = run_sweep(spec, verbose=0).folder
+    df = pd.read_parquet(folder / "trials.parquet")
+    assert (df["status"] == "TERMINATED").all()
+    assert sorted(df["gpu_ids"].value_counts().to_dict().items()) == [("0", 4), ("1", 4)]
+    spans = sorted((r.started_at, r.finished_at) for r in df.itertuples())
+    peak = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert peak == 8, spans
+
+
+def test_a_nan_trial_is_recorded_as_failed_and_the_sweep_finishes(ray_session, tmp_path) -> None:
+    # An absurd learning rate of the IPE maps makes the loss NaN within a few steps.
+    space = {"params": {"train/sub_lr": {"choices": [4.0e-4, 1.0e30]}},
+             "fixed": {"train/max_grad_norm": 0.0}}
+    spec = _spec(tmp_path, space=space, num_samples=4, sampler={"kind": "random", "seed": 1})
+    folder = run_sweep(spec, verbose=0).folder
+    df = pd.read_parquet(folder / "trials.parquet")
+    bad = df[df["config/train/sub_lr"] > 1]
+    good = df[df["config/train/sub_lr"] < 1]
+    assert len(bad) and len(good), df["config/train/sub_lr"].tolist()
+    assert bad["failed"].all() and bad["nonfinite"].all() and (bad["status"] == "ERROR").all()
+    assert not good["failed"].any()
+    states = {t.params["train/sub_lr"]: t.state.name for t in _optuna_trials(folder)}
+    assert states[1.0e30] == "FAIL" and states[4.0e-4] == "COMPLETE"
+
+    from analysis import load_sweep, rank
+
+    ranked = rank(load_sweep(folder), by="mig")
+    excluded = ranked.attrs["excluded"]
+    assert excluded["failed"] + excluded["nonfinite"] == len(bad)
+    assert ranked["n_trials"].sum() == len(good)
+
+
+def _trial_worker_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if cmd.startswith("ray::ImplicitFunc") or cmd.startswith("ray::train_trial"):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_a_trial_that_crashes_resumes_from_its_checkpoint(ray_session, tmp_path) -> None:
+    base = {**TINY_BASE, "train": {**TINY_BASE["train"], "steps": 120, "report_every": 10,
+                                    "checkpoint_every": 10}}
+    spec = _spec(tmp_path, base=base, num_samples=1, max_failures=2)
+    killed: list[int] = []
+
+    def kill_after_checkpoints() -> None:
+        # Two checkpoints in storage: the driver has registered at least the first one.
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            if len(list((tmp_path / "t" / "ray").glob("trial_*/checkpoint_*"))) >= 2:
+                for pid in _trial_worker_pids():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_after_checkpoints, daemon=True)
+    killer.start()
+    folder = run_sweep(spec, verbose=0).folder
+    killer.join(timeout=5)
+    assert killed, "the trial finished before it could be killed"
+    df = pd.read_parquet(folder / "trials.parquet")
+    assert df["status"].tolist() == ["TERMINATED"]
+    assert int(df["resumed_from_step"].iloc[0]) >= 10
+    assert int(df["step"].iloc[0]) == 120
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sweep", "--preset", "quik"], "unknown preset 'quik'; did you mean 'quick'"),
+        (["sweep", "--preset", "quick", "--set", "num_sampels=2"], "did you mean 'num_samples'"),
+        (["sweep", "--preset", "quick", "--set", "train/stesp=2"], "did you mean 'train/steps'"),
+        (["rank", "/nonexistent/sweep"], "/nonexistent/sweep"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(argv, message, capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and "Traceback" not in err
+
+
+def test_cli_bad_yaml_and_impossible_resources(ray_session, tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("num_samples: [2\n")
+    assert main(["sweep", "--config", str(bad)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    good = tmp_path / "sweep.yaml"
+    good.write_text(yaml.safe_dump({"base": TINY_BASE, "space": "quick",
+                                    "resources": {"cpu": 1, "gpu": 3}}))
+    assert main(["sweep", "--config", str(good), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "gpu" in err[0].lower()

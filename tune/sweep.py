@@ -1,0 +1,414 @@
+"""The sweep driver: a `SweepSpec` in, a sweep folder out.
+
+    <storage>/<name>/
+      sweep.yaml        the resolved spec (with the search space)
+      optuna.db         the Optuna study (opened by optuna-dashboard)
+      ray/              Ray Tune's experiment folder (trial folders, checkpoints, TensorBoard)
+      trials/<id>/      per-trial artifacts: TensorBoard scalars, reconstructions, traversals
+      trials.parquet    one row per trial and seed
+      report/           ranked tables, plots, best_config.yaml
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models.errors import ConfigError, ResourceError
+from tune.config import RunConfig, flatten, known_paths
+from tune.spec import SweepSpec
+
+log = logging.getLogger(__name__)
+
+SPEC_FILE = "sweep.yaml"
+RAY_DIR = "ray"
+TRIALS_FILE = "trials.parquet"
+STATE_FILE = "sweep_state.json"
+
+# Set in the driver before Ray Tune is imported; trial workers started by this driver inherit them.
+_ENV_DEFAULTS = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    # Objectives (eval/*) exist only in a trial's last report; intermediate reports lack them.
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
+    "RAY_AIR_NEW_OUTPUT": "1",
+}
+
+
+def set_ray_env() -> None:
+    for key, value in _ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def trial_dirname(trial) -> str:
+    """Ray trial folders named by trial id (module-level: the Tuner pickles it)."""
+    return f"trial_{trial.trial_id}"
+
+
+class TrialSpace:
+    """OptunaSearch's define-by-run space: a trial's run config as "/"-paths.
+
+    Precedence, lowest first: the space's fixed values, the sweep's own `base` (so
+    `--set train/steps=N` shortens any sweep), then the searched values; what none of them sets
+    keeps the RunConfig default (which may depend on the model, like `num_ipe`). Module-level
+    and plain data, so it pickles with the searcher.
+    """
+
+    def __init__(self, space: Any, user_flat: dict[str, Any]) -> None:
+        self.space = space
+        self.user_flat = user_flat
+
+    def __call__(self, trial) -> dict[str, Any]:
+        values = self.space.suggest(trial)
+        fixed = self.space.fixed_dict()
+        out = dict(fixed)
+        out.update(self.user_flat)
+        out.update({k: v for k, v in values.items() if k not in fixed})
+        return out
+
+
+def load_space_for(spec: SweepSpec, base: RunConfig):
+    """The spec's search space, validated against the run config: every corner, with the sweep's
+    own `base` applied as a trial gets it (see `TrialSpace`), must build a RunConfig."""
+    from search_spaces import read_space
+
+    space = read_space(spec.space)
+    user = flatten(spec.base)
+    fixed = set(space.fixed_dict())
+
+    def check(flat: dict[str, Any]) -> None:
+        merged = {k: v for k, v in flat.items() if k in fixed}
+        merged.update(user)
+        merged.update({k: v for k, v in flat.items() if k not in fixed})
+        spec.run_config(merged)
+
+    space.validate(known_paths=known_paths(), check=check, model_names=[base.model.name])
+    return space
+
+
+def sweep_folder(spec: SweepSpec) -> Path | str:
+    from tune.cluster import resolve_storage
+
+    storage = resolve_storage(spec.storage)
+    if "://" in storage and not storage.startswith("file://"):
+        return f"{storage.rstrip('/')}/{spec.name}"
+    return Path(storage.removeprefix("file://")) / spec.name
+
+
+def _build_searcher(spec: SweepSpec, space, folder: Path):
+    import optuna
+
+    from tune.optuna_search import SafeOptunaSearch, make_study_storage
+
+    storage, study_name = make_study_storage(folder, spec.name)
+    s = spec.sampler
+    sampler = None
+    if s.kind == "random":
+        sampler = optuna.samplers.RandomSampler(seed=s.seed)
+    elif s.kind == "nsga2":
+        sampler = optuna.samplers.NSGAIISampler(seed=s.seed)
+    elif s.kind == "qmc":
+        sampler = optuna.samplers.QMCSampler(seed=s.seed)
+    elif s.kind == "gp":
+        sampler = optuna.samplers.GPSampler(seed=s.seed)
+    multi = len(spec.metric) > 1
+    kwargs: dict[str, Any] = dict(
+        space=TrialSpace(space, flatten(spec.base)),
+        metric=list(spec.metric) if multi else spec.metric[0],
+        mode=list(spec.mode) if multi else spec.mode[0],
+        storage=storage,
+        study_name=study_name,
+    )
+    if sampler is None:
+        kwargs["seed"] = s.seed
+    else:
+        kwargs["sampler"] = sampler
+    return SafeOptunaSearch(**kwargs)
+
+
+def _build_scheduler(spec: SweepSpec, base: RunConfig):
+    if spec.scheduler.kind == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    total = base.train.steps * spec.seeds
+    grace = spec.scheduler.grace_period or max(1, base.train.steps // 10)
+    return ASHAScheduler(
+        time_attr="total_step",
+        metric=spec.scheduler.metric,
+        mode=spec.scheduler.mode,
+        max_t=total,
+        grace_period=min(grace, total),
+        reduction_factor=spec.scheduler.reduction_factor,
+    )
+
+
+def _trainable(spec: SweepSpec, folder: Path | str):
+    from ray import tune
+
+    from tune.trainable import train_trial
+
+    context = {
+        "sweep_dir": str(folder),
+        "seeds": spec.seeds,
+        "objectives": list(spec.metric),
+    }
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    return tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
+
+
+def _check_objectives(spec: SweepSpec, base: RunConfig) -> None:
+    from analysis.metrics import DEFAULT_METRICS, METRIC_KEYS
+
+    if base.eval.protocol == "none":
+        produced: set[str] = set()
+    else:
+        names = base.eval.metrics or DEFAULT_METRICS[base.eval.protocol]
+        unknown = [n for n in names if n not in METRIC_KEYS]
+        if unknown:
+            raise ConfigError(f"eval.metrics: unknown metric {unknown[0]!r}; known: "
+                              f"{', '.join(METRIC_KEYS)}")
+        produced = {k for n in names for k in METRIC_KEYS[n]}
+    for m in spec.metric:
+        if m.startswith("eval/") and m[5:] not in produced:
+            raise ConfigError(
+                f"metric {m!r} is not computed by eval.protocol={base.eval.protocol!r}"
+                + (f" with eval.metrics={list(base.eval.metrics)}" if base.eval.metrics else "")
+                + f"; it computes {sorted('eval/' + k for k in produced)}"
+            )
+
+
+def prepare(spec: SweepSpec) -> tuple[RunConfig, Any]:
+    """Everything that can fail on bad input, before Ray starts: the base config, the space."""
+    base = spec.run_config()
+    space = load_space_for(spec, base)
+    _check_objectives(spec, base)
+    if spec.scheduler.kind == "asha" and spec.scheduler.metric.startswith("fast/") and not base.train.eval_every:
+        raise ConfigError(
+            f"scheduler.metric={spec.scheduler.metric!r} needs fast metrics during training: "
+            "set base train/eval_every (steps between evaluations)"
+        )
+    return base, space
+
+
+def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None,
+              address: str | None = None, verbose: int = 1, analyse: bool = True) -> SweepResult:
+    """Run (or, with `resume=folder`, continue) a sweep into its folder, write trials.parquet,
+    and (with `analyse`) the ranked table, report and best config.
+
+    Bad input (spec, space, resources, storage) fails before any trial starts.
+    """
+    set_ray_env()
+    if resume is not None:
+        folder: Path | str = Path(resume).expanduser().resolve()
+        spec_path = Path(folder) / SPEC_FILE
+        if not spec_path.is_file():
+            raise ConfigError(f"{folder}: not a sweep folder (no {SPEC_FILE}); nothing to resume")
+        saved = yaml.safe_load(spec_path.read_text()) or {}
+        resolved = saved.pop("resolved", None) or {}
+        if resolved.get("space"):  # the space as it was, even if its preset changed since
+            saved["space"] = resolved["space"]
+        spec = SweepSpec.from_dict(saved)
+    assert spec is not None
+    base, space = prepare(spec)
+    if resume is None:
+        folder = sweep_folder(spec)
+    local = isinstance(folder, Path)
+    if local:
+        ray_dir = Path(folder) / RAY_DIR
+        if resume is None and ray_dir.exists() and any(ray_dir.iterdir()):
+            raise ConfigError(
+                f"{folder} already holds a sweep; continue it with `mipet-tune sweep --resume "
+                f"{folder}` or pick another --name"
+            )
+        from tune.cluster import check_writable
+
+        check_writable(Path(folder))
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        if resume is None:
+            resolved = spec.to_dict()
+            resolved["resolved"] = {"space": space.to_dict(), "base": base.to_dict()}
+            (Path(folder) / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    else:
+        raise ConfigError(
+            f"storage {spec.storage!r}: remote sweep folders are written by Ray; give a local or "
+            "shared-filesystem folder for the sweep itself"
+        )
+    folder = Path(folder)
+
+    from tune.cluster import check_resources, connect, prepare_on_all_nodes
+
+    cluster = connect(address)
+    check_resources({"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
+                    spec.max_concurrent or None, cluster)
+    checksum = prepare_on_all_nodes(base.data.name, base.data.source, base.data.cache_dir)
+    _write_state(folder, {"data_checksum": checksum, "started": time.time()})
+
+    from ray import tune
+
+    trainable = _trainable(spec, folder)
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # Ray's progress tables are logs, not results
+        if resume is not None and tune.Tuner.can_restore(str(folder / RAY_DIR)):
+            tuner = tune.Tuner.restore(str(folder / RAY_DIR), trainable=trainable,
+                                       resume_unfinished=True, resume_errored=True)
+        else:
+            tuner = _new_tuner(spec, base, space, folder, trainable, verbose)
+        grid = tuner.fit()
+    log.info("sweep %s: fit() took %.1f s", spec.name, time.perf_counter() - t0)
+    from tune.optuna_search import outcomes_from_results, reconcile_study
+
+    try:
+        metric = list(spec.metric) if len(spec.metric) > 1 else spec.metric[0]
+        fixed = reconcile_study(folder, None, outcomes_from_results(grid, metric))
+        log.info("Optuna study reconciled with the trials: %s", fixed)
+    except Exception as exc:  # never lose the results table over the study's bookkeeping
+        log.warning("could not reconcile the Optuna study with the trials: %s", exc)
+    table = trials_table(grid, data_checksum=checksum)
+    write_trials(folder, table)
+    text, best = (None, None)
+    if analyse:
+        from tune.analyze import analyse_sweep
+
+        text, best = analyse_sweep(folder, by=list(spec.metric))
+    return SweepResult(folder=folder, ranked_text=text, best_config=best)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """A finished (or resumed) sweep: its folder, the ranked table as text, the best config."""
+
+    folder: Path
+    ranked_text: str | None = None
+    best_config: Path | None = None
+
+
+def _new_tuner(spec, base, space, folder: Path, trainable, verbose: int):
+    from ray import tune
+
+    searcher = _build_searcher(spec, space, folder)
+    multi = len(spec.metric) > 1
+    tune_config = tune.TuneConfig(
+        search_alg=searcher,
+        scheduler=_build_scheduler(spec, base),
+        num_samples=spec.num_samples,
+        max_concurrent_trials=spec.max_concurrent or None,
+        reuse_actors=spec.reuse_actors,
+        trial_dirname_creator=trial_dirname,
+        **({} if multi else {"metric": spec.metric[0], "mode": spec.mode[0]}),
+    )
+    run_config = tune.RunConfig(
+        name=RAY_DIR,
+        storage_path=str(folder),
+        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
+        verbose=verbose,
+    )
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+
+
+def _write_state(folder: Path, state: dict[str, Any]) -> None:
+    path = folder / STATE_FILE
+    old = json.loads(path.read_text()) if path.is_file() else {}
+    old.update(state)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(old, indent=1))
+    tmp.replace(path)
+
+
+# ---- the trials table ----------------------------------------------------------------------
+def _error_line(error: Any) -> str | None:
+    if error is None:
+        return None
+    text = str(error).strip().splitlines()
+    for line in reversed(text):
+        if "Error" in line or "error" in line:
+            return line.strip()[:500]
+    return text[-1][:500] if text else repr(error)
+
+
+def trials_table(grid, *, data_checksum: str | None = None):
+    """One row per trial and seed from a ResultGrid (see the module docstring for columns)."""
+    import pandas as pd
+
+    rows = []
+    for result in grid:
+        metrics = dict(result.metrics or {})
+        trial_dir = Path(result.path) if result.path else None
+        trial_id = metrics.get("trial_id") or (
+            trial_dir.name.removeprefix("trial_") if trial_dir else None)
+        error = _error_line(result.error)
+        try:
+            cfg = RunConfig.from_dict(result.config)
+            config_cols = {f"config/{k}": _cell(v) for k, v in cfg.flat().items()}
+            config_id = cfg.config_id()
+        except Exception as exc:  # a config that never validated: keep the row, flagged
+            config_cols = {f"config/{k}": _cell(v) for k, v in flatten(result.config or {}).items()}
+            config_id = None
+            error = error or f"invalid config: {exc}"
+        failed = result.error is not None
+        common = {
+            "trial_id": trial_id,
+            "status": "ERROR" if failed else "TERMINATED",
+            "failed": failed,
+            "nonfinite": bool(error and "NonFiniteLossError" in error) or
+                         bool(error and "non-finite" in error),
+            "error": error,
+            "config_id": config_id,
+            "time_total_s": metrics.get("time_total_s"),
+            "node": metrics.get("node_ip"),
+            "checkpoint_path": result.checkpoint.path if result.checkpoint is not None else None,
+            "trial_dir": str(trial_dir) if trial_dir else None,
+            "data_checksum": data_checksum,
+        }
+        seed_rows = json.loads(metrics["seed_results"]) if (
+            not failed and isinstance(metrics.get("seed_results"), str)) else None
+        if not seed_rows:
+            seed_rows = [{k: v for k, v in metrics.items() if k.startswith(("train/", "eval/"))
+                          or k in ("step", "images_per_s")}]
+            seed_rows[0]["seed"] = metrics.get("seed", config_cols.get("config/seed"))
+            seed_rows[0]["artifact_dir"] = None
+        for srow in seed_rows:
+            row = dict(common)
+            row.update(config_cols)
+            row["seed"] = srow.get("seed")
+            row["config/seed"] = srow.get("seed")
+            for k, v in srow.items():
+                if k != "node" or v:
+                    row[k] = v
+            if any(isinstance(v, float) and not math.isfinite(v)
+                   for k, v in row.items() if k.startswith(("eval/", "train/"))):
+                row["nonfinite"] = True
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df = df.sort_values(["trial_id", "seed"], kind="stable").reset_index(drop=True)
+    return df
+
+
+def _cell(value: Any) -> Any:
+    """Config values as parquet cells: tuples become lists (a list column), so an exported
+    config writes them back as YAML lists."""
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def write_trials(folder: Path, df) -> Path:
+    """Write trials.parquet atomically (a crash never leaves half a table)."""
+    path = folder / TRIALS_FILE
+    tmp = folder / (TRIALS_FILE + ".tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
