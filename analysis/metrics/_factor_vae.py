@@ -113,6 +113,8 @@ def factor_vae(
     if num_eval == 0:
         eval_acc = train_acc
     else:
-        eval_votes = _votes(data, represent, batch_size, num_eval, random_state, global_var, active)
+        eval_votes = _votes(
+            data, represent, batch_size, num_eval, random_state, global_var, active
+        )
         eval_acc = eval_votes[classifier, cols].sum() / eval_votes.sum()
     return {"factor_vae_train": float(train_acc), "factor_vae": float(eval_acc)}

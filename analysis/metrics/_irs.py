@@ -1,4 +1,4 @@
-"""Interventional Robustness Score (Suter et al. 2019), as disentanglement_lib's ``compute_irs``."""
+"""Interventional Robustness Score (Suter et al. 2019), as dlib's ``compute_irs``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Unsupervised scores of disentanglement_lib's ``unsupervised_metrics`` (lower = more independent)."""
+"""disentanglement_lib's ``unsupervised_metrics`` (lower = more independent latents)."""
 
 from __future__ import annotations
 

@@ -147,7 +147,9 @@ def noise_representation(num_codes: int, *, seed: int = 0) -> Represent:
     return represent
 
 
-def gaussian_encoder(data: SyntheticData, *, logvar: float = -4.0) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def gaussian_encoder(
+    data: SyntheticData, *, logvar: float = -4.0
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """An ``encode`` for the cache: images (uint8 or float) -> (mu, logvar), mu disentangled."""
     rep = factor_representation(data)
 

@@ -1,0 +1,193 @@
+"""Timings of the disentanglement metrics (analysis.metrics); prints a table.
+
+    python benchmarks/metrics.py                 # synthetic 10-latent codes, dlib + fast
+    python benchmarks/metrics.py --reference     # also DCI fit serially (as disentanglement_lib
+                                                 # does) and the suite run metric by metric
+    python benchmarks/metrics.py --model         # + a dSprites model, full dlib suite with
+                                                 # the representation cache (needs models,
+                                                 # tune.data and torch)
+    python benchmarks/metrics.py --model --nocache-scale 1.0   # + the same without the cache
+
+Synthetic data: four factors of 3, 6, 10 and 8 values (the sizes of the spec's synthetic
+cases); "mixed" codes = the four factor latents (discrete-valued) + 6 pseudo-noise latents;
+"continuous" = the mixed codes times a random 10x10 matrix (every latent continuous).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from analysis.metrics import (  # noqa: E402
+    DEFAULT_METRICS,
+    METRICS,
+    CachedRepresentation,
+    evaluate,
+)
+from analysis.metrics.synthetic import SyntheticData, factor_representation  # noqa: E402
+
+
+CPU: dict[str, float] = {"last": 0.0}
+
+
+def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    """Run fn; return (result, wall seconds) and keep its process CPU seconds in CPU["last"].
+
+    On a shared machine the wall time depends on the other jobs; the CPU time (all threads of
+    this process) measures the work itself.
+    """
+    start, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    CPU["last"] = time.process_time() - cpu
+    return out, time.perf_counter() - start
+
+
+def synthetic_reps(data: SyntheticData) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    mixed = factor_representation(data, noise_dims=6)
+    mix = np.random.RandomState(0).randn(10, 10)
+    return {"mixed": mixed, "continuous": lambda obs: (mixed(obs) @ mix).astype(np.float32)}
+
+
+def bench_synthetic(args: argparse.Namespace) -> None:
+    data = SyntheticData((3, 6, 10, 8))
+    for name, rep in synthetic_reps(data).items():
+        print(f"\n== synthetic 10-latent codes, {name} ==")
+        total = total_cpu = 0.0
+        values: dict[str, float] = {}
+        per_metric: list[tuple[str, float]] = []
+        print(f"  {'metric':<24s} {'wall':>8s} {'CPU':>8s}")
+        for metric, fn in METRICS.items():
+            out, secs = timed(lambda: fn(data, rep, np.random.RandomState(0)))
+            values.update(out)
+            per_metric.append((metric, CPU["last"]))
+            total += secs
+            total_cpu += CPU["last"]
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in out.items())
+            print(f"  {metric:<24s} {secs:7.2f}s {CPU['last']:7.2f}s   {shown}")
+        print(f"  {'suite, one metric after the other':<24s} {total:7.2f}s {total_cpu:7.2f}s")
+        out, secs = timed(lambda: evaluate(data, rep, n_jobs=2))
+        same = all(out[k] == values[k] for k in out)
+        print(f"  {'suite, evaluate(n_jobs=2)':<24s} {secs:7.2f}s {CPU['last']:7.2f}s"
+              f"   same values: {same}")
+        if args.reference:
+            ref, secs_ref = timed(
+                lambda: METRICS["dci"](
+                    data, rep, np.random.RandomState(0), engine="sklearn", n_jobs=1
+                )
+            )
+            cpu_ref = CPU["last"]
+            diff = max(abs(ref[k] - values[k]) for k in ref)
+            dci_cpu = next(t for m, t in per_metric if m == "dci")
+            print(
+                f"  DCI as dlib (sklearn GBC, factor after factor): {secs_ref:.2f}s wall, "
+                f"{cpu_ref:.2f}s CPU vs ours {dci_cpu:.2f}s CPU ({cpu_ref / dci_cpu:.1f}x less "
+                f"CPU); max |value diff| {diff:.1e}"
+            )
+            baseline = total_cpu - dci_cpu + cpu_ref
+            print(
+                f"  suite CPU: dlib-style {baseline:.2f}s -> ours {total_cpu:.2f}s "
+                f"({baseline / total_cpu:.1f}x less CPU; threads add parallelism on free cores)"
+            )
+        out, secs = timed(lambda: evaluate(data, rep, protocol="fast"))
+        print(f"  fast protocol ({', '.join(DEFAULT_METRICS['fast'])}): {secs:.2f}s wall, "
+              f"{CPU['last']:.2f}s CPU")
+        out, secs = timed(
+            lambda: evaluate(data, rep, protocol="fast", metrics=["mig", "dci", "factor_vae"])
+        )
+        print(f"  fast protocol (mig, dci, factor_vae): {secs:.2f}s wall, {CPU['last']:.2f}s CPU")
+
+
+def bench_model(args: argparse.Namespace) -> None:
+    try:
+        import torch
+
+        import models
+        from tune.data import load_dataset
+    except ImportError as exc:  # pragma: no cover - optional part
+        print(f"\n(model part skipped: {exc})")
+        return
+    torch.set_num_threads(max(1, args.threads))
+    torch.manual_seed(0)
+    data, secs = timed(lambda: load_dataset("dsprites"))
+    print(f"\n== dSprites ({len(data)} images) + untrained beta_vae encoder, CPU ==")
+    print(f"  load dataset: {secs:.1f} s")
+    cfg = models.ModelConfig.from_dict({"name": "beta_vae", **models.dataset_defaults("dsprites")})
+    model = models.build_model(cfg).eval()
+    probe = np.arange(8)
+    scale = float(np.max(data.observations_at(probe))) / max(float(np.max(data.images_at(probe))), 1)
+
+    def encode(images: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(images))
+        x = x.float() * scale if x.dtype == torch.uint8 else x.float()
+        with torch.no_grad():
+            mu, _ = model.encode(x.permute(0, 3, 1, 2))
+        return mu.numpy()
+
+    def represent(obs: np.ndarray) -> np.ndarray:  # no cache: encode in chunks of 2048
+        return np.concatenate([encode(obs[i : i + 2048]) for i in range(0, len(obs), 2048)])
+
+    _, secs = timed(lambda: encode(data.images_at(np.arange(4096))))
+    per_image_cpu = CPU["last"] / 4096
+    print(f"  encoder: {4096 / secs:.0f} images/s wall, {per_image_cpu * 1e3:.3f} ms CPU/image")
+    cache = CachedRepresentation(data, encode, batch_size=4096)
+    cached, secs_cached = timed(lambda: evaluate(cache.data, cache.represent, seed=0, n_jobs=2))
+    cpu_cached = CPU["last"]
+    print(
+        f"  full dlib suite WITH cache: {secs_cached:.1f}s wall, {cpu_cached:.1f}s CPU; encoded "
+        f"{cache.num_encoded} distinct images for {cache.num_lookups} draws "
+        f"({cache.num_lookups / cache.num_encoded:.1f}x)"
+    )
+    encode_cpu = cache.num_encoded * per_image_cpu
+    metric_cpu = cpu_cached - encode_cpu
+    _, _ = timed(lambda: data.sample(4096, np.random.RandomState(1)))
+    per_draw = per_image_cpu + CPU["last"] / 4096
+    projected = metric_cpu + cache.num_lookups * per_draw
+    print(
+        f"  WITHOUT cache, projected in CPU s from measured parts (metrics {metric_cpu:.0f}s + "
+        f"{cache.num_lookups} draws x {per_draw * 1e3:.2f} ms to load+encode): {projected:.0f}s "
+        f"-> the cache needs {projected / cpu_cached:.1f}x less CPU"
+    )
+    if args.nocache_scale > 0:
+        s = args.nocache_scale
+        big = {
+            "beta_vae": {"num_train": int(10000 * s), "num_eval": int(5000 * s)},
+            "factor_vae": {"num_train": int(10000 * s), "num_eval": int(5000 * s)},
+        }
+        cache2 = CachedRepresentation(data, encode, batch_size=4096)
+        with_c, t_c = timed(lambda: evaluate(cache2.data, cache2.represent, seed=0, **big))
+        c_c = CPU["last"]
+        without, t_n = timed(lambda: evaluate(data, represent, seed=0, **big))
+        c_n = CPU["last"]
+        diff = max(abs(with_c[k] - without[k]) for k in with_c)
+        print(
+            f"  measured at BetaVAE/FactorVAE budgets x{s}: with cache {t_c:.1f}s wall "
+            f"{c_c:.1f}s CPU, without {t_n:.1f}s wall {c_n:.1f}s CPU ({c_n / c_c:.1f}x CPU); "
+            f"max |value diff| {diff:.2e}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reference", action="store_true", help="time sklearn's DCI too")
+    parser.add_argument("--model", action="store_true", help="dSprites model part")
+    parser.add_argument("--skip-synthetic", action="store_true")
+    parser.add_argument("--nocache-scale", type=float, default=0.0,
+                        help="also measure without the cache at this BetaVAE/FactorVAE scale")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    args = parser.parse_args()
+    print(f"CPUs available: {len(os.sched_getaffinity(0))}; load average {os.getloadavg()}")
+    if not args.skip_synthetic:
+        bench_synthetic(args)
+    if args.model:
+        bench_model(args)
+
+
+if __name__ == "__main__":
+    main()
