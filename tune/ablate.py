@@ -176,6 +176,7 @@ def run_ablation(spec: AblationSpec, *, address: str | None = None, verbose: int
     searcher = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=spec.max_concurrent)
     tuner = tune.Tuner(
         trainable,
+        param_space=points[0],  # the structure every point fills in (all have the same keys)
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(points),
                                     reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=RAY_DIR, storage_path=str(folder), verbose=verbose,

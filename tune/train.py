@@ -50,7 +50,8 @@ class TrainResult:
     images_per_s: float
     checkpoint: Path | None = None
     artifact_dir: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    train_seconds: float = 0.0  # inside training steps (not setup, evaluation or checkpoints)
+    setup_seconds: float = 0.0
 
 
 def seed_streams(seed: int) -> tuple[int, int, int]:
@@ -344,6 +345,7 @@ def run_training(
     final_report: dict[str, Any] = {"step": step}
     window_start, window_images = time.perf_counter(), 0
     train_seconds = 0.0
+    setup_seconds = time.perf_counter() - t0  # data, model, optimizer, checkpoint restore
     model.train()
     try:
         while step < t.steps:
@@ -377,7 +379,9 @@ def run_training(
             elapsed = time.perf_counter() - window_start
             train_seconds += elapsed
             metrics: dict[str, Any] = {"step": step, "lr": scheduler.get_last_lr()[0],
-                                       "images_per_s": window_images / max(elapsed, 1e-9)}
+                                       "images_per_s": window_images / max(elapsed, 1e-9),
+                                       "train_seconds": train_seconds,
+                                       "setup_seconds": setup_seconds}
             metrics.update({f"train/{k}": v for k, v in losses.items()})
             last_losses = losses
             sums, count = {}, 0
@@ -434,6 +438,8 @@ def run_training(
         images_per_s=total_images / max(train_seconds, 1e-9),
         checkpoint=last_ckpt if own_tmp is None else None,
         artifact_dir=Path(artifact_dir) if artifact_dir is not None else None,
+        train_seconds=train_seconds,
+        setup_seconds=setup_seconds,
     )
     if own_tmp is not None:
         own_tmp.cleanup()

@@ -109,6 +109,7 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
                     checkpoint_meta=meta,
                 )
             final = {"step": result.step, "images_per_s": result.images_per_s,
+                     "train_seconds": result.train_seconds, "setup_seconds": result.setup_seconds,
                      **{f"train/{k}": v for k, v in result.losses.items()},
                      **{f"eval/{k}": v for k, v in result.metrics.items()}}
             done.append(seed_row(final))
@@ -138,7 +139,8 @@ def _seed_row(metrics: dict[str, Any], seed: int, artifact_dir: Path | None, gpu
               resumed_from: int) -> dict[str, Any]:
     """One seed's final numbers and where they came from (a row of trials.parquet)."""
     row = {k: v for k, v in metrics.items()
-           if k.startswith(("train/", "eval/")) or k in ("step", "images_per_s")}
+           if k.startswith(("train/", "eval/"))
+           or k in ("step", "images_per_s", "train_seconds", "setup_seconds")}
     row["seed"] = seed
     row["artifact_dir"] = str(artifact_dir) if artifact_dir is not None else None
     row["node"] = os.uname().nodename
