@@ -52,7 +52,8 @@ class IPEBank(nn.Module):
         dim: latent size d.
         symmetric: M_k = expm((W1+W1^T)/2) expm((W2+W2^T)/2); False: expm(W1) expm(W2).
         ef_conversion: compute the EF objective and EF KL (False: maps only).
-        keep_dead: allocate the paper code's never-used `nu` and `post_carrier` matrices.
+        keep_dead: allocate the paper code's never-used `nu` and `post_carrier` matrices (and,
+            without EF conversion, the then unused EF matrices).
     """
 
     def __init__(
@@ -67,6 +68,8 @@ class IPEBank(nn.Module):
             return nn.Parameter(_xavier_(torch.empty(k, a, b)))
 
         self.w1, self.w2 = mat(d, d), mat(d, d)
+        if not (ef_conversion or keep_dead):  # the EF parameters would never be used
+            return
         self.gz_p, self.gz_q = mat(d, w), mat(w, d)  # z_parameter_generator
         self.ge_p, self.ge_q = mat(d, w), mat(w, d)  # eps_parameter_generator
         self.t_p, self.t_q = mat(d, w), mat(w, d)  # suff_stat (T)

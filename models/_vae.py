@@ -76,7 +76,7 @@ class VAE(nn.Module):
         else:
             self.encoder = Encoder(c, h1, d)
             self.decoder = Decoder(c, h1, d)
-        self._init_weights()
+        self._init_weights()  # before the IPE maps: K = 0 and the baseline draw the same weights
         self.ipe = (
             IPEBank(
                 self.num_ipe, d, symmetric=cfg.ipe_symmetric, ef_conversion=cfg.ef_conversion,

@@ -246,6 +246,8 @@ def test_ablation_switches() -> None:
     out = make("mipet_vae", ef_conversion=False).eval()(x, eps)
     assert "reg" not in out.terms and out.z_hat.shape == (3, 8, 10)
     assert float(out.terms["kld"]) == float(out.terms["origin_kld"])
+    lean = make("mipet_vae", ef_conversion=False, keep_dead_params=False)
+    assert sum(p.numel() for p in lean.ipe.parameters()) == 3 * 2 * 100
     out = make("mipet_vae", calibration=False)(x, eps)
     assert float(out.terms["reg"]) == float(out.terms["ef"]) and float(out.terms["cal"]) > 0
     sym, raw = make("mipet_vae"), make("mipet_vae", ipe_symmetric=False)
