@@ -19,7 +19,7 @@ from pathlib import Path
 
 NUM_SAMPLES = 6
 ITERS = 3
-STEP_S = 0.2
+STEP_S = 0.3
 FLAKY_X = -4.5
 
 
