@@ -216,8 +216,9 @@ def run_sweep_engine(args: argparse.Namespace, work: Path) -> dict:
     sampler = MemorySampler()
     t0 = time.perf_counter()
     with sampler:
-        folder = run_sweep(spec, verbose=0)
+        result = run_sweep(spec, verbose=0, analyse=False)
     wall = time.perf_counter() - t0
+    folder = getattr(result, "folder", result)
     df = pd.read_parquet(Path(folder) / "trials.parquet")
     ids = list(df["trial_id"]) if "trial_id" in df else list(df.index)
     return {
