@@ -339,7 +339,8 @@ def main() -> None:
     print(f"wall {r['wall_s']:.1f} s, {60 * r['trials'] / r['wall_s']:.1f} trials/min, "
           f"{r['wall_s'] / r['trials']:.2f} s/trial")
     print(f"driver memory: peak RSS {peak_rss:.0f} MiB, peak PSS {peak_pss:.0f} MiB; "
-          f"start->end RSS {first[2]:.0f}->{last[2]:.0f} MiB, PSS {first[3]:.0f}->{last[3]:.0f} MiB")
+          f"start->end RSS {first[2]:.0f}->{last[2]:.0f} MiB, "
+          f"PSS {first[3]:.0f}->{last[3]:.0f} MiB")
     print(f"driver growth per finished trial (second half, least squares): "
           f"RSS {r['growth_rss'] * 1024:+.0f} KiB, PSS {r['growth_pss'] * 1024:+.0f} KiB")
     print(f"trials finished {r['finished']}/{r['trials']}, lost {r['lost']}, duplicate ids "

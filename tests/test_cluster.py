@@ -27,7 +27,9 @@ from tune.errors import ConfigError, ResourceError
 
 def _cluster(*nodes: dict[str, float]) -> ClusterInfo:
     infos = tuple(
-        NodeInfo(node_id=f"{i:02d}" + "ab" * 27, address=f"10.0.0.{i}", resources=r, is_head=i == 0)
+        NodeInfo(
+            node_id=f"{i:02d}" + "ab" * 27, address=f"10.0.0.{i}", resources=r, is_head=i == 0
+        )
         for i, r in enumerate(nodes)
     )
     return ClusterInfo(address="10.0.0.0:6379", started_here=False, nodes=infos)
@@ -46,7 +48,9 @@ def test_fractional_gpus_count_per_whole_gpu() -> None:
 
 
 def test_impossible_requests_fail_fast_naming_the_nodes() -> None:
-    with pytest.raises(ResourceError, match=r"asks for CPU 1, GPU 0.25.*CPU 2, GPU 0.*no node has a GPU"):
+    with pytest.raises(
+        ResourceError, match=r"asks for CPU 1, GPU 0.25.*CPU 2, GPU 0.*no node has a GPU"
+    ):
         check_resources({"cpu": 1, "gpu": 0.25}, 4, CPU_ONLY)
     with pytest.raises(ResourceError, match=r"asks for CPU 4.*node 00abab.*CPU 2, GPU 0"):
         check_resources({"cpu": 4}, None, CPU_ONLY)

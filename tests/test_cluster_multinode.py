@@ -198,7 +198,8 @@ def test_two_workers_trials_on_both_and_node_loss_resumes_elsewhere(tmp_path: Pa
     }
     assert "nodes' caches differ" in out["mismatch"] and "bad" in out["mismatch"]
 
-    assert out["results"] == {"t0": {"it": ITERS, "error": None}, "t1": {"it": ITERS, "error": None}}
+    done = {"it": ITERS, "error": None}
+    assert out["results"] == {"t0": done, "t1": done}
     runs = out["runs"]
     assert {runs["t0"][0]["node"], runs["t1"][0]["node"]} == {a, b}  # trials on both workers
     assert out["victim"] == runs["t0"][0]["node"]

@@ -288,5 +288,7 @@ def load_state(
             f"{path}: cannot read the checkpoint state ({type(exc).__name__}: {exc})"
         ) from exc
     if not isinstance(state, dict):
-        raise DataFileError(f"{path}: expected a dict of training state, got {type(state).__name__}")
+        raise DataFileError(
+            f"{path}: expected a dict of training state, got {type(state).__name__}"
+        )
     return state

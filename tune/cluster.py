@@ -564,7 +564,9 @@ def prepare_per_node(
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if not ray.is_initialized():
-        raise ResourceError("preparing data on the nodes needs Ray: call tune.cluster.connect first")
+        raise ResourceError(
+            "preparing data on the nodes needs Ray: call tune.cluster.connect first"
+        )
     nodes = cluster_info().nodes
     if not nodes:
         raise ResourceError("the Ray cluster has no alive node")

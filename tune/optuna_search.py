@@ -190,7 +190,9 @@ class SafeOptunaSearch(OptunaSearch):
                 log.debug("trial %s: Optuna trial already finished", trial_id)
             elif isinstance(exc, ValueError) and state is TrialState.COMPLETE:
                 # For example a non-finite value: record the trial as failed instead.
-                log.warning("trial %s: Optuna refused %s (%s); telling FAIL", trial_id, values, exc)
+                log.warning(
+                    "trial %s: Optuna refused %s (%s); telling FAIL", trial_id, values, exc
+                )
                 try:
                     self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
                 except Exception as exc2:  # pragma: no cover - defensive
@@ -375,7 +377,8 @@ def make_study_storage(
     text = os.fspath(sweep_folder)
     if "://" in text:
         raise ConfigError(
-            f"the Optuna study needs a local folder (or a mounted shared one), got the URI {text!r}"
+            "the Optuna study needs a local folder (or a mounted shared one), got the URI "
+            f"{text!r}"
         )
     if backend is not None and backend not in _BACKEND_FILES:
         raise ConfigError(f"study backend must be 'journal' or 'sqlite', got {backend!r}")
