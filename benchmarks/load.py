@@ -50,8 +50,9 @@ FINISHED = {"trials": 0}  # bumped by a Tune callback in the driver
 class MemorySampler:
     """Samples this process's RSS/PSS and the number of finished trials over time."""
 
-    def __init__(self, interval_s: float = 0.25) -> None:
+    def __init__(self, interval_s: float = 0.25, count=None) -> None:
         self.samples: list[tuple[float, int, float, float]] = []  # (t, finished, rss, pss)
+        self._count = count or (lambda: FINISHED["trials"])
         self._stop = threading.Event()
         self._interval = interval_s
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -59,7 +60,7 @@ class MemorySampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             rss, pss = _mem_mib()
-            self.samples.append((time.monotonic(), FINISHED["trials"], rss, pss))
+            self.samples.append((time.monotonic(), self._count(), rss, pss))
             self._stop.wait(self._interval)
 
     def __enter__(self) -> MemorySampler:
@@ -213,7 +214,16 @@ def run_sweep_engine(args: argparse.Namespace, work: Path) -> dict:
                  "model": {"latent_dim": 4}, "eval": {"protocol": "none"}},
         "metric": ["train/loss"], "mode": ["min"],
     })
-    sampler = MemorySampler()
+    def count() -> int:  # trials whose result.json holds all their reports
+        n = 0
+        for f in (work / "load" / "ray").glob("*/result.json"):
+            try:
+                n += f.read_bytes().count(b"\n") >= args.iters
+            except OSError:
+                pass
+        return n
+
+    sampler = MemorySampler(interval_s=1.0, count=count)
     t0 = time.perf_counter()
     with sampler:
         result = run_sweep(spec, verbose=0, analyse=False)
@@ -223,7 +233,8 @@ def run_sweep_engine(args: argparse.Namespace, work: Path) -> dict:
     ids = list(df["trial_id"]) if "trial_id" in df else list(df.index)
     return {
         "engine": "sweep", "trials": args.trials, "concurrency": cpus, "wall_s": wall,
-        "samples": sampler.samples, "growth_rss": float("nan"), "growth_pss": float("nan"),
+        "samples": sampler.samples, "growth_rss": sampler.growth_per_trial(2),
+        "growth_pss": sampler.growth_per_trial(3),
         "finished": int((df.get("status") == "TERMINATED").sum()) if "status" in df else len(df),
         "lost": args.trials - len(set(ids)), "duplicate_ids": len(ids) - len(set(ids)),
         "duplicate_configs": float("nan"), "reruns": float("nan"), "optuna_states": {},
