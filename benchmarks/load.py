@@ -215,8 +215,14 @@ def run_sweep_engine(args: argparse.Namespace, work: Path) -> dict:
         "metric": ["train/loss"], "mode": ["min"],
     })
     def count() -> int:  # trials whose result.json holds all their reports
+        import ray
+
+        try:  # Tune writes trial logs in the driver's session folder first, synced later
+            session = Path(ray._private.worker._global_node.get_session_dir_path())
+        except Exception:
+            return 0
         n = 0
-        for f in (work / "load" / "ray").glob("*/result.json"):
+        for f in session.glob("artifacts/*/ray/driver_artifacts/*/result.json"):
             try:
                 n += f.read_bytes().count(b"\n") >= args.iters
             except OSError:
