@@ -13,7 +13,9 @@ direct port); `bf16` the default model under bf16 autocast (losses stay float32)
     python benchmarks/model_step.py --models mipet_betatcvae --datasets dsprites --k 3 \
         --steps 5 --modes fp32 nchw bf16
 
-The figures are indicative: on a shared machine other processes take cycles.
+The figures are indicative: on a shared machine other processes take cycles. Rows are the best of
+interleaved rounds; `--clock cpu --threads 1` reports per-core rates from process CPU time, which
+other processes disturb much less than wall time.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Example:
     >>> import torch, models
-    >>> torch.manual_seed(0)  # seeding is the caller's
+    >>> _ = torch.manual_seed(0)  # seeding is the caller's
     >>> cfg = models.ModelConfig.from_dict({"name": "mipet_betatcvae", **models.dataset_defaults("dsprites")})
     >>> model = models.build_model(cfg)
     >>> out = model(torch.rand(8, 1, 64, 64))
