@@ -33,8 +33,11 @@ import models
 CLOCK = time.perf_counter  # --clock cpu switches to process CPU time (robust on a shared machine)
 
 
-def matmul_rate(device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> float:
-    """Achieved FLOP/s of a large square matmul (the machine's practical peak), best of `seconds`."""
+def matmul_rate(
+    device: torch.device, dtype: torch.dtype = torch.float32, seconds: float = 1.0
+) -> float:
+    """Achieved FLOP/s of a large square matmul (the machine's practical peak), best over
+    `seconds`."""
     n = 2048 if device.type == "cpu" else 8192
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
@@ -102,11 +105,20 @@ class Case:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="+", default=["mipet_vae", "mipet_betatcvae", "mipet_commutative"])
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--models", nargs="+", default=["mipet_vae", "mipet_betatcvae", "mipet_commutative"]
+    )
     p.add_argument("--datasets", nargs="+", default=["dsprites", "shapes3d"])
-    p.add_argument("--k", nargs="+", type=int, default=[1, 3, 5], help="K (commutative: 1 only unless --k-commutative)")
-    p.add_argument("--k-commutative", action="store_true", help="also sweep K for the commutative model")
+    p.add_argument(
+        "--k", nargs="+", type=int, default=[1, 3, 5],
+        help="K values (the commutative model: 1 only, unless --k-commutative)",
+    )
+    p.add_argument(
+        "--k-commutative", action="store_true", help="also sweep K for the commutative model"
+    )
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=3, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3, help="rounds; the best round counts")

@@ -3,7 +3,8 @@
 Example:
     >>> import torch, models
     >>> _ = torch.manual_seed(0)  # seeding is the caller's
-    >>> cfg = models.ModelConfig.from_dict({"name": "mipet_betatcvae", **models.dataset_defaults("dsprites")})
+    >>> data = {"name": "mipet_betatcvae", **models.dataset_defaults("dsprites")}
+    >>> cfg = models.ModelConfig.from_dict(data)
     >>> model = models.build_model(cfg)
     >>> out = model(torch.rand(8, 1, 64, 64))
     >>> sorted(out.weights)

@@ -29,7 +29,8 @@ def conv_trunk(channels: int) -> nn.Sequential:
 
 def deconv_head(channels: int) -> nn.Sequential:
     """(N, 64, 4, 4) -> logits (N, C, 64, 64): three ConvTranspose2d(k4, s2, p1) + ReLU and a last
-    ConvTranspose2d (indices 0, 2, 4, 6; paper keys `hidden_layers.{0..2}.conv`, `hidden_layers.3`).
+    ConvTranspose2d (indices 0, 2, 4, 6; paper keys `hidden_layers.{0..2}.conv`,
+    `hidden_layers.3`).
     """
     return nn.Sequential(
         nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(inplace=True),
@@ -111,7 +112,9 @@ class LieEncoder(nn.Module):
 
 
 def _mlp(size: int, out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(size, 4 * size), nn.ReLU(inplace=True), nn.Linear(4 * size, out))
+    return nn.Sequential(
+        nn.Linear(size, 4 * size), nn.ReLU(inplace=True), nn.Linear(4 * size, out)
+    )
 
 
 class LieDecoder(nn.Module):

@@ -114,11 +114,12 @@ class VAE(nn.Module):
         """Names of the parameters that never receive a gradient (kept for paper parity)."""
         dead = ("ipe.nu_p", "ipe.nu_q", "ipe.pc_p", "ipe.pc_q")
         if self.lie_group:
-            dead += tuple(f"encoder.{m}.{w}" for m in ("dense", "mu", "logvar") for w in ("weight", "bias"))
-        if self.ipe is not None and not self.cfg.ef_conversion:  # EF parameters unused too
             dead += tuple(
-                f"ipe.{n}" for n in ("gz_p", "gz_q", "ge_p", "ge_q", "t_p", "t_q", "ln_u", "ln_v", "lam_w", "lam_b")
+                f"encoder.{m}.{w}" for m in ("dense", "mu", "logvar") for w in ("weight", "bias")
             )
+        if self.ipe is not None and not self.cfg.ef_conversion:  # EF parameters unused too
+            ef = ("gz_p", "gz_q", "ge_p", "ge_q", "t_p", "t_q", "ln_u", "ln_v", "lam_w", "lam_b")
+            dead += tuple(f"ipe.{n}" for n in ef)
         names = dict(self.named_parameters())
         return [n for n in dead if n in names]
 
@@ -169,7 +170,9 @@ class VAE(nn.Module):
             if eps is None:
                 eps = torch.randn_like(mu)
             elif eps.shape != mu.shape:
-                raise ValueError(f"eps must have the shape of mu {tuple(mu.shape)}, got {tuple(eps.shape)}")
+                raise ValueError(
+                    f"eps must have the shape of mu {tuple(mu.shape)}, got {tuple(eps.shape)}"
+                )
             z = mu + torch.exp(0.5 * logvar) * eps  # (B, d), pre-IPE sample
             ipe = self.ipe(z, eps) if self.ipe is not None else None
         codes = ipe.z_hat if ipe is not None else z.unsqueeze(0)  # (K', B, d)
@@ -307,4 +310,6 @@ class CommutativeVae(MipetCommutativeVae):
     config_fields = _COMMON | _LIE
 
 
-__all__ += ["MipetVae", "BetaVae", "MipetBetaTcVae", "BetaTcVae", "MipetCommutativeVae", "CommutativeVae"]
+__all__ += [
+    "MipetVae", "BetaVae", "MipetBetaTcVae", "BetaTcVae", "MipetCommutativeVae", "CommutativeVae",
+]

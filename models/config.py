@@ -80,7 +80,8 @@ class ModelConfig:
         hy_rec, hy_hes, hy_commute: weights of the commutative Lie-group losses.
         forward_eq_prob: probability per training step of reconstructing from the encoder's group
             features instead of the decoder's (commutative models).
-        subgroup_sizes, subspace_sizes: the Lie group layout (one subgroup supported: (m*m,), (d,)).
+        subgroup_sizes, subspace_sizes: the Lie group layout (one subgroup supported:
+            (m*m,) and (d,)).
         ipe_symmetric: IPE maps use exp of the symmetrised matrices (False: exp of the raw ones).
         ef_conversion: use the EF conversion and its regulariser (False: IPE maps alone).
         calibration: add the KL calibration term to the regulariser.
@@ -134,7 +135,9 @@ class ModelConfig:
         if self.recon_loss == "auto":
             object.__setattr__(self, "recon_loss", "bce" if self.image_channels == 1 else "mse")
         if self.recon_loss not in ("bce", "mse"):
-            raise ConfigError(f"model.recon_loss must be 'auto', 'bce' or 'mse', got {self.recon_loss!r}")
+            raise ConfigError(
+                f"model.recon_loss must be 'auto', 'bce' or 'mse', got {self.recon_loss!r}"
+            )
         if self.num_ipe is None:
             object.__setattr__(self, "num_ipe", cls.default_num_ipe)
         if not 0 <= self.num_ipe <= 64:
@@ -151,11 +154,15 @@ class ModelConfig:
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"model.{fld} must be >= 0 and finite, got {value}")
         if self.tc_estimator not in ("paper", "mss"):
-            raise ConfigError(f"model.tc_estimator must be 'paper' or 'mss', got {self.tc_estimator!r}")
+            raise ConfigError(
+                f"model.tc_estimator must be 'paper' or 'mss', got {self.tc_estimator!r}"
+            )
         if self.dataset_size < 2:
             raise ConfigError(f"model.dataset_size must be >= 2, got {self.dataset_size}")
         if not 0.0 <= self.forward_eq_prob <= 1.0:
-            raise ConfigError(f"model.forward_eq_prob must be in [0, 1], got {self.forward_eq_prob}")
+            raise ConfigError(
+                f"model.forward_eq_prob must be in [0, 1], got {self.forward_eq_prob}"
+            )
         if cls.lie_group:
             self._check_lie()
 
@@ -171,7 +178,8 @@ class ModelConfig:
             raise ConfigError(f"model.subgroup_sizes entries must be squares m*m, got {size}")
         if self.subspace_sizes[0] != self.latent_dim:
             raise ConfigError(
-                f"model.latent_dim must equal sum(model.subspace_sizes) = {self.subspace_sizes[0]} "
+                "model.latent_dim must equal sum(model.subspace_sizes) = "
+                f"{self.subspace_sizes[0]} "
                 f"for {self.name!r}, got {self.latent_dim}"
             )
 
@@ -185,7 +193,7 @@ class ModelConfig:
         return to_dict(self)
 
     def replace(self, **changes: Any) -> ModelConfig:
-        """A copy with `changes` applied and validated (num_ipe is re-resolved on a name change)."""
+        """A validated copy with `changes` (num_ipe is re-resolved when the name changes)."""
         if "name" in changes and "num_ipe" not in changes:
             changes["num_ipe"] = None
         return dataclasses.replace(self, **changes)

@@ -62,7 +62,7 @@ class LossInputs:
 
 @dataclass
 class Objective:
-    """Base class: `__call__(inputs) -> {name: scalar tensor}`; `weights` {name: factor in loss}."""
+    """Base class: `__call__(inputs) -> {name: scalar tensor}`; `weights` {name: loss factor}."""
 
     weights: dict[str, float] = field(default_factory=dict, init=False)
 
@@ -248,7 +248,9 @@ class LieGroupLoss(Objective):
     hy_rec: float = 0.1
 
     def __post_init__(self) -> None:
-        self.weights = {"hessian": self.hy_hes, "commute": self.hy_commute, "group_rec": self.hy_rec}
+        self.weights = {
+            "hessian": self.hy_hes, "commute": self.hy_commute, "group_rec": self.hy_rec
+        }
 
     def __call__(self, inp: LossInputs) -> dict[str, Tensor]:
         a, g_e, g_d = inp.lie_basis, inp.group_e, inp.group_d

@@ -98,7 +98,8 @@ def _is_dead_paper_key(model: nn.Module, pkey: str) -> bool:
     ):
         return True
     lie = getattr(model, "lie_group", False)
-    return lie and pkey.split(".")[:2] in (["encoder", "dense"], ["encoder", "mu"], ["encoder", "logvar"])
+    head = pkey.split(".")[:2]
+    return lie and head in (["encoder", "dense"], ["encoder", "mu"], ["encoder", "logvar"])
 
 
 def load_paper_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
@@ -116,12 +117,15 @@ def load_paper_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) ->
     for key in own:
         for pkey, idx in _paper_names(model, key):
             expected[pkey] = (key, idx)
-    given = {k: v for k, v in state_dict.items() if k in expected or not _is_dead_paper_key(model, k)}
+    given = {
+        k: v for k, v in state_dict.items() if k in expected or not _is_dead_paper_key(model, k)
+    }
     for pkey in given:
         if pkey not in expected:
             raise ConfigError(
-                f"paper state dict has key {pkey!r} that this model ({model.registry_name}, "  # type: ignore[attr-defined]
-                f"K={model.num_ipe}) does not have; {nearest(pkey, expected)}"  # type: ignore[attr-defined]
+                f"paper state dict has key {pkey!r} that this model "
+                f"({getattr(model, 'registry_name', '?')}, K={getattr(model, 'num_ipe', '?')}) "
+                f"does not have; {nearest(pkey, expected)}"
             )
     missing = [k for k in expected if k not in given]
     if missing:

@@ -54,7 +54,8 @@ def test_defaults_are_the_paper_run() -> None:
     assert ModelConfig(name="mipet_commutative").num_ipe == 1
     cfg = ModelConfig(name="mipet_betatcvae")
     assert (cfg.alpha, cfg.beta, cfg.gamma, cfg.tc_estimator) == (1.0, 1.0, 1.0, "paper")
-    assert cfg.recon_loss == "bce" and ModelConfig(image_channels=3, dense_dim=(256, 256)).recon_loss == "mse"
+    assert cfg.recon_loss == "bce"
+    assert ModelConfig(image_channels=3, dense_dim=(256, 256)).recon_loss == "mse"
 
 
 @pytest.mark.parametrize(
@@ -94,7 +95,8 @@ def test_used_fields() -> None:
     assert "hy_rec" not in models.used_fields("mipet_vae")
     assert "alpha" not in models.used_fields("mipet_vae")
     assert {"beta", "num_ipe"} <= models.used_fields("mipet_vae")
-    assert {"alpha", "gamma", "tc_estimator", "dataset_size"} <= models.used_fields("mipet_betatcvae")
+    betatc = models.used_fields("mipet_betatcvae")
+    assert {"alpha", "gamma", "tc_estimator", "dataset_size"} <= betatc
     assert {"hy_rec", "forward_eq_prob", "num_ipe"} <= models.used_fields("mipet_commutative")
     assert "num_ipe" not in models.used_fields("commutative")
     with pytest.raises(ConfigError):
@@ -181,7 +183,10 @@ def test_adam_lowers_the_loss(name: str) -> None:
 
 @pytest.mark.parametrize(
     ("mipet", "base"),
-    [("mipet_vae", "beta_vae"), ("mipet_betatcvae", "betatcvae"), ("mipet_commutative", "commutative")],
+    [
+        ("mipet_vae", "beta_vae"), ("mipet_betatcvae", "betatcvae"),
+        ("mipet_commutative", "commutative"),
+    ],
 )
 def test_zero_ipe_maps_is_the_baseline(mipet: str, base: str) -> None:
     x = images(1)
