@@ -93,9 +93,9 @@ PROTOCOLS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "mig": {"num_train": 2000, "batch_size": 250},
         "dci": {"num_train": 500, "num_test": 250, "batch_size": 250, "n_estimators": 20},
-        "sap": {"num_train": 1000, "num_test": 500, "batch_size": 250},
+        "sap": {"num_train": 500, "num_test": 250, "batch_size": 250},
         "irs": {"num_train": 2000, "batch_size": 250},
-        "modularity_explicitness": {"num_train": 1000, "num_test": 500, "batch_size": 250},
+        "modularity_explicitness": {"num_train": 500, "num_test": 250, "batch_size": 250},
         "unsupervised": {"num_train": 2000, "batch_size": 250},
     },
     "mipet": {
