@@ -2,7 +2,7 @@
 
     <storage>/<name>/
       sweep.yaml        the resolved spec (with the search space)
-      optuna.db         the Optuna study (opened by optuna-dashboard)
+      optuna.journal    the Optuna study (optuna-dashboard opens it); optuna_study.json names it
       ray/              Ray Tune's experiment folder (trial folders, checkpoints, TensorBoard)
       trials/<id>/      per-trial artifacts: TensorBoard scalars, reconstructions, traversals
       trials.parquet    one row per trial and seed
@@ -111,7 +111,10 @@ def _build_searcher(spec: SweepSpec, space, folder: Path):
 
     from tune.optuna_search import SafeOptunaSearch, make_study_storage
 
-    storage, study_name = make_study_storage(folder, spec.name)
+    # Mirror mode: the study lives in the searcher (pickled with every Tune snapshot) and is
+    # written to optuna.journal at each snapshot, so after a driver kill the study is restored
+    # exactly as consistent as the trials table (a write-through storage runs ahead of it).
+    study = make_study_storage(folder, spec.name)
     s = spec.sampler
     sampler = None
     if s.kind == "random":
@@ -127,8 +130,8 @@ def _build_searcher(spec: SweepSpec, space, folder: Path):
         space=TrialSpace(space, flatten(spec.base)),
         metric=list(spec.metric) if multi else spec.metric[0],
         mode=list(spec.mode) if multi else spec.mode[0],
-        storage=storage,
-        study_name=study_name,
+        study_name=study.study_name,
+        mirror_path=study.path,
     )
     if sampler is None:
         kwargs["seed"] = s.seed
@@ -261,6 +264,9 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # Ray's progress tables are logs, not results
         if resume is not None and tune.Tuner.can_restore(str(folder / RAY_DIR)):
+            from tune.optuna_search import make_study_storage, relocate_mirror
+
+            relocate_mirror(make_study_storage(folder).path)  # the folder may have moved
             tuner = tune.Tuner.restore(str(folder / RAY_DIR), trainable=trainable,
                                        resume_unfinished=True, resume_errored=True)
         else:

@@ -34,6 +34,7 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
 
     from tune.config import RunConfig
     from models.errors import NonFiniteLossError
+    from tune.checkpoint import is_complete
     from tune.train import META_FILE, run_training
 
     started_at = time.time()
@@ -51,9 +52,14 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
     if checkpoint is not None:
         holder = checkpoint.as_directory()
         folder = Path(holder.__enter__())
-        meta = json.loads((folder / META_FILE).read_text())
-        done, resume_index = list(meta["done"]), int(meta["seed_index"])
-        resume_dir = folder if meta["resumable"] else None
+        saved = json.loads((folder / META_FILE).read_text())
+        done, resume_index = list(saved["done"]), int(saved["seed_index"])
+        resume_dir = folder if saved["resumable"] else None
+        if resume_dir is not None and not is_complete(resume_dir, verify=True):
+            # Retrying the same broken checkpoint would fail every retry: start the seed afresh.
+            log.warning("trial %s: checkpoint %s is incomplete or corrupt; seed %d starts over",
+                        trial_id, resume_dir, resume_index)
+            resume_dir = None
         log.info("trial %s resumes seed %d of %d", trial_id, resume_index + 1, n_seeds)
 
     sweep_dir = context.get("sweep_dir")
@@ -66,7 +72,7 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
             artifact_dir = _artifact_dir(sweep_dir, trial_id, seed)
             resumed_from = 0
             if resume_dir is not None and index == resume_index:
-                resumed_from = int(json.loads((resume_dir / META_FILE).read_text())["step"])
+                resumed_from = int(saved["step"])
 
             def seed_row(metrics: dict[str, Any], _seed=seed, _dir=artifact_dir,
                          _resumed=resumed_from) -> dict[str, Any]:
