@@ -13,16 +13,41 @@ Example:
 
 from __future__ import annotations
 
-from models import _vae  # noqa: F401  (registers the models)
-from models._registry import MODELS, build_model, register_model, used_fields
-from models._vae import VAE, ModelOutput
+import importlib
+from typing import Any
+
 from models.config import ModelConfig, dataset_defaults
 from models.errors import ConfigError, MipetTuneError, NonFiniteLossError
-from models.objectives import LossInputs, Objective
-from models.paper import load_paper_state_dict, param_groups, to_paper_state_dict
+
+# The torch-backed parts load on first use, so that `import models.errors` (every package's
+# error classes) and `ModelConfig` cost no torch import: the data loaders, the CLI and the
+# search-space validation of field names start fast.
+_LAZY = {
+    "MODELS": "models._registry",
+    "build_model": "models._registry",
+    "register_model": "models._registry",
+    "used_fields": "models._registry",
+    "VAE": "models._vae",
+    "ModelOutput": "models._vae",
+    "LossInputs": "models.objectives",
+    "Objective": "models.objectives",
+    "load_paper_state_dict": "models.paper",
+    "param_groups": "models.paper",
+    "to_paper_state_dict": "models.paper",
+}
 
 __all__ = [
     "MODELS", "VAE", "ConfigError", "LossInputs", "MipetTuneError", "ModelConfig", "ModelOutput",
     "NonFiniteLossError", "Objective", "build_model", "dataset_defaults", "load_paper_state_dict",
     "param_groups", "register_model", "to_paper_state_dict", "used_fields",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    importlib.import_module("models._vae")  # registers the models before anyone reads MODELS
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
