@@ -32,6 +32,7 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from tune.errors import ConfigError
+from tune.config import flatten
 
 __all__ = [
     "RAY_TRIAL_ID_ATTR",
@@ -436,17 +437,6 @@ class ReconcileReport:
         return bool(self.failed_orphans or self.failed_errored or self.added)
 
 
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in config.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(_flatten(value, path + "/"))
-        else:
-            out[path] = value
-    return out
-
-
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         try:
@@ -538,7 +528,7 @@ def reconcile_study(
             continue  # COMPLETE or PRUNED already, or just told above
         source = frozen
         if source is None and config:
-            flat = _flatten(config)
+            flat = flatten(config)
             for cand in reversed(trials):
                 if cand.params and all(
                     k in flat and _same(flat[k], v) for k, v in cand.params.items()
