@@ -113,7 +113,8 @@ class ModelConfig:
     keep_dead_params: bool = True
 
     def __post_init__(self) -> None:
-        from models._registry import MODELS  # late: the registry imports the model modules
+        import models._vae  # noqa: F401  (late: registers the models; costs the torch import)
+        from models._registry import MODELS
 
         if self.name not in MODELS:
             raise ConfigError(f"model.name {self.name!r} is unknown; {nearest(self.name, MODELS)}")

@@ -60,3 +60,18 @@ def test_cli_help_does_not_import_ray_or_torch() -> None:
     )
     loaded = set(done.stdout.split())
     assert not {"ray", "torch"} & loaded
+
+
+def test_error_classes_and_data_cost_no_torch_and_configs_still_validate() -> None:
+    code = (
+        "import sys\n"
+        "import models.errors, tune.data\n"
+        "assert 'torch' not in sys.modules, 'torch imported by models.errors or tune.data'\n"
+        "from models import ModelConfig\n"
+        "print(ModelConfig(name='mipet_vae').num_ipe, ModelConfig(name='beta_vae').num_ipe)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3", "0"]
