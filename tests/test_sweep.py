@@ -203,3 +203,25 @@ def test_cli_bad_yaml_and_impossible_resources(ray_session, tmp_path, capsys) ->
     assert main(["sweep", "--config", str(good), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "gpu" in err[0].lower()
+
+
+def test_the_quick_start_commands_in_a_fresh_interpreter(tmp_path: Path) -> None:
+    """The README's main job, shortened: the installed CLI in new processes (its own Ray)."""
+    import subprocess
+    import sys
+
+    sweep = [sys.executable, "-m", "tune", "sweep", "--preset", "quick", "--out", str(tmp_path),
+             "--set", "num_samples=2", "--set", "train/steps=4", "--set", "train/batch_size=16",
+             "--set", "train/report_every=2", "--set", "train/checkpoint_every=2",
+             "--set", "eval/metrics=[mig]"]
+    done = subprocess.run(sweep, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("Ranked by eval/mig")
+    best = tmp_path / "quick" / "report" / "best_config.yaml"
+    assert f"best config:  {best}" in done.stdout
+    train = [sys.executable, "-m", "tune", "train", "--config", str(best),
+             "--out", str(tmp_path / "rerun")]
+    done = subprocess.run(train, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "train/loss" in done.stdout and "(exported:" in done.stdout
+    assert "differs" not in done.stdout
