@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from models._ipe import IPEBank, IPEOutput
+from models._ipe import IPEBank
 from models._nets import Decoder, Encoder, LieDecoder, LieEncoder
 from models._registry import register_model
 from models.config import ModelConfig

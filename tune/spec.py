@@ -118,9 +118,6 @@ class SweepSpec:
             raise ConfigError(f"max_failures must be >= 0, got {self.max_failures}")
         if self.checkpoints_to_keep < 1:
             raise ConfigError(f"checkpoints_to_keep must be >= 1, got {self.checkpoints_to_keep}")
-        if self.scheduler.kind != "none" and len(self.metric) > 1:
-            # Allowed by Ray, but ASHA then optimises something else than the study: say so.
-            pass
 
     # ---- reading ------------------------------------------------------------------------
     @classmethod

@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from models.errors import ConfigError, ResourceError
+from models.errors import ConfigError
 from tune.config import RunConfig, flatten, known_paths
 from tune.spec import SweepSpec
 
@@ -223,7 +223,8 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
         if resolved.get("space"):  # the space as it was, even if its preset changed since
             saved["space"] = resolved["space"]
         spec = SweepSpec.from_dict(saved)
-    assert spec is not None
+    if spec is None:
+        raise ConfigError("run_sweep needs a SweepSpec or resume=FOLDER")
     base, space = prepare(spec)
     if resume is None:
         folder = sweep_folder(spec)

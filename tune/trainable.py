@@ -137,8 +137,7 @@ def _artifact_dir(sweep_dir: str | None, trial_id: str, seed: int) -> Path | Non
     if not sweep_dir or "://" in sweep_dir and not sweep_dir.startswith("file://"):
         # Remote storage: artifacts stay with the trial (TensorBoard via Ray's own logger).
         return None
-    root = Path(sweep_dir.removeprefix("file://")) / "trials" / trial_id
-    return root if seed is None else root / f"seed_{seed}"
+    return Path(sweep_dir.removeprefix("file://")) / "trials" / trial_id / f"seed_{seed}"
 
 
 def _seed_row(metrics: dict[str, Any], seed: int, artifact_dir: Path | None, gpu_ids: list,
