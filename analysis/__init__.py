@@ -29,12 +29,30 @@ __all__ = [
     "rank",
     "rank_table",
     "write_report",
+    "evaluate",
+    "evaluate_encoder",
+    "CachedRepresentation",
+    "METRICS",
+    "PROTOCOLS",
+    "RESULT_KEYS",
 ]
 
+# Loaded on first use, to keep `import analysis` light: the report pulls in matplotlib and the
+# metrics scikit-learn.
+_LAZY = {
+    "write_report": "analysis.report",
+    "evaluate": "analysis.metrics",
+    "evaluate_encoder": "analysis.metrics",
+    "CachedRepresentation": "analysis.metrics",
+    "METRICS": "analysis.metrics",
+    "PROTOCOLS": "analysis.metrics",
+    "RESULT_KEYS": "analysis.metrics",
+}
 
-def __getattr__(name: str) -> Any:  # keep `import analysis` light: the report pulls matplotlib
-    if name == "write_report":
-        from analysis.report import write_report
 
-        return write_report
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'analysis' has no attribute {name!r}")
