@@ -147,7 +147,7 @@ def plot_metric_vs_params(
             lw=1,
         )
         line_y = [best(means[present][x[present] == lv]) for lv in levels]
-        ax.plot(line_x, line_y, "-", color="tab:red", lw=1.5, label="best config")
+        ax.plot(line_x, line_y, "-", color="tab:red", lw=1.5, label="best at each value")
         absent = int((~present).sum())
         title = param_label(p) + (f"  ({absent} configs without it)" if absent else "")
         ax.set_title(title, fontsize=10)
