@@ -111,6 +111,9 @@ def _build_searcher(spec: SweepSpec, space, folder: Path):
 
     from tune.optuna_search import SafeOptunaSearch, make_study_storage
 
+    if not log.isEnabledFor(logging.DEBUG):  # the study's journal is rewritten at each snapshot
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
     # Mirror mode: the study lives in the searcher (pickled with every Tune snapshot) and is
     # written to optuna.journal at each snapshot, so after a driver kill the study is restored
     # exactly as consistent as the trials table (a write-through storage runs ahead of it).
