@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import models
-from models import ConfigError, ModelConfig
+from models import ConfigError
 from models._ipe import IPEBank
 from models.objectives import (
     EFRegulariser, LossInputs, betatc_terms, gaussian_kl, log_importance_weights,
@@ -18,19 +18,7 @@ from models.objectives import (
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def make(name: str, dataset: str = "dsprites", seed: int = 0, **kw: object) -> models.VAE:
-    torch.manual_seed(seed)
-    d = models.dataset_defaults(dataset)
-    d.update(kw)
-    return models.build_model(ModelConfig.from_dict({"name": name, **d}))
+from test_models import _one_thread, make  # noqa: E402,F401  (the autouse fixture applies here too)
 
 
 def images(channels: int, b: int, seed: int = 1) -> torch.Tensor:

@@ -35,6 +35,7 @@ from tune.errors import DataFileError
 
 __all__ = [
     "MARKER",
+    "atomic_write",
     "STATE_FILE",
     "write_checkpoint",
     "is_complete",
@@ -219,6 +220,28 @@ def latest_complete(
     return max(found, key=lambda t: (t[0], t[1]))[2]
 
 
+def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], Any], *,
+                 mode: str = "wb") -> Path:
+    """Write one file so that readers see the old file or the new one, never a mix: `write(fh)`
+    fills a hidden temporary file beside `path`, which is fsynced and then renamed over `path`.
+
+    Returns:
+        `path`. On any error the temporary file is removed and `path` is left as it was.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
 def save_state(
     folder: str | os.PathLike[str], state: dict[str, Any], *, filename: str = STATE_FILE
 ) -> Path:
@@ -233,18 +256,7 @@ def save_state(
     """
     import torch
 
-    path = Path(folder) / filename
-    tmp = path.with_name(f".{filename}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as fh:
-            torch.save(state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return atomic_write(Path(folder) / filename, lambda fh: torch.save(state, fh))
 
 
 def load_state(

@@ -222,21 +222,26 @@ def known_paths() -> list[str]:
     return out + ["seed"]
 
 
+def parse_override(item: str) -> tuple[str, Any]:
+    """`"model.beta=4"` -> `("model/beta", 4)`: the value parsed as a YAML scalar."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected PATH=VALUE, for example model/beta=4")
+    path, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return path.strip().replace(".", "/"), value
+
+
 def apply_overrides(d: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """Apply `--set model/beta=4` style overrides (values parsed as YAML scalars) to a dict."""
     out = json.loads(json.dumps(d, default=list)) if d else {}
     paths = known_paths()
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected PATH=VALUE, for example model/beta=4")
-        path, raw = item.split("=", 1)
-        path = path.strip().replace(".", "/")
+        path, value = parse_override(item)
         if path not in paths:
             raise ConfigError(f"--set {path!r}: unknown config path; {nearest(path, paths)}")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
         set_path(out, path, value)
     return out
 

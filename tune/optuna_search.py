@@ -32,6 +32,7 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from tune.errors import ConfigError
+from tune.checkpoint import atomic_write
 from tune.config import flatten
 
 __all__ = [
@@ -307,18 +308,8 @@ def write_journal(study: Any, path: str | os.PathLike[str]) -> int:
     optuna.copy_study(
         from_study_name=study.study_name, from_storage=study._storage, to_storage=target
     )
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     data = "".join(json.dumps(entry, separators=(",", ":")) + "\n" for entry in buffer.logs)
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    atomic_write(path, lambda fh: fh.write(data.encode("utf-8")))
     return len(study.get_trials(deepcopy=False))
 
 

@@ -13,7 +13,14 @@ import yaml
 
 from models.errors import ConfigError
 from models.strict import check_keys, from_dict, nearest, to_dict
-from tune.config import RunConfig, apply_overrides, known_paths, read_yaml
+from tune.config import (
+    RunConfig,
+    apply_overrides,
+    known_paths,
+    parse_override,
+    read_yaml,
+    set_path,
+)
 
 PRESETS_PACKAGE = "tune.presets"
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -160,8 +167,6 @@ class SweepSpec:
         """The RunConfig of a trial: `base` with the trial's "/"-path values applied."""
         d = apply_overrides(dict(self.base), [])
         if flat:
-            from tune.config import set_path
-
             for path, value in flat.items():
                 set_path(d, path, value)
         return RunConfig.from_dict(d)
@@ -193,30 +198,31 @@ def read_preset(name: str) -> dict[str, Any]:
 
 def apply_sweep_overrides(raw: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     out = dict(raw)
-    base_sets = []
+    base = apply_overrides(dict(out.get("base") or {}), [])  # a deep copy
+    changed_base = False
     run_paths = known_paths()
     for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train/steps=100")
-        key, value = item.split("=", 1)
-        key = key.strip().replace(".", "/")
+        key, value = parse_override(item)
         head = key.split("/")[0]
-        if key in run_paths or key.startswith("base/"):
-            base_sets.append(f"{key.removeprefix('base/')}={value}")
+        path = key.removeprefix("base/")
+        if path in run_paths:
+            set_path(base, path, value)
+            changed_base = True
+        elif key.startswith("base/"):
+            raise ConfigError(f"--set {key!r}: unknown config path; {nearest(path, run_paths)}")
         elif head in SWEEP_KEYS:
-            parsed = yaml.safe_load(value) if value.strip() else None
             parts = key.split("/")
             node = out
             for part in parts[:-1]:
                 node[part] = dict(node.get(part) or {})
                 node = node[part]
-            node[parts[-1]] = parsed
+            node[parts[-1]] = value
         else:
             raise ConfigError(
                 f"--set {key!r}: not a sweep key or run-config path; "
                 f"{nearest(key, SWEEP_KEYS + run_paths)}"
             )
-    if base_sets:
-        out["base"] = apply_overrides(dict(out.get("base") or {}), base_sets)
+    if changed_base:
+        out["base"] = base
     check_keys(out, SWEEP_KEYS, "")
     return out

@@ -329,12 +329,12 @@ def _new_tuner(spec, base, space, folder: Path, trainable, verbose: int):
 
 
 def _write_state(folder: Path, state: dict[str, Any]) -> None:
+    from tune.checkpoint import atomic_write
+
     path = folder / STATE_FILE
     old = json.loads(path.read_text()) if path.is_file() else {}
     old.update(state)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(old, indent=1))
-    tmp.replace(path)
+    atomic_write(path, lambda fh: fh.write(json.dumps(old, indent=1).encode()))
 
 
 # ---- the trials table ----------------------------------------------------------------------
@@ -417,8 +417,6 @@ def _cell(value: Any) -> Any:
 
 def write_trials(folder: Path, df) -> Path:
     """Write trials.parquet atomically (a crash never leaves half a table)."""
-    path = folder / TRIALS_FILE
-    tmp = folder / (TRIALS_FILE + ".tmp")
-    df.to_parquet(tmp, index=False)
-    tmp.replace(path)
-    return path
+    from tune.checkpoint import atomic_write
+
+    return atomic_write(folder / TRIALS_FILE, lambda fh: df.to_parquet(fh, index=False))
