@@ -120,8 +120,10 @@ def trivial_trainable(config: dict, work: str, iters: int) -> None:
 def run_trivial(args: argparse.Namespace, work: Path) -> dict:
     from ray import tune
 
-    from tune.cluster import check_resources, connect
-    from tune.optuna_search import (
+    from tune.sweep.resources import check_resources
+
+    from tune.sweep.connect import connect
+    from tune.sweep.searcher import (
         SafeOptunaSearch,
         make_study_storage,
         outcomes_from_results,
@@ -199,8 +201,8 @@ def run_sweep_engine(args: argparse.Namespace, work: Path) -> dict:
     """64 tiny VAE trials through the product's own sweep driver (tune.sweep)."""
     import pandas as pd
 
-    from tune.spec import SweepSpec
-    from tune.sweep import run_sweep
+    from tune.config.sweep import SweepSpec
+    from tune.sweep.driver import run_sweep
 
     cpus = os.cpu_count() or 1
     spec = SweepSpec.from_dict({
@@ -260,7 +262,7 @@ def gpu_share(args: argparse.Namespace) -> None:
         return
     import ray
 
-    from tune.cluster import connect
+    from tune.sweep.connect import connect
 
     connect(None, num_cpus=max(4, os.cpu_count() or 1), num_gpus=1, logging_level="warning")
 

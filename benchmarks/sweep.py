@@ -40,8 +40,8 @@ def main() -> None:
 
     import pandas as pd
 
-    from tune.spec import SweepSpec
-    from tune.sweep import run_sweep
+    from tune.config.sweep import SweepSpec
+    from tune.sweep.driver import run_sweep
 
     out = Path(args.out or tempfile.mkdtemp(prefix="mipet-bench-sweep-"))
     spec = SweepSpec.from_dict({

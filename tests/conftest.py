@@ -14,7 +14,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 def ray_session():
     """A local Ray with 4 logical CPUs and 2 logical GPUs (Ray does not check them against the
     hardware), shared by every Ray test of the session."""
-    from tune.sweep import set_ray_env
+    from tune.sweep.driver import set_ray_env
 
     set_ray_env()
     import ray

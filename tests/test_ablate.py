@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from models.errors import ConfigError
-from tune.ablate import AblationSpec, run_ablation
-from tune.spec import SweepSpec
-from tune.sweep import prepare
+from tune.sweep.ablate import AblationSpec, run_ablation
+from tune.config.sweep import SweepSpec
+from tune.sweep.driver import prepare
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -62,7 +62,7 @@ def test_an_ablation_grid_runs_and_writes_its_table(ray_session, tmp_path: Path)
     df = pd.read_parquet(folder / "trials.parquet")
     assert len(df) == 4 and not df["failed"].any()
     assert sorted(df["config/seed"]) == [0, 0, 1, 1]
-    from tune.analyze import ablation_text
+    from tune.cli.analyze import ablation_text
 
     text = ablation_text(folder, rows=["model/name"], metrics=["eval/mig"])
     assert "beta_vae" in text and "mipet_vae" in text and "(2)" in text

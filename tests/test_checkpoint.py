@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tune.checkpoint import (
+from tune.train.checkpoint import (
     MARKER,
     is_complete,
     latest_complete,
@@ -148,7 +148,7 @@ def test_killed_writer_leaves_only_hidden_temp(tmp_path: Path) -> None:
         f"""
         import os, signal
         from pathlib import Path
-        from tune.checkpoint import write_checkpoint
+        from tune.train.checkpoint import write_checkpoint
         def write(d):
             (d / "model.bin").write_bytes(b"partial")
             os.kill(os.getpid(), signal.SIGKILL)

@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from analysis.synthetic import synthetic_trials, write_sweep
-from tune.cli import main
-from tune.config import RunConfig
+from tune.cli.commands import main
+from tune.config.run import RunConfig
 
 
 @pytest.fixture()

@@ -13,15 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tune.cluster import (
-    ClusterInfo,
-    NodeInfo,
-    ProcessReaper,
-    check_resources,
-    kill_processes,
-    process_tree,
-    resolve_storage,
-)
+from tune.sweep.connect import ClusterInfo, NodeInfo
+
+from _processes import ProcessReaper, kill_processes, process_tree
+
+from tune.sweep.resources import check_resources
+
+from tune.sweep.storage import resolve_storage
 from tune.errors import ConfigError, ResourceError
 
 
@@ -69,7 +67,7 @@ def test_bad_request_values_are_config_errors() -> None:
 
 
 def test_low_concurrency_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="tune.cluster"):
+    with caplog.at_level(logging.WARNING, logger="tune.sweep.resources"):
         assert check_resources({"cpu": 2, "gpu": 0.5}, 8, MIXED) == 2
     assert "at most 2 trial(s) can run at once" in caplog.text
     assert "max_concurrent=8" in caplog.text
@@ -157,7 +155,7 @@ def _zombie(pid: int) -> bool:
 
 @pytest.mark.ray
 def test_connect_reuses_the_running_instance(ray_session) -> None:
-    from tune.cluster import connect
+    from tune.sweep.connect import connect
 
     info = connect("192.0.2.1:1")  # already initialised: the address is not even tried
     assert not info.started_here
@@ -169,7 +167,7 @@ def test_connect_reuses_the_running_instance(ray_session) -> None:
 
 
 def test_processes_matching_finds_the_marked_tree() -> None:
-    from tune.cluster import processes_matching
+    from _processes import processes_matching
 
     marker = f"mipet-marker-{os.getpid()}"
     code = (

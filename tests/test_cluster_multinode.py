@@ -59,7 +59,11 @@ def _script(work: str) -> None:
     from ray import tune
     from ray.cluster_utils import Cluster
 
-    from tune.cluster import check_resources, connect, prepare_per_node
+    from tune.sweep.resources import check_resources
+
+    from tune.sweep.connect import connect
+
+    from tune.sweep.nodes import prepare_per_node
     from tune.errors import DataFileError, ResourceError
 
     logging.basicConfig(level=logging.WARNING)
@@ -155,7 +159,7 @@ def _odd_prepare(odd_node: str):
 
 # ------------------------------------------------------------------------------------ the test
 def test_two_workers_trials_on_both_and_node_loss_resumes_elsewhere(tmp_path: Path) -> None:
-    from tune.cluster import ProcessReaper
+    from _processes import ProcessReaper
 
     env = dict(os.environ)
     env.update(

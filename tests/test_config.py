@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from models.errors import ConfigError
-from tune.config import RunConfig, apply_overrides, known_paths
-from tune.spec import SweepSpec, preset_names
+from tune.config.run import RunConfig, apply_overrides, known_paths
+from tune.config.sweep import SweepSpec, preset_names
 
 
 def test_defaults_follow_the_dataset() -> None:

@@ -51,7 +51,7 @@ def test_packages_are_ours() -> None:
 def test_cli_help_does_not_import_ray_or_torch() -> None:
     code = (
         "import sys\n"
-        "from tune.cli import build_parser\n"
+        "from tune.cli.commands import build_parser\n"
         "build_parser()\n"
         "print(' '.join(sys.modules))"
     )

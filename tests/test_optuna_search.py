@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from tune.errors import ConfigError
-from tune.optuna_search import (
+from tune.sweep.searcher import (
     RAY_TRIAL_ID_ATTR,
     SafeOptunaSearch,
     make_study_storage,
@@ -100,7 +100,7 @@ def test_safe_search_survives_the_same_restores(tmp_path: Path) -> None:
 def test_safe_search_pickles_by_reference(tmp_path: Path) -> None:
     s = _searcher(SafeOptunaSearch, tmp_path)
     data = pickle.dumps(s)
-    assert b"tune.optuna_search" in data and b"SafeOptunaSearch" in data
+    assert b"tune.sweep.searcher" in data and b"SafeOptunaSearch" in data
     again = pickle.loads(data)
     assert again.suggest("x")["model"]["name"] in ("a", "b")
 
@@ -196,7 +196,7 @@ def test_outcomes_from_results() -> None:
 
 
 def test_mirror_mode_keeps_the_study_with_the_snapshot(tmp_path: Path) -> None:
-    from tune import optuna_search
+    from tune.sweep import searcher as optuna_search
 
     study = make_study_storage(tmp_path / "sw")
     s = SafeOptunaSearch(

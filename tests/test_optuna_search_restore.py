@@ -60,8 +60,8 @@ def _driver(mode: str, work: str) -> None:
 
     from ray import tune
 
-    from tune.cluster import connect
-    from tune.optuna_search import (
+    from tune.sweep.connect import connect
+    from tune.sweep.searcher import (
         SafeOptunaSearch,
         make_study_storage,
         outcomes_from_results,
@@ -142,8 +142,8 @@ def test_driver_killed_then_restored_runs_every_trial_once(tmp_path: Path) -> No
     from optuna.trial import TrialState
     from ray import tune
 
-    from tune.cluster import ProcessReaper
-    from tune.optuna_search import RAY_TRIAL_ID_ATTR, make_study_storage
+    from _processes import ProcessReaper
+    from tune.sweep.searcher import RAY_TRIAL_ID_ATTR, make_study_storage
 
     work = str(tmp_path)
     exp = tmp_path / "ray" / "exp"

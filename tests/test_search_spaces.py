@@ -21,7 +21,7 @@ from search_spaces import (
     preset_names,
 )
 from search_spaces._yaml import loads
-from tune.config import RunConfig, known_paths, set_path
+from tune.config.run import RunConfig, known_paths, set_path
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from tune.cli import main
-from tune.spec import SweepSpec
-from tune.sweep import run_sweep
+from tune.cli.commands import main
+from tune.config.sweep import SweepSpec
+from tune.sweep.driver import run_sweep
 
 pytestmark = pytest.mark.ray
 
@@ -48,7 +48,7 @@ def _spec(tmp_path: Path, **over) -> SweepSpec:
 def _optuna_trials(folder: Path):
     import optuna
 
-    from tune.optuna_search import make_study_storage
+    from tune.sweep.searcher import make_study_storage
 
     storage, name = make_study_storage(folder)
     return optuna.load_study(study_name=name, storage=storage).trials

@@ -9,8 +9,8 @@ import pytest
 
 from conftest import tiny_run_dict
 from models.errors import ConfigError, NonFiniteLossError
-from tune.config import RunConfig
-from tune.train import run_training, seed_streams
+from tune.config.run import RunConfig
+from tune.train.loop import run_training, seed_streams
 
 
 @pytest.fixture(scope="module")

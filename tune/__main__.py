@@ -1,3 +1,3 @@
-from tune.cli import main
+from tune.cli.commands import main
 
 raise SystemExit(main())

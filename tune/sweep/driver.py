@@ -25,8 +25,8 @@ from typing import Any
 import yaml
 
 from models.errors import ConfigError
-from tune.config import RunConfig, flatten, known_paths
-from tune.spec import SweepSpec
+from tune.config.run import RunConfig, flatten, known_paths
+from tune.config.sweep import SweepSpec
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def load_space_for(spec: SweepSpec, base: RunConfig):
 
 
 def sweep_folder(spec: SweepSpec) -> Path | str:
-    from tune.cluster import resolve_storage
+    from tune.sweep.storage import resolve_storage
 
     storage = resolve_storage(spec.storage)
     if "://" in storage and not storage.startswith("file://"):
@@ -109,7 +109,7 @@ def sweep_folder(spec: SweepSpec) -> Path | str:
 def _build_searcher(spec: SweepSpec, space, folder: Path):
     import optuna
 
-    from tune.optuna_search import SafeOptunaSearch, make_study_storage
+    from tune.sweep.searcher import SafeOptunaSearch, make_study_storage
 
     if not log.isEnabledFor(logging.DEBUG):  # the study's journal is rewritten at each snapshot
         optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -163,7 +163,7 @@ def _build_scheduler(spec: SweepSpec, base: RunConfig):
 def _trainable(spec: SweepSpec, folder: Path | str):
     from ray import tune
 
-    from tune.trainable import train_trial
+    from tune.sweep.trainable import train_trial
 
     context = {
         "sweep_dir": str(folder),
@@ -239,7 +239,7 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
                 f"{folder} already holds a sweep; continue it with `mipet-tune sweep --resume "
                 f"{folder}` or pick another --name"
             )
-        from tune.cluster import check_writable
+        from tune.sweep.storage import check_writable
 
         check_writable(Path(folder))
         Path(folder).mkdir(parents=True, exist_ok=True)
@@ -254,7 +254,11 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
         )
     folder = Path(folder)
 
-    from tune.cluster import check_resources, connect, prepare_on_all_nodes
+    from tune.sweep.resources import check_resources
+
+    from tune.sweep.connect import connect
+
+    from tune.sweep.nodes import prepare_on_all_nodes
 
     cluster = connect(address)
     check_resources({"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
@@ -268,7 +272,7 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # Ray's progress tables are logs, not results
         if resume is not None and tune.Tuner.can_restore(str(folder / RAY_DIR)):
-            from tune.optuna_search import make_study_storage, relocate_mirror
+            from tune.sweep.searcher import make_study_storage, relocate_mirror
 
             relocate_mirror(make_study_storage(folder).path)  # the folder may have moved
             tuner = tune.Tuner.restore(str(folder / RAY_DIR), trainable=trainable,
@@ -277,7 +281,7 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
             tuner = _new_tuner(spec, base, space, folder, trainable, verbose)
         grid = tuner.fit()
     log.info("sweep %s: fit() took %.1f s", spec.name, time.perf_counter() - t0)
-    from tune.optuna_search import outcomes_from_results, reconcile_study
+    from tune.sweep.searcher import outcomes_from_results, reconcile_study
 
     try:
         metric = list(spec.metric) if len(spec.metric) > 1 else spec.metric[0]
@@ -289,7 +293,7 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
     write_trials(folder, table)
     text, best = (None, None)
     if analyse:
-        from tune.analyze import analyse_sweep
+        from tune.cli.analyze import analyse_sweep
 
         text, best = analyse_sweep(folder, by=list(spec.metric))
     return SweepResult(folder=folder, ranked_text=text, best_config=best)
@@ -329,7 +333,7 @@ def _new_tuner(spec, base, space, folder: Path, trainable, verbose: int):
 
 
 def _write_state(folder: Path, state: dict[str, Any]) -> None:
-    from tune.checkpoint import atomic_write
+    from tune.train.checkpoint import atomic_write
 
     path = folder / STATE_FILE
     old = json.loads(path.read_text()) if path.is_file() else {}
@@ -417,6 +421,6 @@ def _cell(value: Any) -> Any:
 
 def write_trials(folder: Path, df) -> Path:
     """Write trials.parquet atomically (a crash never leaves half a table)."""
-    from tune.checkpoint import atomic_write
+    from tune.train.checkpoint import atomic_write
 
     return atomic_write(folder / TRIALS_FILE, lambda fh: df.to_parquet(fh, index=False))

@@ -28,7 +28,7 @@ import torch
 
 from models import ModelConfig, build_model, param_groups
 from models.errors import ConfigError, NonFiniteLossError
-from tune.config import RunConfig
+from tune.config.run import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def save_checkpoint(folder: Path, cfg: RunConfig, model, optimizer, scheduler, l
                     history: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
     """Write a complete checkpoint into `folder` (atomically: temp dir, then rename), with the
     caller's `meta` (JSON) beside the state."""
-    from tune.checkpoint import save_state, write_checkpoint
+    from tune.train.checkpoint import save_state, write_checkpoint
 
     state = {
         "format": 1,
@@ -167,7 +167,7 @@ def save_checkpoint(folder: Path, cfg: RunConfig, model, optimizer, scheduler, l
 
 def load_checkpoint(folder: Path, cfg: RunConfig) -> dict[str, Any]:
     """Read a checkpoint written by `save_checkpoint`, refusing one of another configuration."""
-    from tune.checkpoint import load_state
+    from tune.train.checkpoint import load_state
 
     path = Path(folder) / STATE_FILE
     if not path.is_file():
@@ -414,7 +414,7 @@ def run_training(
                                           metrics=cfg.eval.metrics or None, seed=metric_seed)
             final.update(_finite_only("eval", eval_metrics))
         if artifact_dir is not None and t.images:
-            from tune.images import write_images
+            from tune.train.images import write_images
 
             write_images(model, data, Path(artifact_dir), device=device, seed=metric_seed)
         if writer is not None:

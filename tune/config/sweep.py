@@ -13,7 +13,7 @@ import yaml
 
 from models.errors import ConfigError
 from models.strict import check_keys, from_dict, nearest, to_dict
-from tune.config import (
+from tune.config.run import (
     RunConfig,
     apply_overrides,
     known_paths,
@@ -22,7 +22,7 @@ from tune.config import (
     set_path,
 )
 
-PRESETS_PACKAGE = "tune.presets"
+PRESETS_PACKAGE = "tune.config.presets"
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tune.config import RunConfig, apply_overrides, read_yaml
+from tune.config.run import RunConfig, apply_overrides, read_yaml
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def run_folder(out: str | Path, cfg: RunConfig) -> Path:
 
 
 def latest_checkpoint(folder: Path) -> Path | None:
-    from tune.checkpoint import latest_complete
+    from tune.train.checkpoint import latest_complete
 
     return latest_complete(folder) if folder.is_dir() else None
 
@@ -59,7 +59,7 @@ def train_from_file(config: str | Path, *, overrides: list[str] | tuple[str, ...
         if saved is not None:
             _prune(ckpt_root, keep_checkpoints)
 
-    from tune.train import run_training
+    from tune.train.loop import run_training
 
     result = run_training(cfg, report=report, resume_from=resume_from, checkpoint_root=ckpt_root,
                           artifact_dir=folder)

@@ -40,8 +40,8 @@ import yaml
 
 from models.errors import ConfigError
 from models.strict import from_dict, nearest
-from tune.config import RunConfig, apply_overrides, known_paths, read_yaml, set_path
-from tune.spec import ResourcesSpec, _NAME_OK
+from tune.config.run import RunConfig, apply_overrides, known_paths, read_yaml, set_path
+from tune.config.sweep import ResourcesSpec, _NAME_OK
 
 log = logging.getLogger(__name__)
 
@@ -132,18 +132,21 @@ def ablate(*, sweep: str | None = None, config: str | None = None,
     else:
         folder = Path(sweep)
         rows = columns = metrics = None  # type: ignore[assignment]
-    from tune.analyze import ablation_text
+    from tune.cli.analyze import ablation_text
 
     return ablation_text(folder, rows=rows, columns=columns, metrics=metrics, fmt=fmt)
 
 
 def run_ablation(spec: AblationSpec, *, address: str | None = None, verbose: int = 1) -> Path:
     """Run every cell of the grid as a Ray trial (no searcher); returns the folder."""
-    from tune.sweep import RAY_DIR, SPEC_FILE, set_ray_env, trial_dirname, trials_table, write_trials
+    from tune.sweep.driver import RAY_DIR, SPEC_FILE, set_ray_env, trial_dirname, trials_table, write_trials
 
     set_ray_env()
     configs = spec.configs()
-    from tune.cluster import check_resources, check_writable, connect, prepare_on_all_nodes, resolve_storage
+    from tune.sweep.resources import check_resources
+    from tune.sweep.storage import check_writable, resolve_storage
+    from tune.sweep.connect import connect
+    from tune.sweep.nodes import prepare_on_all_nodes
 
     folder = Path(resolve_storage(spec.storage).removeprefix("file://")) / spec.name
     if (folder / RAY_DIR).exists() and any((folder / RAY_DIR).iterdir()):
@@ -167,7 +170,7 @@ def run_ablation(spec: AblationSpec, *, address: str | None = None, verbose: int
     from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
-    from tune.trainable import train_trial
+    from tune.sweep.trainable import train_trial
 
     context = {"sweep_dir": str(folder), "seeds": 1, "objectives": list(spec.metrics)}
     trainable = tune.with_resources(tune.with_parameters(train_trial, context=context),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from models.errors import ConfigError
-from tune.config import RunConfig, read_yaml
+from tune.config.run import RunConfig, read_yaml
 
 log = logging.getLogger(__name__)
 

@@ -32,10 +32,10 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
     """
     from ray import tune
 
-    from tune.config import RunConfig
+    from tune.config.run import RunConfig
     from models.errors import NonFiniteLossError
-    from tune.checkpoint import is_complete
-    from tune.train import META_FILE, run_training
+    from tune.train.checkpoint import is_complete
+    from tune.train.loop import META_FILE, run_training
 
     started_at = time.time()
     cfg = RunConfig.from_dict(config)  # bad keys fail here, before any work

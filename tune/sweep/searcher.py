@@ -32,8 +32,8 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from tune.errors import ConfigError
-from tune.checkpoint import atomic_write
-from tune.config import flatten
+from tune.train.checkpoint import atomic_write
+from tune.config.run import flatten
 
 __all__ = [
     "RAY_TRIAL_ID_ATTR",

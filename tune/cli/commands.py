@@ -14,8 +14,8 @@ log = logging.getLogger("mipet_tune")
 
 # ---- commands ------------------------------------------------------------------------------
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from tune.spec import SweepSpec
-    from tune.sweep import run_sweep
+    from tune.config.sweep import SweepSpec
+    from tune.sweep.driver import run_sweep
 
     if args.resume:
         if args.preset or args.config:
@@ -36,7 +36,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from tune.run import train_from_file
+    from tune.train.command import train_from_file
 
     result = train_from_file(args.config, overrides=args.set, out=args.out, resume=args.resume)
     print(result)
@@ -44,14 +44,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from tune.analyze import rank_text
+    from tune.cli.analyze import rank_text
 
     print(rank_text(Path(args.sweep), by=args.by, top=args.top))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tune.analyze import export
+    from tune.cli.analyze import export
 
     path = export(Path(args.sweep), to=args.to, by=args.by)
     print(path)
@@ -59,14 +59,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tune.analyze import report
+    from tune.cli.analyze import report
 
     print(report(Path(args.sweep)))
     return 0
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from tune.ablate import ablate
+    from tune.sweep.ablate import ablate
 
     print(ablate(sweep=args.sweep, config=args.config, overrides=args.set, out=args.out,
                  address=args.address, fmt=args.format, verbose=_ray_verbosity(args)))

@@ -1,0 +1,13 @@
+"""The sweep engine: the only layer of mipet-tune that imports Ray.
+
+- `tune.sweep.driver`: `run_sweep`, a `SweepSpec` in, a sweep folder out.
+- `tune.sweep.trainable`: the function trainable that runs a trial's seeds through `tune.train`.
+- `tune.sweep.searcher`: `SafeOptunaSearch` and the study's journal storage.
+- `tune.sweep.ablate`: ablation grids run through Ray without a searcher.
+- `tune.sweep.connect`, `.resources`, `.storage`, `.nodes`: joining a cluster, checking resource
+  requests, resolving the storage, preparing the data on every node.
+
+May import: Ray, Optuna, and every layer before it (`tune.data`, `tune.config`, `tune.train`),
+`models`, `search_spaces`, `analysis`. Ray is imported inside functions where a module is also
+used by the CLI, so `mipet-tune --help` stays instant.
+"""

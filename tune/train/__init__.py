@@ -1,0 +1,20 @@
+"""The plain training run: one `RunConfig` in, losses, checkpoints, images and metrics out.
+
+- `tune.train.loop`: `run_training` (what a trial, `mipet-tune train` and the tests call).
+- `tune.train.checkpoint`: atomic checkpoint folders and the one atomic file write.
+- `tune.train.images`: reconstructions and latent traversals.
+- `tune.train.command`: `mipet-tune train`.
+
+May import: torch, `models`, `tune.data`, `tune.config`, `analysis`. Never Ray or Optuna.
+"""
+
+__all__ = ["META_FILE", "run_training", "seed_streams"]
+
+
+def __getattr__(name: str):
+    # Lazily, so that `tune.train.checkpoint` (used by the sweep driver) does not import torch.
+    if name in __all__:
+        from tune.train import loop
+
+        return getattr(loop, name)
+    raise AttributeError(f"module 'tune.train' has no attribute {name!r}")
