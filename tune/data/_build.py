@@ -1,4 +1,14 @@
-"""Filling a cache file with rows in parallel worker processes (all cores, spawn start method).
+"""Filling a cache file with rows in parallel worker processes (all cores).
+
+The workers are fresh interpreters started as `python -c "... from tune.data._worker import
+main; main()"` with our package root first on `sys.path`, not `multiprocessing` children. A
+spawn (or forkserver) child re-imports the caller's `__main__` module before it runs anything:
+a script without an `if __name__ == "__main__":` guard then calls `load_dataset` again and waits
+forever on the build lock its parent holds, and from standard input (`python - < script.py`)
+or a notebook the children die trying to open `<stdin>`. Hiding the main module's path while a
+pool starts would mutate interpreter-wide state under other threads, and a fork would copy the
+caller's threads' locks (torch, Ray). A plain subprocess knows nothing of the caller, so a
+script, `python -c`, stdin, a notebook and a Ray worker all build the same way.
 
 Workers import only numpy and the generator module, never torch or ray, and write their rows
 straight into the temporary .npy through their own memory map, so no pixels cross a pipe.
@@ -7,13 +17,19 @@ straight into the temporary .npy through their own memory map, so no pixels cros
 from __future__ import annotations
 
 import importlib
-import multiprocessing
+import logging
 import os
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+import subprocess
+import sys
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+from models.errors import DataFileError
+
+log = logging.getLogger(__name__)
 
 # Keep freed temporaries in the heap: without this, glibc returns every large numpy temporary to
 # the kernel and the workers spend as much time in page faults as in drawing (measured: 9 s of
@@ -23,6 +39,9 @@ _MALLOC_ENV = {
     "MALLOC_TRIM_THRESHOLD_": str(1 << 30),
     "MALLOC_TOP_PAD_": str(1 << 28),
 }
+# the folder holding this very `tune` package, so the workers import the same code as the caller
+_ROOT = str(Path(__file__).resolve().parents[2])
+_BOOT = f"import sys; sys.path.insert(0, {_ROOT!r}); from tune.data._worker import main; main()"
 
 
 def cpu_count() -> int:
@@ -32,14 +51,84 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _fill_chunk(module: str, func: str, args: tuple[Any, ...], path: str, start: int,
-                stop: int) -> int:
-    rows = getattr(importlib.import_module(module), func)(start, stop, *args)
-    arr = np.load(path, mmap_mode="r+")
-    arr[start:stop] = rows
-    arr.flush()
-    del arr
-    return stop - start
+class _Worker:
+    """One worker process and the two pipes to it."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        task_r, task_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-c", _BOOT], stdin=task_r,
+                                         stdout=reply_w, env=env, close_fds=True)
+        finally:
+            os.close(task_r)
+            os.close(reply_w)
+        self.tasks = Connection(task_w, readable=False)
+        self.replies = Connection(reply_r, writable=False)
+        self.task: tuple[int, int] | None = None
+
+    def send(self, message: Any) -> None:
+        try:
+            self.tasks.send(message)
+        except OSError:  # it died; its reply pipe is at EOF, reported by `receive`
+            pass
+
+    def receive(self) -> int:
+        """Rows done in the current task; raises DataFileError if the worker failed."""
+        try:
+            status, value = self.replies.recv()
+        except (EOFError, OSError):
+            code = self.proc.wait()
+            raise DataFileError(
+                f"a dataset build worker (pid {self.proc.pid}) exited with code {code} while "
+                f"drawing rows {self.task}; its error is above on stderr (out of memory? "
+                "try again with fewer other jobs)") from None
+        if status != "ok":
+            log.error("dataset build worker %d failed:\n%s", self.proc.pid, value)
+            last = value.strip().splitlines()[-1]
+            raise DataFileError(f"a dataset build worker failed drawing rows {self.task}: {last}")
+        return int(value)
+
+    def close(self) -> None:
+        self.tasks.close()
+        self.replies.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _run_workers(count: int, header: tuple[Any, ...], bounds: list[tuple[int, int]],
+                 progress: Callable[[int], None] | None) -> None:
+    """Hand the tasks `bounds` to `count` workers, one at a time each, until all are done."""
+    env = {**os.environ, **_MALLOC_ENV}  # read by the workers' C library at start-up
+    todo = list(reversed(bounds))
+    workers: list[_Worker] = []
+    try:
+        for _ in range(count):
+            workers.append(_Worker(env))
+        busy: dict[Any, _Worker] = {}
+        for worker in workers:
+            worker.send(header)
+            worker.task = todo.pop()
+            worker.send(worker.task)
+            busy[worker.replies] = worker
+        while busy:
+            for conn in wait(list(busy)):
+                worker = busy[conn]
+                rows = worker.receive()
+                if progress is not None:
+                    progress(rows)
+                if todo:
+                    worker.task = todo.pop()
+                    worker.send(worker.task)
+                else:
+                    del busy[conn]
+                    worker.tasks.close()  # end of input: the worker exits
+    finally:
+        for worker in workers:
+            worker.close()
 
 
 def fill_rows(
@@ -61,6 +150,8 @@ def fill_rows(
         chunk: rows per task.
         progress: called with the number of rows finished, after each task.
         workers: processes to use (default: all available cores).
+    Raises:
+        DataFileError: a worker failed or died.
     """
     n = arr.shape[0]
     bounds = [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
@@ -73,25 +164,5 @@ def fill_rows(
                 progress(stop - start)
         return
     arr.flush()
-    path = str(arr.filename)
-    ctx = multiprocessing.get_context("spawn")
-    saved = {k: os.environ.get(k) for k in _MALLOC_ENV}
-    os.environ.update(_MALLOC_ENV)  # read by the workers' C library at start-up
-    try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            pending = {pool.submit(_fill_chunk, module, func, args, path, s, e)
-                       for s, e in bounds}
-            for _ in range(workers):  # start every worker now, while the variables are set
-                pool.submit(int)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    rows = fut.result()
-                    if progress is not None:
-                        progress(rows)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    header = (module, func, args, os.path.abspath(arr.filename))
+    _run_workers(workers, header, bounds, progress)

@@ -5,7 +5,8 @@ Layout under the cache folder (`$MIPET_TUNE_CACHE`, else `$XDG_CACHE_HOME/mipet-
 
     <stem>.npy    the images as a plain .npy (uint8 (N, H, W, C), or bit-packed (N, H*W/8))
     <stem>.json   metadata, renamed into place last: its presence marks a complete cache
-    <stem>.lock   flock'ed while one process builds; others wait and then open its result
+    <stem>.lock   flock'ed while one process builds (it holds the builder's pid, host and start
+                  time); others wait, at most `LOCK_TIMEOUT_S`, and then open its result
 
 Both files are first written under a temporary name in the same folder and then renamed, so a
 reader never sees a half-written cache, and a crashed build leaves only a temporary file.
@@ -23,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -38,6 +40,9 @@ FORMAT_VERSION = 1
 _BLOCK = 1 << 24
 _SPOT_BLOCKS = 64
 _SPOT_SIZE = 4096
+# longest wait for another process's build of the same cache (real-file conversions take
+# minutes; the generators seconds)
+LOCK_TIMEOUT_S = 1800.0
 
 
 def cache_root(cache_dir: str | os.PathLike[str] | None = None) -> Path:
@@ -92,6 +97,12 @@ def _full_hash(path: Path, offset: int, progress: Callable[[int], None] | None =
     return h.hexdigest()
 
 
+def _describe(holder: dict[str, Any]) -> str:
+    if "pid" not in holder:
+        return "a process that has not said who it is yet"
+    return f"pid {holder['pid']} on host {holder.get('host', '?')} since {holder.get('since', '?')}"
+
+
 class Entry:
     """A cache entry: `<root>/<stem>.npy` plus its `.json` metadata."""
 
@@ -132,14 +143,63 @@ class Entry:
         return None
 
     @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Exclusive build lock (blocks while another process builds the same entry)."""
-        with open(self.lock_path, "a+b") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
+    def locked(self, timeout_s: float | None = None) -> Iterator[None]:
+        """Exclusive build lock; waits at most `timeout_s` (default `LOCK_TIMEOUT_S`) for it.
+
+        The holder writes its pid, host and start time into the lock file, so that a waiter that
+        gives up can say who holds it. The kernel frees the lock when its holder exits.
+
+        Raises:
+            DataFileError: the lock is still held after `timeout_s`, or it is held by this
+                process's parent (a child of a build must never wait for that build).
+        """
+        timeout_s = LOCK_TIMEOUT_S if timeout_s is None else timeout_s
+        with open(self.lock_path, "a+") as fh:
+            self._acquire(fh, timeout_s)
             try:
+                fh.seek(0)
+                fh.truncate()
+                fh.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
+                fh.flush()
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _acquire(self, fh: Any, timeout_s: float) -> None:
+        start = time.monotonic()
+        told = False
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            holder = self._holder()
+            waited = time.monotonic() - start
+            if holder.get("pid") == os.getppid() and holder.get("host") == socket.gethostname():
+                raise DataFileError(
+                    f"dataset cache {self.npy}: its build lock is held by this process's parent "
+                    f"(pid {holder['pid']}), which would wait for this process forever; a build "
+                    "worker must not build a dataset itself")
+            if waited >= timeout_s:
+                raise DataFileError(
+                    f"dataset cache {self.npy}: gave up after {waited:.0f} s waiting for the "
+                    f"build lock {self.lock_path}, held by {_describe(holder)}; wait for that "
+                    "build to finish, or end that process if it is stuck (its lock frees "
+                    "itself when it exits), then try again")
+            if not told and waited >= 5:
+                log.warning("dataset cache %s is being built by %s; waiting for it (at most "
+                            "%.0f s)", self.npy, _describe(holder), timeout_s)
+                told = True
+            time.sleep(min(0.2, max(timeout_s - waited, 0.01)))
+
+    def _holder(self) -> dict[str, Any]:
+        try:
+            holder = json.loads(self.lock_path.read_text() or "{}")
+        except (OSError, ValueError):
+            return {}
+        return holder if isinstance(holder, dict) else {}
 
     def write(
         self,
