@@ -86,3 +86,12 @@ def test_installed_script_and_module_entry_point() -> None:
                           capture_output=True, text=True)
     assert done.returncode == 2 and "unknown preset 'nope'" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_version_is_the_installed_distributions(capsys) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"mipet-tune {version('mipet-tune')}\n"

@@ -75,3 +75,34 @@ def test_error_classes_and_data_cost_no_torch_and_configs_still_validate() -> No
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["3", "0"]
+
+
+def test_every_third_party_import_is_a_declared_dependency() -> None:
+    """What the product imports is in pyproject's dependencies (tqdm and pillow were not)."""
+    import ast
+    import importlib.metadata
+    import re
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[\[<>=~!; ]", d, maxsplit=1)[0].lower()
+                for d in project["dependencies"]}
+    ours = {"tune", "models", "analysis", "search_spaces"}
+    imported: set[str] = set()
+    for package in ours:
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    imported.add(node.module.split(".")[0])
+    dists = importlib.metadata.packages_distributions()
+    missing = {}
+    for name in sorted(imported - ours - set(sys.stdlib_module_names)):
+        names = {d.lower() for d in dists.get(name, [name])}
+        if not names & declared:
+            missing[name] = sorted(names)
+    assert not missing, f"imported but not declared in pyproject.toml: {missing}"
+    assert "optuna>=4.0" in [d.split()[0].replace(",", "") for d in project["dependencies"]]
+    extras = project["optional-dependencies"]
+    assert any(d.startswith("optuna-dashboard") for d in extras["dashboard"])

@@ -74,11 +74,22 @@ def cmd_ablate(args: argparse.Namespace) -> int:
 
 
 # ---- parser --------------------------------------------------------------------------------
+def _version() -> str:
+    """The installed distribution's version (its metadata), or why there is none."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("mipet-tune")
+    except PackageNotFoundError:
+        return "(not installed: no version; pip install -e . gives one)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mipet-tune",
         description="Hyperparameter search for disentangling VAEs (MIPET) with Ray Tune + Optuna.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     parser.add_argument("-q", "--quiet", action="count", default=0, help="less log output")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
