@@ -13,7 +13,8 @@ reader never sees a half-written cache, and a crashed build leaves only a tempor
 
 Checksums: `checksum` is the SHA-256 of the image bytes (the .npy body), computed once when the
 cache is written. Opening checks the file size, the header and a `spot` hash of 64 blocks spread
-over the file (milliseconds); `verify(..., full=True)` (used by `prepare_dataset`) re-hashes it all.
+over the file (milliseconds); `check(..., full=True)` (used by `prepare_dataset`) re-hashes it
+all.
 """
 
 from __future__ import annotations
@@ -80,8 +81,8 @@ def _spot_hash(path: Path, offset: int, size: int) -> str:
     body = size - offset
     with open(path, "rb") as f:
         for k in range(_SPOT_BLOCKS):
-            f.seek(offset + (body - _SPOT_SIZE) * k // max(_SPOT_BLOCKS - 1, 1) if body > _SPOT_SIZE
-                   else offset)
+            step = (body - _SPOT_SIZE) * k // max(_SPOT_BLOCKS - 1, 1)
+            f.seek(offset + step if body > _SPOT_SIZE else offset)
             h.update(f.read(_SPOT_SIZE))
     return h.hexdigest()
 
@@ -100,7 +101,8 @@ def _full_hash(path: Path, offset: int, progress: Callable[[int], None] | None =
 def _describe(holder: dict[str, Any]) -> str:
     if "pid" not in holder:
         return "a process that has not said who it is yet"
-    return f"pid {holder['pid']} on host {holder.get('host', '?')} since {holder.get('since', '?')}"
+    host, since = holder.get("host", "?"), holder.get("since", "?")
+    return f"pid {holder['pid']} on host {host} since {since}"
 
 
 class Entry:
@@ -119,7 +121,8 @@ class Entry:
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
-            log.warning("dataset cache %s: unreadable metadata (%s); rebuilding", self.meta_path, exc)
+            log.warning("dataset cache %s: unreadable metadata (%s); rebuilding", self.meta_path,
+                        exc)
             return None
         return meta if isinstance(meta, dict) else None
 

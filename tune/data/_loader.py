@@ -1,4 +1,4 @@
-"""Training batches: a fresh seeded permutation per epoch, converted to float one batch at a time."""
+"""Training batches: a fresh seeded permutation per epoch, made float one batch at a time."""
 
 from __future__ import annotations
 
@@ -55,7 +55,8 @@ class BatchLoader:
 
     # the permutation of an epoch depends only on (seed, epoch)
     def _permutation(self, epoch: int) -> np.ndarray:
-        child = np.random.SeedSequence(self._seed.entropy, spawn_key=(*self._seed.spawn_key, epoch),
+        child = np.random.SeedSequence(self._seed.entropy,
+                                       spawn_key=(*self._seed.spawn_key, epoch),
                                        pool_size=self._seed.pool_size)
         return np.random.default_rng(child).permutation(len(self.data))
 

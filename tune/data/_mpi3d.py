@@ -98,8 +98,8 @@ def _sprite(shape: int, r: float, x: np.ndarray, y: np.ndarray) -> tuple[np.ndar
     else:  # sphere
         d2 = (x * x + y * y) / (r * r)
         m = d2 <= 1
-        lit = 0.35 + 0.75 * np.clip(-0.4 * x / r - 0.4 * y / r + 0.8 * np.sqrt(np.clip(1 - d2, 0, 1)),
-                                    0, 1)
+        bulge = 0.8 * np.sqrt(np.clip(1 - d2, 0, 1))
+        lit = 0.35 + 0.75 * np.clip(-0.4 * x / r - 0.4 * y / r + bulge, 0, 1)
     m = m.astype(np.float32)
     return m, (m * lit).astype(np.float32)
 

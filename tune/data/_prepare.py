@@ -89,9 +89,9 @@ def _open(name: str, source: str | os.PathLike[str] | None, cache_dir: Any, *,
             return data, False, time.perf_counter() - start
         entry = _cache.Entry(_cache.cache_root(cache_dir),
                              f"{name}-gen-v{mod.VERSION}-{_sizes_tag(info)}")
-        fill_from: Callable[[np.ndarray, Callable[[int], None]], None] = (
-            lambda arr, prog: _build.fill_rows(arr, module, rows_fn, (info,), chunk=chunk,
-                                               progress=prog))
+        def fill_from(arr: np.ndarray, prog: Callable[[int], None]) -> None:
+            _build.fill_rows(arr, module, rows_fn, (info,), chunk=chunk, progress=prog)
+
         extra: dict[str, Any] = {"name": name, "generator": module, "version": mod.VERSION}
         src = None
     else:

@@ -227,7 +227,8 @@ def read_mpi3d(path: Path, name: str) -> Reader:
         raise DataFileError(
             f"{path}: not an MPI3D file. Expected 'images' ({full.num_images}, 64, 64, 3) uint8 "
             f"(6 colours x 6 shapes) or ({old.num_images}, 64, 64, 3) uint8 (the older 4 x 4 "
-            f"toy/realistic release); found {_found({k: f'{s} {d}' for k, (s, d) in shapes.items()})}"
+            f"toy/realistic release); "
+            f"found {_found({k: f'{s} {d}' for k, (s, d) in shapes.items()})}"
             ". Point --source at mpi3d_toy.npz, mpi3d_realistic.npz or mpi3d_real.npz, or leave "
             "it out for the generator.")
     info = lengths[got[0][0]]
@@ -268,7 +269,8 @@ def read_cars3d(path: Path) -> Reader:
     if not listing.is_file():
         mats = sorted(p.name for p in path.glob("*.mat"))
         raise DataFileError(f"{listing}: missing. Expected list.txt naming the {n_obj} Cars3D "
-                            f"objects in order, plus their .mat files; found {len(mats)} .mat files")
+                            f"objects in order, plus their .mat files; found {len(mats)} .mat "
+                            "files")
     names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
     if len(names) != n_obj:
         raise DataFileError(f"{listing}: expected {n_obj} object names, found {len(names)}")
@@ -287,7 +289,8 @@ def read_cars3d(path: Path) -> Reader:
             im = scipy.io.loadmat(p, variable_names=["im"]).get("im")
         except Exception as exc:  # noqa: BLE001  (scipy raises many kinds on garbage bytes)
             raise DataFileError(f"{p}: not a readable MATLAB file ({exc})") from exc
-        if im is None or im.shape not in (want, (64, 64, 3, n_azim, n_elev)) or im.dtype != np.uint8:
+        shape_ok = im is not None and im.shape in (want, (64, 64, 3, n_azim, n_elev))
+        if not shape_ok or im.dtype != np.uint8:
             found = "no 'im'" if im is None else f"'im' {im.shape} {im.dtype}"
             raise DataFileError(f"{p}: expected 'im' {want} uint8 (height, width, RGB, azimuth, "
                                 f"elevation); found {found}")
