@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from _processes import process_tree
 
 from tune.cli.commands import main
 from tune.config.sweep import SweepSpec
@@ -137,17 +138,13 @@ def test_a_nan_trial_is_recorded_as_failed_and_the_sweep_finishes(ray_session, t
 
 
 def _trial_worker_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if cmd.startswith("ray::ImplicitFunc") or cmd.startswith("ray::train_trial"):
-            pids.append(int(entry.name))
-    return pids
+    """The trial workers of this test session's own Ray instance, and no one else's.
+
+    `ray.init()` in this process started the raylet as our child, and the raylet starts the
+    workers, so they are among our descendants; other people's Ray trials on this machine are not.
+    """
+    return [pid for pid, cmd in process_tree(os.getpid()).items()
+            if cmd.startswith(("ray::ImplicitFunc", "ray::train_trial"))]
 
 
 def test_a_trial_that_crashes_resumes_from_its_checkpoint(ray_session, tmp_path) -> None:
