@@ -74,6 +74,40 @@ def test_presets_load_and_validate() -> None:
         spec.run_config()
 
 
+@pytest.mark.parametrize("name", ["quick", "paper"])
+def test_a_preset_sets_each_key_in_one_layer(name: str) -> None:
+    """The sweep preset and its search space never both set a key (the quick space once said
+    300 steps while the sweep's 200 silently won)."""
+    from search_spaces import read_space
+    from tune.config.run import flatten
+
+    assert name in preset_names()
+    spec = SweepSpec.load(preset=name)
+    space = read_space(spec.space)
+    in_space = set(space.fixed) | {p.path for p in space.params}
+    twice = sorted(set(flatten(spec.base)) & in_space)
+    assert not twice, f"preset {name!r}: {twice} set by both the sweep and its space {spec.space!r}"
+
+
+def test_presets_keep_their_effective_budgets() -> None:
+    from search_spaces import read_space
+    from tune.config.run import flatten
+
+    def effective(name: str) -> RunConfig:
+        spec = SweepSpec.load(preset=name)  # the space's fixed values, then the sweep's base
+        return spec.run_config({**read_space(spec.space).fixed_dict(), **flatten(spec.base)})
+
+    quick = effective("quick")
+    assert (quick.train.steps, quick.train.batch_size, quick.train.report_every,
+            quick.train.checkpoint_every) == (200, 64, 50, 100)
+    assert quick.model.latent_dim == 10 and quick.eval.protocol == "fast"
+    paper = effective("paper")
+    assert (paper.train.steps, paper.train.batch_size, paper.train.optimizer, paper.train.lr,
+            paper.train.sub_lr) == (300000, 256, "adam", 4.0e-4, 4.0e-4)
+    assert (paper.model.latent_dim, paper.model.alpha, paper.model.gamma) == (10, 1.0, 1.0)
+    assert paper.eval.protocol == "dlib" and paper.train.checkpoint_every == 10000
+
+
 def test_sweep_spec_errors() -> None:
     with pytest.raises(ConfigError, match="unknown preset 'quik'.*'quick'"):
         SweepSpec.load(preset="quik")

@@ -98,7 +98,8 @@ def test_paper_preset_holds_the_paper_knobs() -> None:
 def test_quick_preset_is_small_and_fast() -> None:
     space = load("quick")
     fixed = dict(space.fixed)
-    assert fixed["eval/protocol"] == "fast" and fixed["train/steps"] <= 1000
+    # the budget (steps, protocol) is the sweep preset's, tested in test_config
+    assert "train/steps" not in fixed and "eval/protocol" not in fixed
     assert fixed["model/latent_dim"] == 10
     assert len(space.corners()) <= 8
 
