@@ -31,9 +31,24 @@ def hue_rgb(hues: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def _tables(sizes: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The per-process tables every image is composed from, for a factor table cut to `sizes`.
+
+    `back`: uint8 background images per (floor hue, wall hue, orientation); `pix`, `alpha`,
+    `oshade`, `shadow`: the object and its shadow as sparse pixel lists per (scale, shape,
+    orientation).
+    """
     info = SHAPES3D.with_sizes(sizes)
     angles = info.factor_values[5]
     rows, cols = np.mgrid[0:64, 0:64].astype(np.float32) + 0.5
+    region, shade = _room(angles, rows, cols)
+    alpha, oshade, shadow = _object_layers(info, rows, cols)
+    return {"back": _backgrounds(info, region, shade), **_sparse(alpha, oshade, shadow)}
+
+
+def _room(angles: np.ndarray, rows: np.ndarray,
+          cols: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Per orientation: int64 (64, 64) regions (0 sky, 1 back wall, 2 side wall, 3 floor) and
+    float32 (64, 64) shading."""
     texture = np.random.default_rng(3).normal(0.0, 1.0, (64, 64)).astype(np.float32)
     texture = (texture + np.roll(texture, 1, 0) + np.roll(texture, 1, 1)) / 3.0
     region, shade = [], []
@@ -61,6 +76,14 @@ def _tables(sizes: tuple[int, ...]) -> dict[str, np.ndarray]:
         v[reg == 0] = 1.0
         region.append(reg)
         shade.append(v.astype(np.float32))
+    return region, shade
+
+
+def _object_layers(info: DatasetInfo, rows: np.ndarray,
+                   cols: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """float32 (scale, shape, orientation, 64, 64) object coverage, object shading and shadow
+    factor, with 2x2 supersampling."""
+    angles = info.factor_values[5]
     n_scale, n_shape, n_orient = info.factor_sizes[3:]
     alpha = np.zeros((n_scale, n_shape, n_orient, 64, 64), dtype=np.float32)
     oshade = np.zeros_like(alpha)
@@ -82,10 +105,15 @@ def _tables(sizes: tuple[int, ...]) -> dict[str, np.ndarray]:
                 sx = 31.5 + 0.3 * width + 2.0 + 3.0 * float(a) / 30.0
                 d = ((cols - sx) / (0.65 * width)) ** 2 + ((rows - 55.0) / 3.2) ** 2
                 shadow[i, k, o] = 1.0 - 0.6 * np.clip(1.3 - d, 0, 1) * (rows >= _FLOOR_ROW)
-    # background images (floor hue, wall hue, orientation), uint8
+    return alpha, oshade, shadow
+
+
+def _backgrounds(info: DatasetInfo, region: list[np.ndarray],
+                 shade: list[np.ndarray]) -> np.ndarray:
+    """uint8 (floor hue * wall hue * orientation, 4096, 3) background images."""
     hues = hue_rgb(info.factor_values[0])
-    region_a = np.stack(region).reshape(len(angles), -1)
-    shade_a = np.stack(shade).reshape(len(angles), -1)
+    region_a = np.stack(region).reshape(len(region), -1)
+    shade_a = np.stack(shade).reshape(len(shade), -1)
     n_floor, n_wall = info.factor_sizes[:2]
     colours = np.empty((n_floor, n_wall, 4, 3), dtype=np.float32)
     colours[:, :, 0] = SKY
@@ -94,8 +122,12 @@ def _tables(sizes: tuple[int, ...]) -> dict[str, np.ndarray]:
     colours[:, :, 3] = hues[:n_floor, None]
     back = colours[:, :, None, region_a] * shade_a[None, None, :, :, None]  # (F, W, O, 4096, 3)
     back = (np.clip(back, 0, 1) * 255 + 0.5).astype(np.uint8)
-    # object and shadow as sparse pixel lists per (scale, shape, orientation), padded with a sky
-    # pixel that they leave unchanged (alpha 0, shadow 1)
+    return back.reshape(n_floor * n_wall * len(region), 64 * 64, 3)
+
+
+def _sparse(alpha: np.ndarray, oshade: np.ndarray, shadow: np.ndarray) -> dict[str, np.ndarray]:
+    """The object and shadow layers as sparse pixel lists per (scale, shape, orientation),
+    padded with a sky pixel that they leave unchanged (alpha 0, shadow 1)."""
     alpha = alpha.reshape(-1, 64 * 64)
     oshade = oshade.reshape(-1, 64 * 64)
     shadow = shadow.reshape(-1, 64 * 64)
@@ -107,7 +139,6 @@ def _tables(sizes: tuple[int, ...]) -> dict[str, np.ndarray]:
         pix[c, :len(where)] = where
     take = np.take_along_axis
     return {
-        "back": back.reshape(n_floor * n_wall * n_orient, 64 * 64, 3),
         "pix": pix,
         "alpha": take(alpha, pix, 1) * (pix > 0),
         "oshade": take(oshade, pix, 1),

@@ -158,33 +158,48 @@ def connect(
     address = address or os.environ.get("RAY_ADDRESS") or None
     init_kwargs.setdefault("log_to_driver", verbose)
     if address and address != "local":
-        dropped = {k: v for k, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if v}
-        if dropped:
-            log.warning(
-                "joining the cluster at %s: %s apply to a local instance only; ignored",
-                address,
-                ", ".join(dropped),
-            )
-        if "RAY_AUTH_MODE" not in os.environ and _token_available():
-            _enable_token_auth()
-        init_kwargs.pop("include_dashboard", None)
-        try:
-            ray.init(address=address, **init_kwargs)
-        except Exception as exc:
-            auth = _mentions_auth(exc)
-            hint = _AUTH_HINT if auth else (
-                "Check the address (ray status on the head prints it) and that this machine "
-                "can reach the head's GCS port. " + _AUTH_HINT
-            )
-            raise ResourceError(
-                f"could not join the Ray cluster at {address!r}: "
-                f"{type(exc).__name__}: {first_line(exc)}. {hint}"
-            ) from exc
-        if probe_timeout_s:
-            _probe_actor(address, probe_timeout_s)
-        info = cluster_info(started_here=False)
-        log.info("joined the Ray cluster at %s: %s", info.address, info.describe())
-        return info
+        return _join_cluster(address, num_cpus, num_gpus, probe_timeout_s, init_kwargs)
+    return _start_local(num_cpus, num_gpus, init_kwargs)
+
+
+def _join_cluster(address: str, num_cpus: float | None, num_gpus: float | None,
+                  probe_timeout_s: float, init_kwargs: dict[str, Any]) -> ClusterInfo:
+    """`connect` to an existing cluster: token auth when available, then the probe actor."""
+    import ray
+
+    dropped = {k: v for k, v in (("num_cpus", num_cpus), ("num_gpus", num_gpus)) if v}
+    if dropped:
+        log.warning(
+            "joining the cluster at %s: %s apply to a local instance only; ignored",
+            address,
+            ", ".join(dropped),
+        )
+    if "RAY_AUTH_MODE" not in os.environ and _token_available():
+        _enable_token_auth()
+    init_kwargs.pop("include_dashboard", None)
+    try:
+        ray.init(address=address, **init_kwargs)
+    except Exception as exc:
+        auth = _mentions_auth(exc)
+        hint = _AUTH_HINT if auth else (
+            "Check the address (ray status on the head prints it) and that this machine "
+            "can reach the head's GCS port. " + _AUTH_HINT
+        )
+        raise ResourceError(
+            f"could not join the Ray cluster at {address!r}: "
+            f"{type(exc).__name__}: {first_line(exc)}. {hint}"
+        ) from exc
+    if probe_timeout_s:
+        _probe_actor(address, probe_timeout_s)
+    info = cluster_info(started_here=False)
+    log.info("joined the Ray cluster at %s: %s", info.address, info.describe())
+    return info
+
+
+def _start_local(num_cpus: float | None, num_gpus: float | None,
+                 init_kwargs: dict[str, Any]) -> ClusterInfo:
+    """`connect` without an address: a new private local instance, without dashboard."""
+    import ray
 
     init_kwargs.setdefault("include_dashboard", False)
     try:

@@ -87,7 +87,6 @@ def prepare_per_node(
         ResourceError: no alive node, or the timeout passed.
     """
     import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     if not ray.is_initialized():
         raise ResourceError(
@@ -98,15 +97,35 @@ def prepare_per_node(
         raise ResourceError("the Ray cluster has no alive node")
     src = None if source is None else os.fspath(source)
     cache = None if cache_dir is None else os.fspath(cache_dir)
+    refs = _start_on_each_node([node.node_id for node in nodes], name, src, cache, prepare_fn)
+    results = _collect(refs, name, timeout_s)
+    checksum = _agreed_checksum(name, results)
+    log.info("dataset %s ready on %d node(s), checksum %s", name, len(results), checksum)
+    return results
+
+
+def _start_on_each_node(node_ids: list[str], name: str, src: str | None, cache: str | None,
+                        prepare_fn: Callable[..., Mapping[str, Any]] | None) -> dict[str, Any]:
+    """One `_prepare_here` task pinned to each node, asking for no CPU: node id -> its ref."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
     task = ray.remote(_prepare_here)
-    refs = {
-        node.node_id: task.options(
+    return {
+        node_id: task.options(
             num_cpus=0,
             max_retries=0,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         ).remote(name, src, cache, prepare_fn)
-        for node in nodes
+        for node_id in node_ids
     }
+
+
+def _collect(refs: dict[str, Any], name: str,
+             timeout_s: float | None) -> dict[str, dict[str, Any]]:
+    """Every node's result, within `timeout_s` in all; a node's failure names the node."""
+    import ray
+
     results: dict[str, dict[str, Any]] = {}
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     for node_id, ref in refs.items():
@@ -128,6 +147,11 @@ def prepare_per_node(
                 f"dataset {name}: preparing it failed on node {node_id[:8]}: "
                 f"{type(cause).__name__}: {first_line(cause)}"
             ) from exc
+    return results
+
+
+def _agreed_checksum(name: str, results: dict[str, dict[str, Any]]) -> Any:
+    """The checksum every node reported; DataFileError listing them if they differ."""
     checksums = {node_id: info.get("checksum") for node_id, info in results.items()}
     if len(set(checksums.values())) > 1:
         listing = "; ".join(
@@ -139,13 +163,4 @@ def prepare_per_node(
             "files or run different versions of mipet-tune; point every node at the same source "
             "and delete the odd cache."
         )
-    log.info(
-        "dataset %s ready on %d node(s), checksum %s",
-        name,
-        len(results),
-        next(iter(checksums.values())),
-    )
-    return results
-
-
-# ------------------------------------------------------------------------------------ processes
+    return next(iter(checksums.values()))
