@@ -29,10 +29,11 @@ OBJECTIVE = "eval/mig"
 
 
 class _Follower(threading.Thread):
-    """Waits for the journal file, then runs `poll(path_state)` every `period` s until stopped.
+    """Waits for the journal file, then runs `poll(state)` every `period` s until stopped.
 
     `setup(path)` builds the follower's reader once, when the file exists (as a dashboard started
-    at the sweep's start would); every exception of `poll` is recorded, never raised.
+    at the sweep's start would); `poll` returns (Tune trial id, finished?) for each trial it sees.
+    Every exception of `poll` is recorded, never raised.
     """
 
     def __init__(self, path: Path, setup, poll, period: float, max_polls: int) -> None:
@@ -42,6 +43,7 @@ class _Follower(threading.Thread):
         self.stop = threading.Event()
         self.errors: list[str] = []
         self.seen: list[int] = []  # trials seen at each successful poll
+        self.finished_at: dict[str, float] = {}  # when a poll first saw each trial finished
         self.state: Any = None
 
     def run(self) -> None:
@@ -54,7 +56,11 @@ class _Follower(threading.Thread):
             return
         while not self.stop.is_set() and len(self.seen) < self.max_polls:
             try:
-                self.seen.append(self.poll(self.state))
+                trials = self.poll(self.state)
+                self.seen.append(len(trials))
+                for ray_id, finished in trials:
+                    if finished:
+                        self.finished_at.setdefault(ray_id, time.time())
             except Exception as exc:
                 self.errors.append(repr(exc))
             self.stop.wait(self.period)
@@ -67,13 +73,14 @@ def _journal_reader(path: Path):
         optuna.storages.journal.JournalFileBackend(str(path)))
 
 
-def _poll_reader(storage) -> int:
+def _poll_reader(storage) -> list[tuple[str, bool]]:
     import optuna
 
-    studies = storage.get_all_studies()
-    for study in studies:  # what load_study(...).trials does, as the dashboard does it
-        optuna.load_study(study_name=study.study_name, storage=storage).trials
-    return sum(len(storage.get_all_trials(s._study_id, deepcopy=False)) for s in studies)
+    out = []
+    for summary in storage.get_all_studies():  # what the dashboard does, the public way
+        for trial in optuna.load_study(study_name=summary.study_name, storage=storage).trials:
+            out.append((trial.user_attrs.get("ray_trial_id"), trial.state.is_finished()))
+    return out
 
 
 def _serve_dashboard(path: Path):
@@ -99,9 +106,13 @@ def _get(server, route: str) -> Any:
         return json.loads(response.read())
 
 
-def _poll_dashboard(server) -> int:
-    studies = _get(server, "/api/studies")["study_summaries"]
-    return sum(len(_get(server, f"/api/studies/{s['study_id']}")["trials"]) for s in studies)
+def _poll_dashboard(server) -> list[tuple[str, bool]]:
+    out = []
+    for study in _get(server, "/api/studies")["study_summaries"]:
+        for trial in _get(server, f"/api/studies/{study['study_id']}")["trials"]:
+            attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
+            out.append((attrs.get("ray_trial_id"), trial["state"] != "Running"))
+    return out
 
 
 @pytest.fixture(scope="module")
@@ -129,9 +140,21 @@ def live_sweep(ray_session, tmp_path_factory):
         for follower in followers:
             follower.stop.set()
             follower.join(timeout=30)
+    _print_lag(folder, followers)
     yield {"folder": folder, "reader": reader, "dashboard": dashboard}
     if dashboard is not None and dashboard.state is not None:
         dashboard.state.shutdown()
+
+
+def _print_lag(folder: Path, followers: list[_Follower]) -> None:
+    """How long after a trial finished each follower first saw it finished (shown with -s)."""
+    df = pd.read_parquet(folder / "trials.parquet")
+    done = df.groupby("trial_id")["finished_at"].max()
+    for name, follower in zip(("journal reader", "optuna-dashboard"), followers):
+        lags = [follower.finished_at[t] - done[t] for t in done.index if t in follower.finished_at]
+        if lags:
+            print(f"{name}: {len(follower.seen)} polls, saw {len(lags)}/{len(done)} trials "
+                  f"finished {min(lags):.1f}-{max(lags):.1f} s after they finished")
 
 
 def test_a_journal_reader_follows_the_sweep_from_start_to_end(live_sweep) -> None:
