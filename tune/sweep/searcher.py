@@ -15,6 +15,29 @@ with Tune's final trials table. Every Optuna trial it creates carries the user a
 `ray_trial_id`, the link between the two.
 
 The class must stay at module level: `tuner.pkl` stores the searcher class by reference.
+
+The study journal (`optuna.journal`, what optuna-dashboard follows) is append-only. Optuna's
+journal readers (optuna-dashboard, any `JournalStorage` kept open) remember the byte offset of
+each line they have read, so a journal rewritten in place fails them with `JSONDecodeError`.
+Design, in mirror mode (what the sweep driver uses):
+
+- The study the searcher works on lives in memory and is pickled with each Tune experiment
+  snapshot; that pickle, not the journal, is what a restore starts from, so a killed and resumed
+  sweep's study agrees with Tune's trials table exactly as the snapshot does.
+- At each snapshot, `sync_journal` brings the journal to that study by appending: new trials
+  whole, then what changed in unfinished ones (params, intermediate values, attributes, state).
+  Journal and pickle so hold the same trials; trials asked after the last snapshot die with the
+  driver without ever reaching the journal.
+- `reconcile_study` appends its fixes to the same journal after `fit()`.
+
+Rejected: appending as each trial event happens (the journal would run ahead of the snapshot,
+and trials lost with a killed driver would stay in it, as FAIL, beside the resumed sweep's), and
+a second, snapshot-consistent file (the dashboard and the resumed study would disagree).
+Measured (tests/test_dashboard_live.py with `-s`, a 4-trial sweep on 2 busy cores): a reader
+polling every 50 ms saw each trial finished 0.1-3.1 s after the trial did, optuna-dashboard's
+API 2.5-3.4 s after (it caches trials for 2 s). `python benchmarks/journal_sync.py`: a sync with
+nothing new takes 0.5 ms at 100 trials and 4.5 ms at 1000; one new trial 5-19 ms; each appended
+line is one lock and one fsync.
 """
 
 from __future__ import annotations
