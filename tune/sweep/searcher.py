@@ -33,7 +33,7 @@ Design, in mirror mode (what the sweep driver uses):
 Rejected: appending as each trial event happens (the journal would run ahead of the snapshot,
 and trials lost with a killed driver would stay in it, as FAIL, beside the resumed sweep's), and
 a second, snapshot-consistent file (the dashboard and the resumed study would disagree).
-Measured (tests/test_dashboard_live.py with `-s`, a 4-trial sweep on 2 busy cores): a reader
+Measured (tests/test_dashboard_live.py with `-s`, a 4-trial sweep on 2 shared cores): a reader
 polling every 50 ms saw each trial finished 0.1-3.1 s after the trial did, optuna-dashboard's
 API 2.5-3.4 s after (it caches trials for 2 s). `python benchmarks/journal_sync.py`: a sync with
 nothing new takes 0.5 ms at 100 trials and 4.5 ms at 1000; one new trial 5-19 ms; each appended
@@ -114,7 +114,6 @@ class SafeOptunaSearch(OptunaSearch):
       class tells it COMPLETE with a partial value).
     - `restore` marks RUNNING Optuna trials that no restored Tune trial knows as FAIL, and
       remembers which known trials the storage has already finished. Nothing in it may raise.
-
     - The study names its objectives (`study.set_metric_names`), and a completed trial carries
       every `eval/*` number of its last result as a user attribute (what optuna-dashboard shows
       next to the objective values).
