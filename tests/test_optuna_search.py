@@ -232,3 +232,69 @@ def test_mirror_mode_keeps_the_study_with_the_snapshot(tmp_path: Path) -> None:
     assert [t.value for t in again.trials] == [1.0, 0.5]
     with pytest.raises(ConfigError, match="not both"):
         SafeOptunaSearch(space, metric="loss", mode="min", storage=storage, mirror_path=moved)
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_sync_journal_appends_only_and_an_open_reader_follows(tmp_path: Path) -> None:
+    """The mirror's journal grows by appends through a whole life: enqueued, asked, finished,
+    restored from an older snapshot (the journal is then ahead), trials added by others."""
+    from optuna.storages.journal import JournalFileBackend
+
+    from tune.sweep.searcher import sync_journal
+
+    path = tmp_path / "optuna.journal"
+    reader = optuna.storages.JournalStorage(JournalFileBackend(str(path)))  # open from the start
+    study = optuna.create_study(study_name="s", direction="minimize")  # in memory, as mirrored
+    study.set_metric_names(["loss"])
+    before = b""
+
+    def sync(source) -> dict:
+        nonlocal before
+        sync_journal(source, path)
+        data = path.read_bytes()
+        assert data.startswith(before)  # never rewritten
+        before = data
+        seen = optuna.load_study(study_name="s", storage=reader)
+        return {t.user_attrs.get(RAY_TRIAL_ID_ATTR): t for t in seen.trials}
+
+    study.enqueue_trial({"x": 0.5})
+    assert [t.state for t in sync(study).values()] == [TrialState.WAITING]
+    a = study.ask()
+    a.suggest_float("x", 0.0, 1.0)
+    a.set_user_attr(RAY_TRIAL_ID_ATTR, "a")
+    a.report(1.0, 1)
+    seen = sync(study)
+    assert (seen["a"].state, seen["a"].params, seen["a"].intermediate_values) == (
+        TrialState.RUNNING, {"x": 0.5}, {1: 1.0})
+    snapshot = pickle.dumps(study)  # Tune's snapshot: "a" running
+    study.tell(a, 0.3)
+    b = study.ask()
+    b.suggest_float("x", 0.0, 1.0)
+    b.set_user_attr(RAY_TRIAL_ID_ATTR, "b")
+    seen = sync(study)
+    assert (seen["a"].state, seen["a"].value, seen["b"].state) == (
+        TrialState.COMPLETE, 0.3, TrialState.RUNNING)
+    size = path.stat().st_size
+    sync(study)
+    assert path.stat().st_size == size  # nothing changed, nothing appended
+
+    # Someone else (reconcile_study) adds a trial; then the study comes back from the snapshot.
+    other = optuna.load_study(study_name="s", storage=reader)
+    other.add_trial(optuna.trial.create_trial(
+        params={"x": 0.1}, distributions={"x": optuna.distributions.FloatDistribution(0, 1)},
+        value=0.2, user_attrs={RAY_TRIAL_ID_ATTR: "r"}))
+    restored = pickle.loads(snapshot)
+    c = restored.ask()  # the in-memory id "b" had, for another Tune trial
+    c.suggest_float("x", 0.0, 1.0)
+    c.set_user_attr(RAY_TRIAL_ID_ATTR, "c")
+    c.set_user_attr("eval/mig", 0.25)
+    seen = sync(restored)
+    assert {k: t.state for k, t in seen.items()} == {
+        "a": TrialState.COMPLETE,  # finished in the journal: kept
+        "b": TrialState.FAIL,  # the snapshot never held it
+        "r": TrialState.COMPLETE,
+        "c": TrialState.RUNNING,
+    }
+    assert "lost with the driver" in seen["b"].user_attrs["fail_reason"]
+    assert seen["c"].user_attrs["eval/mig"] == 0.25
+    assert optuna.load_study(study_name="s", storage=reader).metric_names == ["loss"]

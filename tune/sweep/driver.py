@@ -111,11 +111,11 @@ def _build_searcher(spec: SweepSpec, space, folder: Path):
 
     from tune.sweep.searcher import SafeOptunaSearch, make_study_storage
 
-    if not log.isEnabledFor(logging.DEBUG):  # the study's journal is rewritten at each snapshot
+    if not log.isEnabledFor(logging.DEBUG):  # Optuna's per-trial INFO lines
         optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     # Mirror mode: the study lives in the searcher (pickled with every Tune snapshot) and is
-    # written to optuna.journal at each snapshot, so after a driver kill the study is restored
+    # appended to optuna.journal at each snapshot, so after a driver kill the study is restored
     # exactly as consistent as the trials table (a write-through storage runs ahead of it).
     study = make_study_storage(folder, spec.name)
     s = spec.sampler
@@ -281,11 +281,12 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
             tuner = _new_tuner(spec, base, space, folder, trainable, verbose)
         grid = tuner.fit()
     log.info("sweep %s: fit() took %.1f s", spec.name, time.perf_counter() - t0)
-    from tune.sweep.searcher import outcomes_from_results, reconcile_study
+    from tune.sweep.searcher import eval_attrs_from_results, outcomes_from_results, reconcile_study
 
     try:
         metric = list(spec.metric) if len(spec.metric) > 1 else spec.metric[0]
-        fixed = reconcile_study(folder, None, outcomes_from_results(grid, metric))
+        fixed = reconcile_study(folder, None, outcomes_from_results(grid, metric),
+                                attrs=eval_attrs_from_results(grid))
         log.info("Optuna study reconciled with the trials: %s", fixed)
     except Exception as exc:  # never lose the results table over the study's bookkeeping
         log.warning("could not reconcile the Optuna study with the trials: %s", exc)
