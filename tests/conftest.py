@@ -21,6 +21,7 @@ def ray_session():
 
     if not ray.is_initialized():
         ray.init(
+            address="local",  # a private instance, never a cluster someone else started here
             num_cpus=4,
             num_gpus=2,
             include_dashboard=False,
