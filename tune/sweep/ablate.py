@@ -42,6 +42,7 @@ from models.errors import ConfigError
 from models.strict import from_dict, nearest
 from tune.config.run import RunConfig, apply_overrides, known_paths, read_yaml, set_path
 from tune.config.sweep import ResourcesSpec, _NAME_OK
+from tune.sweep.floor import write_floor
 
 log = logging.getLogger(__name__)
 
@@ -191,4 +192,5 @@ def run_ablation(spec: AblationSpec, *, address: str | None = None, verbose: int
     log.info("ablation %s: %d runs in %.1f s", spec.name, len(points), time.perf_counter() - t0)
     checksum = next(iter(checksums.values())) if len(checksums) == 1 else None
     write_trials(folder, trials_table(grid, data_checksum=checksum))
+    write_floor(folder, configs)  # the untrained models, for the tables
     return folder
