@@ -155,7 +155,10 @@ def floor_verdicts(df: pd.DataFrame, floor: pd.DataFrame | None,
     keys = [k for k in KEY_COLUMNS if k in rows.columns]
     metrics = [m for m in metrics if m in rows.columns]
     groups = rows.groupby("config_id", sort=True)
-    out = groups[keys].first().reset_index() if keys else groups.size().reset_index()[["config_id"]]
+    if keys:
+        out = groups[keys].first().reset_index()
+    else:
+        out = groups.size().reset_index()[["config_id"]]
     for m in metrics:
         g = rows[m].astype(float).groupby(rows["config_id"], sort=True)
         out[f"{m}/mean"] = g.mean().to_numpy()

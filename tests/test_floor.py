@@ -33,9 +33,9 @@ def _trials(values: dict[str, list[float]], model: str = "betatcvae") -> pd.Data
 
 
 def _floor(mig: list[float], model: str = "betatcvae") -> pd.DataFrame:
-    return pd.DataFrame([floor_rows(model, "dsprites", s, "fast", {"mig": v,
-                                                                    "gaussian_total_correlation": 1.0 - v})
-                         for s, v in enumerate(mig)])
+    return pd.DataFrame([
+        floor_rows(model, "dsprites", s, "fast", {"mig": v, "gaussian_total_correlation": 1.0 - v})
+        for s, v in enumerate(mig)])
 
 
 @pytest.mark.parametrize("value, floor, spread, floor_spread, expected", [
