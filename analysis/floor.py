@@ -185,6 +185,33 @@ def floor_verdicts(df: pd.DataFrame, floor: pd.DataFrame | None,
                     (["n_floor_seeds"] if "n_floor_seeds" in out.columns else []))
 
 
+def metrics_block(verdicts: pd.DataFrame, config_id: str,
+                  metrics: Sequence[str]) -> dict[str, Any]:
+    """What an exported best config's `metrics` block adds for one configuration:
+    `<m>/floor`, `<m>/margin` and `<m>/above_floor` per metric (None where there is no floor).
+
+    Args:
+        verdicts: `floor_verdicts(...)`.
+        config_id: the configuration.
+        metrics: full metric column names.
+    Raises:
+        AnalysisError: the configuration is not in `verdicts`.
+    """
+    row = verdicts[verdicts["config_id"] == config_id]
+    if row.empty:
+        raise AnalysisError(f"configuration {config_id!r} has no floor verdict")
+    r = row.iloc[0]
+    out: dict[str, Any] = {}
+    for m in metrics:
+        floor = r.get(f"{m}/floor", float("nan"))
+        known = floor is not None and math.isfinite(float(floor))
+        margin_ = r.get(f"{m}/margin", float("nan"))
+        out[f"{m}/floor"] = float(floor) if known else None
+        out[f"{m}/margin"] = float(margin_) if known and math.isfinite(float(margin_)) else None
+        out[f"{m}/above_floor"] = bool(r.get(f"{m}/above_floor")) if known else None
+    return out
+
+
 def _zero_if_nan(x: float) -> float:
     return 0.0 if x is None or not math.isfinite(x) else float(x)
 
