@@ -49,6 +49,11 @@ def test_dry_run_prints_cells_trials_and_time(capsys) -> None:
     assert "packs 4 trials per GPU" in out
 
 
+def test_dry_run_needs_a_grid_file(tmp_path: Path, capsys) -> None:
+    assert main(["ablate", str(tmp_path), "--dry-run"]) == 2
+    assert "--dry-run estimates an ablation grid" in capsys.readouterr().err
+
+
 def test_throughput_values_are_checked() -> None:
     assert parse_throughput(["3000", "beta_vae=10"]) == {"*": 3000.0, "beta_vae": 10.0}
     for bad in ("fast", "beta_vae=-1", "beta_vae="):

@@ -131,6 +131,8 @@ def ablate(*, sweep: str | None = None, config: str | None = None,
     with `dry_run`, the cells, trial count and estimated time instead (nothing runs)."""
     if (sweep is None) == (config is None):
         raise ConfigError("give a sweep folder or --config ABLATION.yaml (not both)")
+    if dry_run and config is None:
+        raise ConfigError("--dry-run estimates an ablation grid: give --config ABLATION.yaml")
     if config is not None:
         spec = AblationSpec.load(config, overrides)
         if out is not None:
