@@ -37,6 +37,6 @@ def test_learning_benchmark_at_a_tiny_budget_writes_its_table_and_curves(tmp_pat
     assert out["png"] == png and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads((tmp_path / "learning.json").read_text())
     run = record["runs"][0]
-    assert list(run["curve"]) == ["2"] and 0 <= run["curve"]["2"]["mig"] <= 1  # fast, midway
+    assert list(run["curve"]) == ["2", "4"] and 0 <= run["curve"]["2"]["mig"] <= 1  # fast, midway
     assert run["final"]["mig"] == mig or abs(run["final"]["mig"] - mig) < 5e-4
     assert [f["config/seed"] for f in record["floor"]] == [0]  # the untrained model, seed 0
