@@ -7,7 +7,9 @@ fp32 matrix-multiply rate measured in the same run.
 
 Modes (`--modes`): `fp32` the default model (channels_last convolutions); `nchw` the same model
 with NCHW-contiguous convolutions, the memory layout the paper code runs in (a stand-in for a
-direct port); `bf16` the default model under bf16 autocast (losses stay float32).
+direct port); `tf32` the default model with TF32 matmuls and convolutions allowed (CUDA only;
+`fp32` turns TF32 off, so it is true fp32); `bf16` the default model under bf16 autocast
+(losses stay float32).
 
     python benchmarks/model_step.py                       # full grid, fp32 (minutes on CPU)
     python benchmarks/model_step.py --models mipet_betatcvae --datasets dsprites --k 3 \
@@ -39,6 +41,7 @@ def matmul_rate(
     """Achieved FLOP/s of a large square matmul (the machine's practical peak), best over
     `seconds`."""
     n = 2048 if device.type == "cpu" else 8192
+    torch.backends.cuda.matmul.allow_tf32 = False  # the fp32 rate, whatever mode ran last
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     best = 0.0
@@ -77,6 +80,7 @@ class Case:
         self.model = models.build_model(models.ModelConfig.from_dict(cfg)).to(device)
         self.model.set_channels_last(mode != "nchw")
         self.bf16, self.device, self.batch = mode == "bf16", device, batch
+        self.tf32 = mode == "tf32"
         self.opt = torch.optim.Adam(models.param_groups(self.model, 4e-4, 4e-4, 0.0))
         c = self.model.cfg.image_channels
         x = torch.rand(batch, c, 64, 64, device=device)
@@ -88,6 +92,8 @@ class Case:
         self.best = 0.0  # images per second, best of the timed rounds
 
     def step(self) -> None:
+        torch.backends.cuda.matmul.allow_tf32 = self.tf32  # global flags: set per case
+        torch.backends.cudnn.allow_tf32 = self.tf32
         self.opt.zero_grad(set_to_none=True)
         with _autocast(self.device, self.bf16):
             out = self.model(self.x)
@@ -124,7 +130,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="rounds; the best round counts")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--modes", nargs="+", default=["fp32"], choices=["fp32", "nchw", "bf16"])
+    p.add_argument("--modes", nargs="+", default=["fp32"], choices=["fp32", "nchw", "tf32", "bf16"])
     p.add_argument(
         "--clock", choices=["wall", "cpu"], default="wall",
         help="cpu: rates per CPU-second of this process (per core; robust when the machine is "

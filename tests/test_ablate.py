@@ -62,6 +62,11 @@ def test_an_ablation_grid_runs_and_writes_its_table(ray_session, tmp_path: Path)
     df = pd.read_parquet(folder / "trials.parquet")
     assert len(df) == 4 and not df["failed"].any()
     assert sorted(df["config/seed"]) == [0, 0, 1, 1]
+    from analysis.floor import load_floor
+
+    floor = load_floor(folder)  # the untrained models, three seeds each, as the trials evaluate
+    assert sorted(set(floor["config/model/name"])) == ["beta_vae", "mipet_vae"]
+    assert len(floor) == 6 and floor["eval/mig"].between(0, 1).all()
     from tune.cli.analyze import ablation_text
 
     text = ablation_text(folder, rows=["model/name"], metrics=["eval/mig"])

@@ -75,6 +75,9 @@ def test_two_trial_sweep_end_to_end_with_conditional_params(ray_session, tmp_pat
     assert df["eval/mig"].between(0, 1).all()
     assert (df["config/train/steps"] == 4).all()
     assert set(df["config/model/name"]) == {"mipet_vae", "mipet_commutative"}
+    floor = pd.read_parquet(folder / "floor.parquet")  # the untrained models the space picks
+    assert set(floor["config/model/name"]) == {"mipet_vae", "mipet_commutative"}
+    assert (floor["step"] == 0).all() and floor["eval/mig"].between(0, 1).all()
 
     # Conditional parameters exist only where they belong: in Optuna and in the trial configs.
     for t in _optuna_trials(folder):

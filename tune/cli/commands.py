@@ -69,7 +69,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     from tune.sweep.ablate import ablate
 
     print(ablate(sweep=args.sweep, config=args.config, overrides=args.set, out=args.out,
-                 address=args.address, fmt=args.format, verbose=_ray_verbosity(args)))
+                 address=args.address, fmt=args.format, verbose=_ray_verbosity(args),
+                 dry_run=args.dry_run, throughput=args.throughput))
     return 0
 
 
@@ -125,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="parent folder of the ablation run (with --config)")
     p.add_argument("--address", help="join a running Ray cluster (with --config)")
     p.add_argument("--format", choices=["md", "latex", "csv"], default="md")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --config: print the cells, trial count and estimated time; run nothing")
+    p.add_argument("--throughput", action="append", default=[], metavar="[MODEL[@DATA]=]IMG_S",
+                   help="images/s for the --dry-run estimate (default: measured here)")
     _add_set(p)
     p.set_defaults(func=cmd_ablate)
 

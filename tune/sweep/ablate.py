@@ -42,6 +42,7 @@ from models.errors import ConfigError
 from models.strict import from_dict, nearest
 from tune.config.run import RunConfig, apply_overrides, known_paths, read_yaml, set_path
 from tune.config.sweep import ResourcesSpec, _NAME_OK
+from tune.sweep.floor import write_floor
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +61,17 @@ class AblationSpec:
     max_concurrent: int = 0
     storage: str = "runs"
     max_failures: int = 1
+    table: str = "grid"  # "paper": the paper's layout (analysis.paper_table), rows model/name
+
 
     def __post_init__(self) -> None:
         if not _NAME_OK.match(self.name):
             raise ConfigError(f"name={self.name!r}: use letters, digits, '.', '_' or '-'")
         if self.seeds < 1:
             raise ConfigError(f"seeds must be >= 1, got {self.seeds}")
+        if self.table not in ("grid", "paper"):
+            raise ConfigError(f"table={self.table!r}: choose 'grid' (the ablation table) or "
+                              "'paper' (the paper's layout)")
         paths = known_paths()
         for key, values in self.grid.items():
             if key not in paths:
@@ -119,15 +125,25 @@ class AblationSpec:
 
 def ablate(*, sweep: str | None = None, config: str | None = None,
            overrides: list[str] | tuple[str, ...] = (), out: str | None = None,
-           address: str | None = None, fmt: str = "md", verbose: int = 1) -> str:
-    """The ablation table (text in `fmt`) of a finished sweep folder or of a new ablation run."""
+           address: str | None = None, fmt: str = "md", verbose: int = 1,
+           dry_run: bool = False, throughput: list[str] | tuple[str, ...] = ()) -> str:
+    """The ablation table (text in `fmt`) of a finished sweep folder or of a new ablation run;
+    with `dry_run`, the cells, trial count and estimated time instead (nothing runs)."""
     if (sweep is None) == (config is None):
         raise ConfigError("give a sweep folder or --config ABLATION.yaml (not both)")
+    if dry_run and config is None:
+        raise ConfigError("--dry-run estimates an ablation grid: give --config ABLATION.yaml")
     if config is not None:
         spec = AblationSpec.load(config, overrides)
         if out is not None:
             spec = dataclasses.replace(spec, storage=out)
+        if dry_run:
+            from tune.sweep.estimate import dry_run_text
+
+            return dry_run_text(spec, throughput)
         folder = run_ablation(spec, address=address, verbose=verbose)
+        if spec.table == "paper":
+            return paper_table_text(folder, spec.metrics, fmt)
         rows, columns, metrics = list(spec.rows), list(spec.columns), list(spec.metrics)
     else:
         folder = Path(sweep)
@@ -135,6 +151,15 @@ def ablate(*, sweep: str | None = None, config: str | None = None,
     from tune.cli.analyze import ablation_text
 
     return ablation_text(folder, rows=rows, columns=columns, metrics=metrics, fmt=fmt)
+
+
+def paper_table_text(folder: Path, metrics: tuple[str, ...], fmt: str) -> str:
+    """Write the paper's table of an ablation run (report/paper_table.md, .tex); its text."""
+    from analysis import load_sweep
+    from analysis.paper_table import write_paper_table
+
+    table = write_paper_table(folder, load_sweep(folder), metrics)
+    return table.to_latex() if fmt == "latex" else table.to_markdown()
 
 
 def run_ablation(spec: AblationSpec, *, address: str | None = None, verbose: int = 1) -> Path:
@@ -191,4 +216,5 @@ def run_ablation(spec: AblationSpec, *, address: str | None = None, verbose: int
     log.info("ablation %s: %d runs in %.1f s", spec.name, len(points), time.perf_counter() - t0)
     checksum = next(iter(checksums.values())) if len(checksums) == 1 else None
     write_trials(folder, trials_table(grid, data_checksum=checksum))
+    write_floor(folder, configs)  # the untrained models, for the tables
     return folder

@@ -27,6 +27,7 @@ import yaml
 from models.errors import ConfigError
 from tune.config.run import RunConfig, flatten, known_paths
 from tune.config.sweep import SweepSpec
+from tune.sweep.floor import write_sweep_floor
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +293,7 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
         log.warning("could not reconcile the Optuna study with the trials: %s", exc)
     table = trials_table(grid, data_checksum=checksum)
     write_trials(folder, table)
+    write_sweep_floor(folder, spec, base, space)  # the untrained models, for the ranking
     text, best = (None, None)
     if analyse:
         from tune.cli.analyze import analyse_sweep
