@@ -528,7 +528,7 @@ class SearchSpace:
         return out
 
     def to_yaml(self) -> str:
-        from search_spaces._yaml import dumps
+        from models.strict_yaml import dumps
 
         return dumps(self.to_dict())
 

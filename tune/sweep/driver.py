@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -25,7 +24,8 @@ from typing import Any
 import yaml
 
 from models.errors import ConfigError
-from tune.config.run import RunConfig, flatten, known_paths
+from analysis.trials import flatten
+from tune.config.run import RunConfig, known_paths, read_yaml
 from tune.config.sweep import SweepSpec
 
 log = logging.getLogger(__name__)
@@ -221,7 +221,7 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
         spec_path = Path(folder) / SPEC_FILE
         if not spec_path.is_file():
             raise ConfigError(f"{folder}: not a sweep folder (no {SPEC_FILE}); nothing to resume")
-        saved = yaml.safe_load(spec_path.read_text()) or {}
+        saved = read_yaml(spec_path)
         resolved = saved.pop("resolved", None) or {}
         if resolved.get("space"):  # the space as it was, even if its preset changed since
             saved["space"] = resolved["space"]
@@ -342,81 +342,40 @@ def _write_state(folder: Path, state: dict[str, Any]) -> None:
 
 
 # ---- the trials table ----------------------------------------------------------------------
-def _error_line(error: Any) -> str | None:
-    if error is None:
-        return None
-    text = str(error).strip().splitlines()
-    for line in reversed(text):
-        if "Error" in line or "error" in line:
-            return line.strip()[:500]
-    return text[-1][:500] if text else repr(error)
-
-
 def trials_table(grid, *, data_checksum: str | None = None):
-    """One row per trial and seed from a ResultGrid (see the module docstring for columns)."""
+    """One row per trial and seed from a ResultGrid, built by `analysis.trials.trial_rows` (the
+    builder that also rebuilds a killed sweep's table from `ray/`)."""
     import pandas as pd
+
+    from analysis.trials import trial_rows
 
     rows = []
     for result in grid:
         metrics = dict(result.metrics or {})
         trial_dir = Path(result.path) if result.path else None
-        trial_id = metrics.get("trial_id") or (
-            trial_dir.name.removeprefix("trial_") if trial_dir else None)
-        error = _error_line(result.error)
+        error = str(result.error) if result.error is not None else None
         try:
-            cfg = RunConfig.from_dict(result.config)
-            config_cols = {f"config/{k}": _cell(v) for k, v in cfg.flat().items()}
-            config_id = cfg.config_id()
+            resolved = RunConfig.from_dict(result.config).to_dict()
         except Exception as exc:  # a config that never validated: keep the row, flagged
-            config_cols = {f"config/{k}": _cell(v) for k, v in flatten(result.config or {}).items()}
-            config_id = None
+            resolved = None
             error = error or f"invalid config: {exc}"
-        failed = result.error is not None
-        common = {
-            "trial_id": trial_id,
-            "status": "ERROR" if failed else "TERMINATED",
-            "failed": failed,
-            "nonfinite": bool(error and "NonFiniteLossError" in error) or
-                         bool(error and "non-finite" in error),
-            "error": error,
-            "config_id": config_id,
-            "time_total_s": metrics.get("time_total_s"),
-            "node": metrics.get("node_ip"),
-            "checkpoint_path": result.checkpoint.path if result.checkpoint is not None else None,
-            "trial_dir": str(trial_dir) if trial_dir else None,
-            "data_checksum": data_checksum,
-        }
-        seed_rows = json.loads(metrics["seed_results"]) if (
-            not failed and isinstance(metrics.get("seed_results"), str)) else None
-        if not seed_rows:
-            seed_rows = [{k: v for k, v in metrics.items() if k.startswith(("train/", "eval/"))
-                          or k in ("step", "images_per_s")}]
-            seed_rows[0]["seed"] = metrics.get("seed", config_cols.get("config/seed"))
-            seed_rows[0]["artifact_dir"] = None
-        for srow in seed_rows:
-            row = dict(common)
-            row.update(config_cols)
-            row["seed"] = srow.get("seed")
-            row["config/seed"] = srow.get("seed")
-            for k, v in srow.items():
-                if k != "node" or v:
-                    row[k] = v
-            if any(isinstance(v, float) and not math.isfinite(v)
-                   for k, v in row.items() if k.startswith(("eval/", "train/"))):
-                row["nonfinite"] = True
-            rows.append(row)
+        rows += trial_rows(
+            trial_id=metrics.get("trial_id") or (
+                trial_dir.name.removeprefix("trial_") if trial_dir else None),
+            config=result.config or {},
+            reports=[metrics] if metrics else [],
+            error=error,
+            resolved=resolved,
+            over=True,
+            checkpoint_path=result.checkpoint.path if result.checkpoint is not None else None,
+            trial_dir=str(trial_dir) if trial_dir else None,
+            sweep_dir=trial_dir.parent.parent if trial_dir else None,
+            extra={"data_checksum": data_checksum},
+        )
     df = pd.DataFrame(rows)
     if not df.empty:
         df = df.sort_values(["trial_id", "seed"], kind="stable").reset_index(drop=True)
     return df
-
-
-def _cell(value: Any) -> Any:
-    """Config values as parquet cells: tuples become lists (a list column), so an exported
-    config writes them back as YAML lists."""
-    if isinstance(value, tuple):
-        return list(value)
-    return value
 
 
 def write_trials(folder: Path, df) -> Path:

@@ -31,9 +31,9 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
+from analysis.trials import flatten
 from tune.errors import ConfigError
 from tune.train.checkpoint import atomic_write
-from tune.config.run import flatten
 
 __all__ = [
     "RAY_TRIAL_ID_ATTR",
