@@ -29,6 +29,7 @@ from analysis.rank import default_metrics
 from analysis.sweep import (
     _hashable,
     direction,
+    metric_label,
     param_label,
     resolve_metrics,
     resolve_param,
@@ -94,7 +95,7 @@ class AblationTable:
         header = [param_label(p) for p in self.rows]
         cols = self._column_keys()
         for m, v in cols:
-            name = _metric_label(m)
+            name = metric_label(m)
             header.append(name if not self.columns else f"{name} @ {self._column_label(v)}")
         body = []
         for rk in self._row_keys():
@@ -152,7 +153,7 @@ class AblationTable:
         }
         if not self.columns:
             head = row_head + [
-                f"{fmt.latex_escape(_metric_label(m))} {arrows[m]}" for m, _ in cols
+                f"{fmt.latex_escape(metric_label(m))} {arrows[m]}" for m, _ in cols
             ]
             lines.append(" & ".join(head) + r" \\")
         else:
@@ -161,7 +162,7 @@ class AblationTable:
             rules = []
             for i, m in enumerate(self.metrics):
                 top.append(
-                    rf"\multicolumn{{{per}}}{{c}}{{{fmt.latex_escape(_metric_label(m))} "
+                    rf"\multicolumn{{{per}}}{{c}}{{{fmt.latex_escape(metric_label(m))} "
                     rf"{arrows[m]}}}"
                 )
                 start = n_rows + i * per + 1
@@ -345,10 +346,6 @@ def ablation_text(
     if kind == "tex":
         return table.to_latex()
     return table.to_csv()
-
-
-def _metric_label(column: str) -> str:
-    return column[len("eval/") :] if column.startswith("eval/") else column
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:

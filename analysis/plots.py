@@ -27,6 +27,7 @@ from analysis.rank import aggregate_seeds, pareto_fronts
 from analysis.sweep import (
     _hashable,
     direction,
+    metric_label,
     param_label,
     resolve_metric,
     resolve_param,
@@ -54,7 +55,7 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def _save_figure(fig: Figure, path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png", dpi=DPI)
@@ -156,7 +157,7 @@ def plot_metric_vs_params(
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="best")
     fig.suptitle(f"{_metric_axis_label(m)}: configuration means ± std over seeds", fontsize=11)
-    return _save(fig, path)
+    return _save_figure(fig, path)
 
 
 def plot_pareto(
@@ -228,7 +229,7 @@ def plot_pareto(
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save_figure(fig, path)
 
 
 def plot_importance(imp: pd.DataFrame, path: str | Path) -> Path:
@@ -251,14 +252,14 @@ def plot_importance(imp: pd.DataFrame, path: str | Path) -> Path:
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Hyperparameter importance per metric (random forest on the trials)", fontsize=10)
-    return _save(fig, path)
+    return _save_figure(fig, path)
 
 
 def plot_correlation(corr: pd.DataFrame, path: str | Path) -> Path:
     """Heatmap of a metric correlation matrix (from `metric_correlation`), values printed."""
     if corr.empty:
         raise AnalysisError("empty correlation matrix")
-    labels = [c[len("eval/") :] if c.startswith("eval/") else c for c in corr.columns]
+    labels = [metric_label(c) for c in corr.columns]
     k = len(labels)
     fig = _figure(2.2 + 0.55 * k, 1.6 + 0.5 * k)
     ax = fig.subplots()
@@ -284,7 +285,7 @@ def plot_correlation(corr: pd.DataFrame, path: str | Path) -> Path:
     ax.set_title(
         f"Metric agreement over {corr.attrs.get('n_points', '?')} points ({how})", fontsize=10
     )
-    return _save(fig, path)
+    return _save_figure(fig, path)
 
 
 def plot_best_images(
@@ -336,4 +337,4 @@ def plot_best_images(
         seed = r.get("best_seed")
         run = f"trial {r['best_trial']}" + ("" if pd.isna(seed) else f", seed {seed}")
         ax.set_title(f"#{r['rank']} config {r['config_id']} ({run}): {score}", fontsize=9)
-    return _save(fig, path)
+    return _save_figure(fig, path)

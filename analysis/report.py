@@ -36,7 +36,14 @@ from analysis.plots import (
     plot_pareto,
 )
 from analysis.rank import default_metrics, excluded_line, rank, ranked_rows
-from analysis.sweep import _hashable, load_sweep, param_label, resolve_metrics, searched_params
+from analysis.sweep import (
+    _hashable,
+    load_sweep,
+    metric_label,
+    param_label,
+    resolve_metrics,
+    searched_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -242,7 +249,7 @@ def write_report(
             "metric over the finished trials (seeds as samples)."
         )
         doc.table(
-            ["parameter", *[_short(m) for m in imp.columns]],
+            ["parameter", *[metric_label(m) for m in imp.columns]],
             [[p, *[fmt.num(v, 2) for v in imp.loc[p]]] for p in imp.index],
             ["l"] + ["r"] * len(imp.columns),
         )
@@ -267,7 +274,7 @@ def write_report(
     doc.heading("Metrics against the searched parameters")
     for m in report_metrics:
         try:
-            png = plots / f"vs_params_{_short(m).replace('/', '-')}.png"
+            png = plots / f"vs_params_{metric_label(m).replace('/', '-')}.png"
             path = plot_metric_vs_params(df, m, png)
             doc.image(path, f"{m} against the parameters")
         except AnalysisError as exc:
@@ -298,10 +305,6 @@ def write_report(
     return index
 
 
-def _short(m: str) -> str:
-    return m[len("eval/") :] if m.startswith("eval/") else m
-
-
 def _ranked_csv(ranked: pd.DataFrame) -> pd.DataFrame:
     out = ranked.copy()
     out["trial_ids"] = [" ".join(ids) for ids in out["trial_ids"]]
@@ -315,7 +318,7 @@ def _front_rows(
     front: pd.DataFrame, pair: Sequence[str]
 ) -> tuple[list[str], list[list[str]], list[str]]:
     params = [p for p in front.attrs.get("params", []) if p in front.columns]
-    header = ["config", *[param_label(p) for p in params], *[_short(m) for m in pair]]
+    header = ["config", *[param_label(p) for p in params], *[metric_label(m) for m in pair]]
     rows = []
     for _, r in front.sort_values(f"{pair[0]}/mean").iterrows():
         rows.append(

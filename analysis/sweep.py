@@ -40,6 +40,7 @@ __all__ = [
     "direction",
     "load_sweep",
     "metric_columns",
+    "metric_label",
     "param_label",
     "rebuild_from_ray",
     "resolve_metric",
@@ -80,7 +81,7 @@ def resolve_metric(df: pd.DataFrame, name: str) -> str:
         if prefix + name in df.columns:
             return prefix + name
     known = metric_columns(df, include_fast=True)
-    shown = ", ".join(c.split("/", 1)[1] if c.startswith("eval/") else c for c in known)
+    shown = ", ".join(metric_label(c) for c in known)
     raise AnalysisError(
         f"unknown metric {name!r}; this sweep has: {shown or 'no metric columns at all'}"
     )
@@ -117,6 +118,11 @@ def resolve_param(df: pd.DataFrame, name: str) -> str:
 def param_label(column: str) -> str:
     """`config/model/beta` -> `model/beta` (for tables and plots)."""
     return column[len("config/") :] if column.startswith("config/") else column
+
+
+def metric_label(column: str) -> str:
+    """`eval/mig` -> `mig`; other metric columns (`train/loss`, `fast/mig`) keep their prefix."""
+    return column.removeprefix("eval/")
 
 
 def searched_params(df: pd.DataFrame) -> list[str]:

@@ -32,6 +32,7 @@ from typing import Any
 from ray.tune.search.optuna import OptunaSearch
 
 from analysis.trials import flatten
+from search_spaces import same_value
 from tune.errors import ConfigError
 from tune.train.checkpoint import atomic_write
 
@@ -428,15 +429,6 @@ class ReconcileReport:
         return bool(self.failed_orphans or self.failed_errored or self.added)
 
 
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
-        except (TypeError, ValueError):
-            return False
-    return a == b
-
-
 def reconcile_study(
     storage: Any,
     study_name: str | None = None,
@@ -522,7 +514,7 @@ def reconcile_study(
             flat = flatten(config)
             for cand in reversed(trials):
                 if cand.params and all(
-                    k in flat and _same(flat[k], v) for k, v in cand.params.items()
+                    k in flat and same_value(flat[k], v) for k, v in cand.params.items()
                 ):
                     source = cand
                     break
