@@ -160,37 +160,9 @@ def write_sweep(
         tdir.mkdir(parents=True, exist_ok=True)
         df.at[i, "trial_dir"] = str(tdir)
         if ray:
-            (tdir / "params.json").write_text(json.dumps(config))
-            lines: list[dict[str, Any]] = []
-            final_step = int(row["step"])
-            for step in sorted({final_step // 2, final_step}):
-                rec: dict[str, Any] = {
-                    "step": step,
-                    "trial_id": tid,
-                    "training_iteration": len(lines) + 1,
-                    "time_total_s": float(row["time_total_s"]) * step / max(final_step, 1),
-                    "node_ip": row["node"],
-                    "done": False,
-                    "config": config,
-                    "config_id": row["config_id"],  # a trial reports its own id
-                    "fast/mig": float(row.get("eval/mig", float("nan"))) * 0.9,
-                }
-                rec.update({c: float(row[c]) for c in df.columns if c.startswith("train/")})
-                if row["nonfinite"] and step == final_step:
-                    continue  # the trainer raises instead of reporting the non-finite loss
-                lines.append(rec)
-            if row["status"] == "TERMINATED":
-                lines[-1].update({c: float(row[c]) for c in df.columns if c.startswith("eval/")})
-                lines[-1]["done"] = True
-            (tdir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
-            if row["status"] == "ERROR":
-                (tdir / "error.txt").write_text(
-                    f"Traceback (most recent call last):\n{row['error']}\n"
-                )
-            if row["status"] == "TERMINATED":
-                ck = tdir / "checkpoint_000001"
-                ck.mkdir(exist_ok=True)
-                df.at[i, "checkpoint_path"] = str(ck)
+            checkpoint = _write_ray_trial(tdir, row, config, df.columns)
+            if checkpoint is not None:
+                df.at[i, "checkpoint_path"] = checkpoint
         if images and row["status"] == "TERMINATED":
             adir = root / "trials" / str(tid)
             adir.mkdir(parents=True, exist_ok=True)
@@ -200,6 +172,43 @@ def write_sweep(
     if parquet:
         df.to_parquet(root / "trials.parquet", index=False)
     return root
+
+
+def _write_ray_trial(
+    tdir: Path, row: pd.Series, config: dict[str, Any], columns: pd.Index
+) -> str | None:
+    """A Ray trial folder as the trainable leaves it: params.json, one result.json line per
+    report (the last one with the final metrics), error.txt; returns the checkpoint folder."""
+    (tdir / "params.json").write_text(json.dumps(config))
+    lines: list[dict[str, Any]] = []
+    final_step = int(row["step"])
+    for step in sorted({final_step // 2, final_step}):
+        rec: dict[str, Any] = {
+            "step": step,
+            "trial_id": row["trial_id"],
+            "training_iteration": len(lines) + 1,
+            "time_total_s": float(row["time_total_s"]) * step / max(final_step, 1),
+            "node_ip": row["node"],
+            "done": False,
+            "config": config,
+            "config_id": row["config_id"],  # a trial reports its own id
+            "fast/mig": float(row.get("eval/mig", float("nan"))) * 0.9,
+        }
+        rec.update({c: float(row[c]) for c in columns if c.startswith("train/")})
+        if row["nonfinite"] and step == final_step:
+            continue  # the trainer raises instead of reporting the non-finite loss
+        lines.append(rec)
+    if row["status"] == "TERMINATED":
+        lines[-1].update({c: float(row[c]) for c in columns if c.startswith("eval/")})
+        lines[-1]["done"] = True
+    (tdir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if row["status"] == "ERROR":
+        (tdir / "error.txt").write_text(f"Traceback (most recent call last):\n{row['error']}\n")
+    if row["status"] != "TERMINATED":
+        return None
+    ck = tdir / "checkpoint_000001"
+    ck.mkdir(exist_ok=True)
+    return str(ck)
 
 
 def _write_pngs(folder: Path, seed: int) -> None:

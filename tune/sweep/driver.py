@@ -217,61 +217,88 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
     """
     set_ray_env()
     if resume is not None:
-        folder: Path | str = Path(resume).expanduser().resolve()
-        spec_path = Path(folder) / SPEC_FILE
-        if not spec_path.is_file():
-            raise ConfigError(f"{folder}: not a sweep folder (no {SPEC_FILE}); nothing to resume")
-        saved = read_yaml(spec_path)
-        resolved = saved.pop("resolved", None) or {}
-        if resolved.get("space"):  # the space as it was, even if its preset changed since
-            saved["space"] = resolved["space"]
-        spec = SweepSpec.from_dict(saved)
+        folder = Path(resume).expanduser().resolve()
+        spec = _resumed_spec(folder)
     if spec is None:
         raise ConfigError("run_sweep needs a SweepSpec or resume=FOLDER")
     base, space = prepare(spec)
     if resume is None:
-        folder = sweep_folder(spec)
-    local = isinstance(folder, Path)
-    if local:
-        ray_dir = Path(folder) / RAY_DIR
-        if resume is None and ray_dir.exists() and any(ray_dir.iterdir()):
-            raise ConfigError(
-                f"{folder} already holds a sweep; continue it with `mipet-tune sweep --resume "
-                f"{folder}` or pick another --name"
-            )
+        folder = _new_sweep_folder(spec, base, space)
+    else:
         from tune.sweep.storage import check_writable
 
-        check_writable(Path(folder))
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        if resume is None:
-            resolved = spec.to_dict()
-            resolved["resolved"] = {"space": space.to_dict(), "base": base.to_dict()}
-            (Path(folder) / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
-    else:
+        check_writable(folder)
+    checksum = _start_cluster(spec, base, folder, address)
+    grid = _fit(spec, base, space, folder, resumed=resume is not None, verbose=verbose)
+    _reconcile_study(spec, folder, grid)
+    write_trials(folder, trials_table(grid, data_checksum=checksum))
+    text, best = (None, None)
+    if analyse:
+        from tune.cli.analyze import analyse_sweep
+
+        text, best = analyse_sweep(folder, by=list(spec.metric))
+    return SweepResult(folder=folder, ranked_text=text, best_config=best)
+
+
+def _resumed_spec(folder: Path) -> SweepSpec:
+    """The spec a sweep folder was started with, its search space as it was then."""
+    spec_path = folder / SPEC_FILE
+    if not spec_path.is_file():
+        raise ConfigError(f"{folder}: not a sweep folder (no {SPEC_FILE}); nothing to resume")
+    saved = read_yaml(spec_path)
+    resolved = saved.pop("resolved", None) or {}
+    if resolved.get("space"):  # the space as it was, even if its preset changed since
+        saved["space"] = resolved["space"]
+    return SweepSpec.from_dict(saved)
+
+
+def _new_sweep_folder(spec: SweepSpec, base: RunConfig, space) -> Path:
+    """Create a new sweep's folder (refusing one that holds a sweep) and write sweep.yaml."""
+    folder = sweep_folder(spec)
+    if not isinstance(folder, Path):
         raise ConfigError(
             f"storage {spec.storage!r}: remote sweep folders are written by Ray; give a local or "
             "shared-filesystem folder for the sweep itself"
         )
-    folder = Path(folder)
+    ray_dir = folder / RAY_DIR
+    if ray_dir.exists() and any(ray_dir.iterdir()):
+        raise ConfigError(
+            f"{folder} already holds a sweep; continue it with `mipet-tune sweep --resume "
+            f"{folder}` or pick another --name"
+        )
+    from tune.sweep.storage import check_writable
 
-    from tune.sweep.resources import check_resources
+    check_writable(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    resolved = spec.to_dict()
+    resolved["resolved"] = {"space": space.to_dict(), "base": base.to_dict()}
+    (folder / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    return folder
 
+
+def _start_cluster(spec: SweepSpec, base: RunConfig, folder: Path, address: str | None) -> str:
+    """Connect to Ray, check the resources, prepare the dataset on every node; its checksum."""
     from tune.sweep.connect import connect
-
     from tune.sweep.nodes import prepare_on_all_nodes
+    from tune.sweep.resources import check_resources
 
     cluster = connect(address)
     check_resources({"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
                     spec.max_concurrent or None, cluster)
     checksum = prepare_on_all_nodes(base.data.name, base.data.source, base.data.cache_dir)
     _write_state(folder, {"data_checksum": checksum, "started": time.time()})
+    return checksum
 
+
+def _fit(spec: SweepSpec, base: RunConfig, space, folder: Path, *, resumed: bool,
+         verbose: int):
+    """Run the trials (a new Tuner, or the restored one of a resumed sweep); the ResultGrid."""
     from ray import tune
 
     trainable = _trainable(spec, folder)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # Ray's progress tables are logs, not results
-        if resume is not None and tune.Tuner.can_restore(str(folder / RAY_DIR)):
+        if resumed and tune.Tuner.can_restore(str(folder / RAY_DIR)):
             from tune.sweep.searcher import make_study_storage, relocate_mirror
 
             relocate_mirror(make_study_storage(folder).path)  # the folder may have moved
@@ -281,6 +308,10 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
             tuner = _new_tuner(spec, base, space, folder, trainable, verbose)
         grid = tuner.fit()
     log.info("sweep %s: fit() took %.1f s", spec.name, time.perf_counter() - t0)
+    return grid
+
+
+def _reconcile_study(spec: SweepSpec, folder: Path, grid) -> None:
     from tune.sweep.searcher import outcomes_from_results, reconcile_study
 
     try:
@@ -289,14 +320,6 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
         log.info("Optuna study reconciled with the trials: %s", fixed)
     except Exception as exc:  # never lose the results table over the study's bookkeeping
         log.warning("could not reconcile the Optuna study with the trials: %s", exc)
-    table = trials_table(grid, data_checksum=checksum)
-    write_trials(folder, table)
-    text, best = (None, None)
-    if analyse:
-        from tune.cli.analyze import analyse_sweep
-
-        text, best = analyse_sweep(folder, by=list(spec.metric))
-    return SweepResult(folder=folder, ranked_text=text, best_config=best)
 
 
 @dataclass(frozen=True)
