@@ -393,9 +393,8 @@ def make_study_storage(
     else:
         backend = backend or "journal"
         study_name = f"{name or folder.name}-{uuid.uuid4().hex[:8]}"
-        tmp = record_path.with_name(f".{_STUDY_RECORD}.{uuid.uuid4().hex}")
-        tmp.write_text(json.dumps({"backend": backend, "study_name": study_name}) + "\n")
-        os.replace(tmp, record_path)
+        record = json.dumps({"backend": backend, "study_name": study_name}) + "\n"
+        atomic_write(record_path, lambda fh: fh.write(record), mode="w")
     path = folder / _BACKEND_FILES[backend]
     if backend == "journal":
         from optuna.storages.journal import JournalFileBackend
