@@ -28,13 +28,12 @@ from analysis.errors import AnalysisError
 from analysis.rank import default_metrics
 from analysis.sweep import (
     _hashable,
-    direction,
     metric_label,
     param_label,
     resolve_metrics,
     resolve_param,
-    usable_trials,
 )
+from analysis.trials import direction, usable_trials
 
 log = logging.getLogger(__name__)
 

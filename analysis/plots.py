@@ -26,15 +26,14 @@ from analysis.errors import AnalysisError
 from analysis.rank import aggregate_seeds, pareto_fronts
 from analysis.sweep import (
     _hashable,
-    direction,
     metric_label,
     param_label,
     resolve_metric,
     resolve_param,
     run_row,
     searched_params,
-    usable_trials,
 )
+from analysis.trials import direction, usable_trials
 
 log = logging.getLogger(__name__)
 

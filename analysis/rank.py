@@ -18,13 +18,12 @@ import pandas as pd
 from analysis import _format as fmt
 from analysis.errors import AnalysisError
 from analysis.sweep import (
-    direction,
     load_sweep,
     param_label,
     resolve_metrics,
     searched_params,
-    usable_trials,
 )
+from analysis.trials import direction, usable_trials
 
 log = logging.getLogger(__name__)
 
