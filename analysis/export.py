@@ -242,6 +242,7 @@ def export_best(
     )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        # analysis imports nothing of ours, so not tune's atomic_write: the same rename here
         fd, tmp = tempfile.mkstemp(prefix=".best_config.", dir=out.parent)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)

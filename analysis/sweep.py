@@ -310,6 +310,8 @@ def _trial_id_from_name(trial_dir: Path) -> str:
 def _read_spec(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
+    # Not models.strict_yaml (analysis imports nothing of ours): sweep.yaml is written by the
+    # sweep engine with yaml.safe_dump, whose floats always carry a dot, so YAML 1.1 reads it.
     try:
         import yaml  # pyyaml: a dependency of the distribution, needed only here and in export
     except ImportError:  # pragma: no cover
