@@ -28,12 +28,12 @@ from analysis.errors import AnalysisError
 from analysis.rank import default_metrics
 from analysis.sweep import (
     _hashable,
-    direction,
+    metric_label,
     param_label,
     resolve_metrics,
     resolve_param,
-    usable_trials,
 )
+from analysis.trials import direction, usable_trials
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class AblationTable:
         header = [param_label(p) for p in self.rows]
         cols = self._column_keys()
         for m, v in cols:
-            name = _metric_label(m)
+            name = metric_label(m)
             header.append(name if not self.columns else f"{name} @ {self._column_label(v)}")
         body = []
         for rk in self._row_keys():
@@ -152,7 +152,7 @@ class AblationTable:
         }
         if not self.columns:
             head = row_head + [
-                f"{fmt.latex_escape(_metric_label(m))} {arrows[m]}" for m, _ in cols
+                f"{fmt.latex_escape(metric_label(m))} {arrows[m]}" for m, _ in cols
             ]
             lines.append(" & ".join(head) + r" \\")
         else:
@@ -161,7 +161,7 @@ class AblationTable:
             rules = []
             for i, m in enumerate(self.metrics):
                 top.append(
-                    rf"\multicolumn{{{per}}}{{c}}{{{fmt.latex_escape(_metric_label(m))} "
+                    rf"\multicolumn{{{per}}}{{c}}{{{fmt.latex_escape(metric_label(m))} "
                     rf"{arrows[m]}}}"
                 )
                 start = n_rows + i * per + 1
@@ -226,15 +226,8 @@ def ablation_table(
         AnalysisError: an unknown parameter or metric (listing the known ones), a parameter
             used twice, or no finished trial.
     """
-    row_cols = [resolve_param(df, r) for r in ([rows] if isinstance(rows, str) else rows)]
-    if not row_cols:
-        raise AnalysisError("ablation_table needs at least one row parameter")
-    col_cols = [
-        resolve_param(df, c) for c in ([columns] if isinstance(columns, str) else (columns or []))
-    ]
+    row_cols, col_cols = _table_params(df, rows, columns)
     every = row_cols + col_cols
-    if len(set(every)) != len(every):
-        raise AnalysisError(f"a parameter is used twice in rows/columns: {every}")
     metric_cols = resolve_metrics(df, metrics) if metrics else default_metrics(df)
     used, excluded = usable_trials(df, include_stopped=include_stopped)
     if used.empty:
@@ -245,38 +238,11 @@ def ablation_table(
     for i, key in enumerate(zip(*keys, strict=True)):
         groups.setdefault(key, []).append(i)
     records = []
-    pooled = 0
     for key, idx in groups.items():
-        sub = used.iloc[idx]
-        n_configs = int(sub["config_id"].nunique())
-        pooled = max(pooled, n_configs)
-        for m in metric_cols:
-            x = sub[m].to_numpy(dtype=float)
-            x = x[np.isfinite(x)]
-            n = len(x)
-            mean = float(x.mean()) if n else math.nan
-            std = float(x.std(ddof=1)) if n > 1 else math.nan
-            rec = dict(zip(row_cols, key[: len(row_cols)], strict=True))
-            col_key = key[len(row_cols) :]
-            column = None if not col_cols else col_key[0] if len(col_cols) == 1 else col_key
-            rec.update(
-                column=column,
-                metric=m,
-                mean=mean,
-                std=std,
-                n=n,
-                n_configs=n_configs,
-                cell=fmt.cell(mean, std, n),
-            )
-            records.append(rec)
+        records += _cell_records(used.iloc[idx], key, row_cols, col_cols, metric_cols)
     stats = pd.DataFrame(records)
-    stats["best"] = False
-    for (m, _), sub in stats.groupby(["metric", stats["column"].map(_hashable).map(str)]):
-        x = sub["mean"].to_numpy(dtype=float)
-        if not np.isfinite(x).any():
-            continue
-        best = np.nanmax(x) if direction(m) == "max" else np.nanmin(x)
-        stats.loc[sub.index[np.isclose(x, best, rtol=1e-12, atol=0.0)], "best"] = True
+    _mark_best(stats)
+    pooled = int(stats["n_configs"].max())
     if pooled > 1:
         log.info(
             "ablation cells pool up to %d configurations each: parameters other than %s vary "
@@ -285,6 +251,65 @@ def ablation_table(
             ", ".join(param_label(c) for c in every),
         )
     return AblationTable(tuple(row_cols), tuple(col_cols), tuple(metric_cols), stats, excluded)
+
+
+def _table_params(
+    df: pd.DataFrame, rows: str | Sequence[str], columns: str | Sequence[str] | None
+) -> tuple[list[str], list[str]]:
+    """The row and column parameters as config columns, checked."""
+    row_cols = [resolve_param(df, r) for r in ([rows] if isinstance(rows, str) else rows)]
+    if not row_cols:
+        raise AnalysisError("ablation_table needs at least one row parameter")
+    col_cols = [
+        resolve_param(df, c) for c in ([columns] if isinstance(columns, str) else (columns or []))
+    ]
+    every = row_cols + col_cols
+    if len(set(every)) != len(every):
+        raise AnalysisError(f"a parameter is used twice in rows/columns: {every}")
+    return row_cols, col_cols
+
+
+def _cell_records(
+    sub: pd.DataFrame,
+    key: tuple[Any, ...],
+    row_cols: list[str],
+    col_cols: list[str],
+    metric_cols: list[str],
+) -> list[dict[str, Any]]:
+    """The cells of one setting (`key`: the row values, then the column values), per metric."""
+    n_configs = int(sub["config_id"].nunique())
+    col_key = key[len(row_cols) :]
+    column = None if not col_cols else col_key[0] if len(col_cols) == 1 else col_key
+    records = []
+    for m in metric_cols:
+        x = sub[m].to_numpy(dtype=float)
+        x = x[np.isfinite(x)]
+        n = len(x)
+        mean = float(x.mean()) if n else math.nan
+        std = float(x.std(ddof=1)) if n > 1 else math.nan
+        rec = dict(zip(row_cols, key[: len(row_cols)], strict=True))
+        rec.update(
+            column=column,
+            metric=m,
+            mean=mean,
+            std=std,
+            n=n,
+            n_configs=n_configs,
+            cell=fmt.cell(mean, std, n),
+        )
+        records.append(rec)
+    return records
+
+
+def _mark_best(stats: pd.DataFrame) -> None:
+    """`best`: the best mean of each (metric, column setting), ties included."""
+    stats["best"] = False
+    for (m, _), sub in stats.groupby(["metric", stats["column"].map(_hashable).map(str)]):
+        x = sub["mean"].to_numpy(dtype=float)
+        if not np.isfinite(x).any():
+            continue
+        best = np.nanmax(x) if direction(m) == "max" else np.nanmin(x)
+        stats.loc[sub.index[np.isclose(x, best, rtol=1e-12, atol=0.0)], "best"] = True
 
 
 def write_ablation(
@@ -345,10 +370,6 @@ def ablation_text(
     if kind == "tex":
         return table.to_latex()
     return table.to_csv()
-
-
-def _metric_label(column: str) -> str:
-    return column[len("eval/") :] if column.startswith("eval/") else column
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:

@@ -129,6 +129,15 @@ def best_config(
     ranked = rank(df, by)
     top = ranked.iloc[0]
     row = run_row(df, top["best_trial"], top["best_seed"])
+    ordered = _run_config(df, row)
+    ordered["metrics"] = _metrics_block(df, row, ranked)
+    folder = sweep_folder if sweep_folder is not None else df.attrs.get("sweep_folder")
+    ordered["provenance"] = _provenance(df, row, folder, ordered.get("seed"))
+    return ordered
+
+
+def _run_config(df: pd.DataFrame, row: pd.Series) -> dict[str, Any]:
+    """The run's config as a nested dict: the sections first, anything else, then the seed."""
     integral = _integral_columns(df)
     flat = {}
     for col in [c for c in df.columns if c.startswith("config/")]:
@@ -145,7 +154,12 @@ def best_config(
     ordered.update(config)  # anything else the table carries
     if seed is not None:
         ordered["seed"] = seed
+    return ordered
 
+
+def _metrics_block(df: pd.DataFrame, row: pd.Series, ranked: pd.DataFrame) -> dict[str, Any]:
+    """The run's own final numbers, and its configuration's seed statistics and rank."""
+    top = ranked.iloc[0]
     metrics_trial = {
         c: _finite(row[c])
         for c in df.columns
@@ -159,7 +173,7 @@ def best_config(
             "n": int(top[f"{m}/n"]),
             "ci95": [_finite(top[f"{m}/ci_low"]), _finite(top[f"{m}/ci_high"])],
         }
-    ordered["metrics"] = {
+    return {
         "ranked_by": list(ranked.attrs["by"]),
         "direction": dict(ranked.attrs["directions"]),
         "rank": int(top["rank"]),
@@ -167,8 +181,12 @@ def best_config(
         "trial": metrics_trial,
         "over_seeds": over_seeds,
     }
-    folder = sweep_folder if sweep_folder is not None else df.attrs.get("sweep_folder")
+
+
+def _provenance(df: pd.DataFrame, row: pd.Series, folder: Any, seed: Any) -> dict[str, Any]:
+    """Where the run came from: sweep, trial, configuration, package, data, export time."""
     spec = df.attrs.get("spec") or {}
+    dataset = row.get("config/data/name")
     provenance: dict[str, Any] = {
         "sweep": str(folder) if folder is not None else None,
         "sweep_name": spec.get("name"),
@@ -177,7 +195,7 @@ def best_config(
         "seed": seed,
         "package": PACKAGE,
         "package_version": _package_version(),
-        "dataset": flat.get("data/name"),
+        "dataset": None if _is_missing(dataset) else _plain(dataset, False),
     }
     for col in ("data_checksum", "data/checksum", "config/data/checksum"):
         if col in df.columns and not _is_missing(row[col]):
@@ -187,8 +205,7 @@ def best_config(
         if col in df.columns and not _is_missing(row[col]):
             provenance[col] = str(row[col])
     provenance["exported_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    ordered["provenance"] = provenance
-    return ordered
+    return provenance
 
 
 def export_best(
@@ -225,6 +242,7 @@ def export_best(
     )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
+        # analysis imports nothing of ours, so not tune's atomic_write: the same rename here
         fd, tmp = tempfile.mkstemp(prefix=".best_config.", dir=out.parent)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)

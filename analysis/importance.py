@@ -22,13 +22,12 @@ import pandas as pd
 from analysis.errors import AnalysisError
 from analysis.sweep import (
     _hashable,
-    direction,
     param_label,
     resolve_metrics,
     resolve_param,
     searched_params,
-    usable_trials,
 )
+from analysis.trials import direction, usable_trials
 
 log = logging.getLogger(__name__)
 

@@ -26,14 +26,14 @@ from analysis.errors import AnalysisError
 from analysis.rank import aggregate_seeds, pareto_fronts
 from analysis.sweep import (
     _hashable,
-    direction,
+    metric_label,
     param_label,
     resolve_metric,
     resolve_param,
     run_row,
     searched_params,
-    usable_trials,
 )
+from analysis.trials import direction, usable_trials
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
+def _save_figure(fig: Figure, path: str | Path) -> Path:
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format="png", dpi=DPI)
@@ -104,59 +104,74 @@ def plot_metric_vs_params(
     rng = np.random.default_rng(0)
     best = np.nanmax if direction(m) == "max" else np.nanmin
     for ax, p in zip(axes, param_cols, strict=False):  # spare axes are hidden
-        raw = [_hashable(v) for v in agg[p]]
-        present = np.array([v is not None for v in raw])
-        means = agg[f"{m}/mean"].to_numpy(dtype=float)
-        stds = np.nan_to_num(agg[f"{m}/std"].to_numpy(dtype=float))
-        if _numeric(raw):
-            x = np.array([np.nan if v is None else float(v) for v in raw])
-            xs = x[present]
-            log_axis = xs.size > 0 and (xs > 0).all() and xs.max() / xs.min() >= 10
-            if log_axis:
-                ax.set_xscale("log")
-                jitter = np.exp(rng.uniform(-0.04, 0.04, len(x)))
-                xj = x * jitter
-            else:
-                span = (xs.max() - xs.min()) if xs.size else 1.0
-                xj = x + rng.uniform(-0.015, 0.015, len(x)) * (span or 1.0)
-            levels = sorted(set(xs.tolist()))
-            line_x = levels
-            if 0 < len(levels) <= 6:  # a few grid values: tick exactly those
-                ax.set_xticks(levels, [fmt.num(v, 3) for v in levels])
-                ax.minorticks_off()
-        else:
-            labels = sorted({fmt.value(v) for v in raw})
-            x = np.array(
-                [labels.index(fmt.value(v)) if v is not None else np.nan for v in raw], dtype=float
-            )
-            xj = x + rng.uniform(-0.08, 0.08, len(x))
-            ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 3 else 0)
-            ax.set_xlim(-0.5, len(labels) - 0.5)
-            levels = list(range(len(labels)))
-            line_x = levels
-        ax.errorbar(
-            xj[present],
-            means[present],
-            yerr=stds[present],
-            fmt="o",
-            ms=4,
-            color="tab:blue",
-            ecolor="tab:blue",
-            alpha=0.55,
-            capsize=2,
-            lw=1,
-        )
-        line_y = [best(means[present][x[present] == lv]) for lv in levels]
-        ax.plot(line_x, line_y, "-", color="tab:red", lw=1.5, label="best at each value")
-        absent = int((~present).sum())
-        title = param_label(p) + (f"  ({absent} configs without it)" if absent else "")
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel(param_label(p))
-        ax.set_ylabel(m)
-        ax.grid(alpha=0.3)
+        _param_panel(ax, agg, p, m, best, rng)
     axes[0].legend(fontsize=8, loc="best")
     fig.suptitle(f"{_metric_axis_label(m)}: configuration means ± std over seeds", fontsize=11)
-    return _save(fig, path)
+    return _save_figure(fig, path)
+
+
+def _param_panel(ax, agg: pd.DataFrame, p: str, m: str, best, rng) -> None:
+    """One parameter's panel: each configuration's mean ± std (jittered), and a line through
+    the best configuration at each value."""
+    raw = [_hashable(v) for v in agg[p]]
+    present = np.array([v is not None for v in raw])
+    means = agg[f"{m}/mean"].to_numpy(dtype=float)
+    stds = np.nan_to_num(agg[f"{m}/std"].to_numpy(dtype=float))
+    if _numeric(raw):
+        x, xj, levels = _numeric_axis(ax, raw, present, rng)
+    else:
+        x, xj, levels = _category_axis(ax, raw, rng)
+    ax.errorbar(
+        xj[present],
+        means[present],
+        yerr=stds[present],
+        fmt="o",
+        ms=4,
+        color="tab:blue",
+        ecolor="tab:blue",
+        alpha=0.55,
+        capsize=2,
+        lw=1,
+    )
+    line_y = [best(means[present][x[present] == lv]) for lv in levels]
+    ax.plot(levels, line_y, "-", color="tab:red", lw=1.5, label="best at each value")
+    absent = int((~present).sum())
+    title = param_label(p) + (f"  ({absent} configs without it)" if absent else "")
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel(param_label(p))
+    ax.set_ylabel(m)
+    ax.grid(alpha=0.3)
+
+
+def _numeric_axis(ax, raw: list[Any], present: np.ndarray, rng):
+    """A numeric x axis (log when positive and spanning 10x): (x, jittered x, the values)."""
+    x = np.array([np.nan if v is None else float(v) for v in raw])
+    xs = x[present]
+    log_axis = xs.size > 0 and (xs > 0).all() and xs.max() / xs.min() >= 10
+    if log_axis:
+        ax.set_xscale("log")
+        jitter = np.exp(rng.uniform(-0.04, 0.04, len(x)))
+        xj = x * jitter
+    else:
+        span = (xs.max() - xs.min()) if xs.size else 1.0
+        xj = x + rng.uniform(-0.015, 0.015, len(x)) * (span or 1.0)
+    levels = sorted(set(xs.tolist()))
+    if 0 < len(levels) <= 6:  # a few grid values: tick exactly those
+        ax.set_xticks(levels, [fmt.num(v, 3) for v in levels])
+        ax.minorticks_off()
+    return x, xj, levels
+
+
+def _category_axis(ax, raw: list[Any], rng):
+    """One tick per value: (x, jittered x, the tick positions)."""
+    labels = sorted({fmt.value(v) for v in raw})
+    x = np.array(
+        [labels.index(fmt.value(v)) if v is not None else np.nan for v in raw], dtype=float
+    )
+    xj = x + rng.uniform(-0.08, 0.08, len(x))
+    ax.set_xticks(range(len(labels)), labels, rotation=20 if len(labels) > 3 else 0)
+    ax.set_xlim(-0.5, len(labels) - 0.5)
+    return x, xj, list(range(len(labels)))
 
 
 def plot_pareto(
@@ -228,7 +243,7 @@ def plot_pareto(
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return _save_figure(fig, path)
 
 
 def plot_importance(imp: pd.DataFrame, path: str | Path) -> Path:
@@ -251,14 +266,14 @@ def plot_importance(imp: pd.DataFrame, path: str | Path) -> Path:
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title("Hyperparameter importance per metric (random forest on the trials)", fontsize=10)
-    return _save(fig, path)
+    return _save_figure(fig, path)
 
 
 def plot_correlation(corr: pd.DataFrame, path: str | Path) -> Path:
     """Heatmap of a metric correlation matrix (from `metric_correlation`), values printed."""
     if corr.empty:
         raise AnalysisError("empty correlation matrix")
-    labels = [c[len("eval/") :] if c.startswith("eval/") else c for c in corr.columns]
+    labels = [metric_label(c) for c in corr.columns]
     k = len(labels)
     fig = _figure(2.2 + 0.55 * k, 1.6 + 0.5 * k)
     ax = fig.subplots()
@@ -284,7 +299,7 @@ def plot_correlation(corr: pd.DataFrame, path: str | Path) -> Path:
     ax.set_title(
         f"Metric agreement over {corr.attrs.get('n_points', '?')} points ({how})", fontsize=10
     )
-    return _save(fig, path)
+    return _save_figure(fig, path)
 
 
 def plot_best_images(
@@ -336,4 +351,4 @@ def plot_best_images(
         seed = r.get("best_seed")
         run = f"trial {r['best_trial']}" + ("" if pd.isna(seed) else f", seed {seed}")
         ax.set_title(f"#{r['rank']} config {r['config_id']} ({run}): {score}", fontsize=9)
-    return _save(fig, path)
+    return _save_figure(fig, path)

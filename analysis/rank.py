@@ -18,13 +18,12 @@ import pandas as pd
 from analysis import _format as fmt
 from analysis.errors import AnalysisError
 from analysis.sweep import (
-    direction,
     load_sweep,
     param_label,
     resolve_metrics,
     searched_params,
-    usable_trials,
 )
+from analysis.trials import direction, usable_trials
 
 log = logging.getLogger(__name__)
 
@@ -173,57 +172,14 @@ def rank(
         raise AnalysisError(f"sort must be 'rank' or 'pareto', got {sort!r}")
     metrics = resolve_metrics(df, by) if by is not None and len(by) else default_metrics(df)
     directions = {m: direction(m) for m in metrics}
-    used, excluded = usable_trials(df, include_stopped=include_stopped)
-    values = used[metrics].to_numpy(dtype=float)
-    finite = np.isfinite(values).all(axis=1)
-    excluded["missing_metric"] = int((~finite).sum())
-    used = used[finite]
-    if used.empty:
-        reasons = ", ".join(f"{n} {k}" for k, n in excluded.items() if n) or "none"
-        raise AnalysisError(
-            f"no finished trial with a finite {', '.join(metrics)} among {len(df)} trials "
-            f"(left out: {reasons})"
-        )
+    used, excluded = _runs_to_rank(df, metrics, include_stopped)
     params = searched_params(df)
     table = aggregate_seeds(used, metrics, params=params)
-
-    first = metrics[0]
-    # the best run of each configuration: best value of the first metric, then lowest seed
-    key = used[first].astype(float) * (-1.0 if directions[first] == "max" else 1.0)
-    best = (
-        used.assign(_key=key)
-        .sort_values(["config_id", "_key", "seed", "trial_id"], kind="mergesort")
-        .groupby("config_id", sort=True)
-        .head(1)
-        .set_index("config_id")
-        .loc[table["config_id"]]
-    )
-    best_trial = best["trial_id"].tolist()
-    best_seed = best["seed"].tolist()
-    table.insert(1, "best_trial", best_trial)
-    table.insert(2, "best_seed", pd.array(best_seed, dtype="Int64"))
-
-    def oriented(m: str) -> np.ndarray:
-        x = _tie_round(table[f"{m}/mean"].to_numpy(dtype=float))
-        return x if directions[m] == "max" else -x
-
-    if len(metrics) == 1:
-        score = pd.Series(oriented(first))
-        table["rank"] = score.rank(ascending=False, method="min").astype(int)
-        keys = ["rank", f"{first}/n", "config_id"]
-        asc = [True, False, True]
-    else:
-        for m in metrics:
-            table[f"{m}/rank"] = pd.Series(oriented(m)).rank(ascending=False, method="average")
-        table["mean_rank"] = table[[f"{m}/rank" for m in metrics]].mean(axis=1)
-        table["rank"] = _tie_round(table["mean_rank"].to_numpy())
-        table["rank"] = table["rank"].rank(method="min").astype(int)
-        table["pareto_front"] = pareto_fronts(
-            np.column_stack([table[f"{m}/mean"] for m in metrics]),
-            [directions[m] == "max" for m in metrics],
-        )
-        keys = (["pareto_front"] if sort == "pareto" else []) + ["rank", "config_id"]
-        asc = [True] * len(keys)
+    best = _best_runs(used, metrics[0], directions[metrics[0]]).loc[table["config_id"]]
+    table.insert(1, "best_trial", best["trial_id"].tolist())
+    table.insert(2, "best_seed", pd.array(best["seed"].tolist(), dtype="Int64"))
+    keys = _add_ranks(table, metrics, directions, sort)
+    asc = [True, False, True] if len(metrics) == 1 else [True] * len(keys)
     table = table.sort_values(keys, ascending=asc, kind="mergesort").reset_index(drop=True)
     front_cols = ["rank", "config_id", "best_trial", "best_seed", "n_trials"]
     table = table[front_cols + [c for c in table.columns if c not in front_cols]]
@@ -239,6 +195,63 @@ def rank(
     if any(excluded.values()):
         log.info("ranking left out %s", ", ".join(f"{n} {k}" for k, n in excluded.items() if n))
     return table
+
+
+def _runs_to_rank(
+    df: pd.DataFrame, metrics: list[str], include_stopped: bool
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The usable runs with finite values of every metric, and the counts of those left out."""
+    used, excluded = usable_trials(df, include_stopped=include_stopped)
+    values = used[metrics].to_numpy(dtype=float)
+    finite = np.isfinite(values).all(axis=1)
+    excluded["missing_metric"] = int((~finite).sum())
+    used = used[finite]
+    if used.empty:
+        reasons = ", ".join(f"{n} {k}" for k, n in excluded.items() if n) or "none"
+        raise AnalysisError(
+            f"no finished trial with a finite {', '.join(metrics)} among {len(df)} trials "
+            f"(left out: {reasons})"
+        )
+    return used, excluded
+
+
+def _best_runs(used: pd.DataFrame, metric: str, how: str) -> pd.DataFrame:
+    """The best run of each configuration (indexed by config_id): the best value of `metric`,
+    then the lowest seed."""
+    key = used[metric].astype(float) * (-1.0 if how == "max" else 1.0)
+    return (
+        used.assign(_key=key)
+        .sort_values(["config_id", "_key", "seed", "trial_id"], kind="mergesort")
+        .groupby("config_id", sort=True)
+        .head(1)
+        .set_index("config_id")
+    )
+
+
+def _add_ranks(
+    table: pd.DataFrame, metrics: list[str], directions: dict[str, str], sort: str
+) -> list[str]:
+    """Add `rank` (and with several metrics the per-metric ranks, `mean_rank`, `pareto_front`)
+    to the seed table; returns the columns to sort it by."""
+
+    def oriented(m: str) -> np.ndarray:
+        x = _tie_round(table[f"{m}/mean"].to_numpy(dtype=float))
+        return x if directions[m] == "max" else -x
+
+    if len(metrics) == 1:
+        first = metrics[0]
+        table["rank"] = pd.Series(oriented(first)).rank(ascending=False, method="min").astype(int)
+        return ["rank", f"{first}/n", "config_id"]
+    for m in metrics:
+        table[f"{m}/rank"] = pd.Series(oriented(m)).rank(ascending=False, method="average")
+    table["mean_rank"] = table[[f"{m}/rank" for m in metrics]].mean(axis=1)
+    table["rank"] = _tie_round(table["mean_rank"].to_numpy())
+    table["rank"] = table["rank"].rank(method="min").astype(int)
+    table["pareto_front"] = pareto_fronts(
+        np.column_stack([table[f"{m}/mean"] for m in metrics]),
+        [directions[m] == "max" for m in metrics],
+    )
+    return (["pareto_front"] if sort == "pareto" else []) + ["rank", "config_id"]
 
 
 def excluded_line(ranked: pd.DataFrame) -> str:

@@ -36,7 +36,14 @@ from analysis.plots import (
     plot_pareto,
 )
 from analysis.rank import default_metrics, excluded_line, rank, ranked_rows
-from analysis.sweep import _hashable, load_sweep, param_label, resolve_metrics, searched_params
+from analysis.sweep import (
+    _hashable,
+    load_sweep,
+    metric_label,
+    param_label,
+    resolve_metrics,
+    searched_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +101,23 @@ th,td{border:1px solid #ccc;padding:3px 8px}th{background:#f3f3f3}
 img{max-width:100%}figure{margin:1em 0}code{background:#f3f3f3;padding:0 3px}"""
 
 
+@dataclasses.dataclass
+class _Sweep:
+    """What every section of the report reads: the table, the rankings, where files go."""
+
+    df: pd.DataFrame
+    root: Path
+    out: Path
+    primary: list[str]  # the ranking metrics
+    metrics: list[str]  # the metrics for plots, importance and agreement
+    ranked: pd.DataFrame
+    params: list[str]  # the searched parameters
+
+    @property
+    def plots(self) -> Path:
+        return self.out / "plots"
+
+
 def write_report(
     folder: str | Path,
     *,
@@ -118,22 +142,39 @@ def write_report(
             finished. A section that cannot be made (too few trials for importance, no saved
             images) is left out with a note instead.
     """
+    sweep = _read(folder, by, metrics)
+    sweep.plots.mkdir(parents=True, exist_ok=True)
+    doc = _Doc(sweep.out)
+    name = (sweep.df.attrs.get("spec") or {}).get("name") or sweep.root.name
+    _summary(doc, sweep, name)
+    _ranking(doc, sweep, max_rows)
+    _best_config(doc, sweep)
+    _pareto(doc, sweep)
+    _ablations(doc, sweep)
+    _importance(doc, sweep)
+    _agreement(doc, sweep)
+    _metrics_vs_params(doc, sweep)
+    _best_images(doc, sweep, top)
+    index = _write_pages(doc, sweep.out, name)
+    log.info("wrote the report of %s to %s", sweep.root, sweep.out)
+    return index
+
+
+def _read(folder: str | Path, by: str | Sequence[str] | None,
+          metrics: Sequence[str] | None) -> _Sweep:
     df = load_sweep(folder)
     root = Path(df.attrs["sweep_folder"])
-    out = root / "report"
-    plots = out / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
     primary = resolve_metrics(df, by) if by else default_metrics(df)
     report_metrics = resolve_metrics(df, metrics) if metrics else default_report_metrics(df)
     for m in primary:
         if m not in report_metrics:
             report_metrics.insert(0, m)
     ranked = rank(df, primary)  # raises when nothing finished
-    params = searched_params(df)
-    spec = df.attrs.get("spec") or {}
-    doc = _Doc(out)
+    return _Sweep(df, root, root / "report", primary, report_metrics, ranked, searched_params(df))
 
-    name = spec.get("name") or root.name
+
+def _summary(doc: _Doc, sweep: _Sweep, name: str) -> None:
+    df = sweep.df
     doc.heading(f"Sweep report: {name}", 1)
     status = df["status"].value_counts().to_dict()
     source = (
@@ -142,18 +183,23 @@ def write_report(
         else "the Ray trial folders (no trials.parquet: the sweep did not finish)"
     )
     doc.para(
-        f"Folder {root}; {len(df)} trials ({', '.join(f'{n} {s}' for s, n in status.items())}); "
-        f"table read from {source}. "
+        f"Folder {sweep.root}; {len(df)} trials "
+        f"({', '.join(f'{n} {s}' for s, n in status.items())}); table read from {source}. "
         f"Generated {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC."
     )
-    doc.para("Searched parameters: " + (", ".join(param_label(p) for p in params) or "none") + ".")
+    doc.para(
+        "Searched parameters: " + (", ".join(param_label(p) for p in sweep.params) or "none")
+        + "."
+    )
     if "config/data/name" in df.columns:
         doc.para("Dataset: " + ", ".join(sorted({str(v) for v in df["config/data/name"]})) + ".")
 
-    # ---- ranked table ----
+
+def _ranking(doc: _Doc, sweep: _Sweep, max_rows: int) -> None:
+    ranked = sweep.ranked
     dirs = ", ".join(
         f"{m} ({'higher' if ranked.attrs['directions'][m] == 'max' else 'lower'} is better)"
-        for m in primary
+        for m in sweep.primary
     )
     doc.heading("Ranking")
     doc.para(
@@ -164,45 +210,52 @@ def write_report(
     doc.table(header, rows, align)
     if len(ranked) > max_rows:
         doc.para(f"First {max_rows} of {len(ranked)} configurations; all are in ranked.csv.")
-    _ranked_csv(ranked).to_csv(out / "ranked.csv", index=False)
-    (out / "ranked.md").write_text(fmt.markdown_table(*ranked_rows(ranked)))
+    _ranked_csv(ranked).to_csv(sweep.out / "ranked.csv", index=False)
+    (sweep.out / "ranked.md").write_text(fmt.markdown_table(*ranked_rows(ranked)))
 
-    # ---- best config ----
-    best_path = export_best(df, out, by=primary)
-    best = ranked.iloc[0]
+
+def _best_config(doc: _Doc, sweep: _Sweep) -> None:
+    best_path = export_best(sweep.df, sweep.out, by=sweep.primary)
+    best = sweep.ranked.iloc[0]
     doc.para(
         f"Best configuration: {best['config_id']} (trial {best['best_trial']}, seed "
         f"{best['best_seed']}), exported to {best_path.name}; rerun it with "
         f"`mipet-tune train --config {best_path.name}`."
     )
 
-    # ---- Pareto front: disentanglement against reconstruction ----
+
+def _pareto(doc: _Doc, sweep: _Sweep) -> None:
+    """Disentanglement against reconstruction (or the first two ranking metrics)."""
+    df, primary = sweep.df, sweep.primary
     loss = next((c for c in ("train/recon", "train/loss") if c in df.columns), None)
     pair = (
         list(primary[:2])
         if len(primary) >= 2
         else ([primary[0], loss] if loss and primary[0] != loss else [])
     )
-    if pair:
-        doc.heading("Pareto front")
-        try:
-            both = rank(df, pair)
-            path = plot_pareto(both, plots / "pareto.png")
-            front = both[both["pareto_front"] == 1]
-            doc.para(
-                f"{len(front)} of {len(both)} configurations are not beaten on both "
-                f"{pair[0]} and {pair[1]}."
-            )
-            doc.table(*_front_rows(front, pair))
-            doc.image(path, "Pareto front")
-        except AnalysisError as exc:
-            doc.para(f"(No Pareto front: {exc}.)")
+    if not pair:
+        return
+    doc.heading("Pareto front")
+    try:
+        both = rank(df, pair)
+        path = plot_pareto(both, sweep.plots / "pareto.png")
+        front = both[both["pareto_front"] == 1]
+        doc.para(
+            f"{len(front)} of {len(both)} configurations are not beaten on both "
+            f"{pair[0]} and {pair[1]}."
+        )
+        doc.table(*_front_rows(front, pair))
+        doc.image(path, "Pareto front")
+    except AnalysisError as exc:
+        doc.para(f"(No Pareto front: {exc}.)")
 
-    # ---- ablations ----
-    table_metrics = [m for m in report_metrics if m in primary] + [
-        m for m in report_metrics if m not in primary
+
+def _ablations(doc: _Doc, sweep: _Sweep) -> None:
+    primary = sweep.primary
+    table_metrics = [m for m in sweep.metrics if m in primary] + [
+        m for m in sweep.metrics if m not in primary
     ][: max(0, MAX_TABLE_METRICS - len(primary))]
-    ablations = _ablation_specs(df, params)
+    ablations = _ablation_specs(sweep.df, sweep.params)
     if ablations:
         doc.heading("Ablation tables")
         doc.para(
@@ -213,12 +266,12 @@ def write_report(
     for rows_ in ablations:
         stem = "ablation_" + "_".join(param_label(p).replace("/", "-") for p in rows_)
         try:
-            table = ablation_table(df, rows=rows_, metrics=table_metrics)
+            table = ablation_table(sweep.df, rows=rows_, metrics=table_metrics)
         except AnalysisError as exc:
             doc.para(f"({stem}: {exc}.)")
             continue
         caption = f"Ablation over {', '.join(map(param_label, rows_))}"
-        write_ablation(table, out, stem, caption=caption)
+        write_ablation(table, sweep.out, stem, caption=caption)
         doc.heading(", ".join(param_label(p) for p in rows_), 3)
         pooled = int(table.stats["n_configs"].max())
         note = (
@@ -232,52 +285,59 @@ def write_report(
             + table.to_html(),
         )
 
-    # ---- importance and agreement ----
+
+def _importance(doc: _Doc, sweep: _Sweep) -> None:
     doc.heading("Hyperparameter importance")
     try:
-        imp = importance(df, report_metrics)
-        imp.to_csv(out / "importance.csv")
+        imp = importance(sweep.df, sweep.metrics)
+        imp.to_csv(sweep.out / "importance.csv")
         doc.para(
             "Share of a random forest's impurity decrease per parameter, fitted to each "
             "metric over the finished trials (seeds as samples)."
         )
         doc.table(
-            ["parameter", *[_short(m) for m in imp.columns]],
+            ["parameter", *[metric_label(m) for m in imp.columns]],
             [[p, *[fmt.num(v, 2) for v in imp.loc[p]]] for p in imp.index],
             ["l"] + ["r"] * len(imp.columns),
         )
-        doc.image(plot_importance(imp, plots / "importance.png"), "importance")
+        doc.image(plot_importance(imp, sweep.plots / "importance.png"), "importance")
     except AnalysisError as exc:
         doc.para(f"(No importance: {exc}.)")
 
+
+def _agreement(doc: _Doc, sweep: _Sweep) -> None:
     doc.heading("Agreement between metrics")
     try:
-        corr = metric_correlation(df, report_metrics)
-        corr.to_csv(out / "metric_correlation.csv")
+        corr = metric_correlation(sweep.df, sweep.metrics)
+        corr.to_csv(sweep.out / "metric_correlation.csv")
         doc.para(
             f"Spearman rank correlation over {corr.attrs['n_points']} configurations (seed "
             "means); lower-is-better metrics negated, so +1 means the two metrics order "
             "the configurations alike."
         )
-        doc.image(plot_correlation(corr, plots / "metric_correlation.png"), "correlation")
+        doc.image(plot_correlation(corr, sweep.plots / "metric_correlation.png"), "correlation")
     except AnalysisError as exc:
         doc.para(f"(No correlation: {exc}.)")
 
-    # ---- metric against parameters ----
+
+def _metrics_vs_params(doc: _Doc, sweep: _Sweep) -> None:
     doc.heading("Metrics against the searched parameters")
-    for m in report_metrics:
+    for m in sweep.metrics:
         try:
-            png = plots / f"vs_params_{_short(m).replace('/', '-')}.png"
-            path = plot_metric_vs_params(df, m, png)
+            png = sweep.plots / f"vs_params_{metric_label(m).replace('/', '-')}.png"
+            path = plot_metric_vs_params(sweep.df, m, png)
             doc.image(path, f"{m} against the parameters")
         except AnalysisError as exc:
             doc.para(f"({m}: {exc}.)")
 
-    # ---- images of the best trials ----
+
+def _best_images(doc: _Doc, sweep: _Sweep, top: int) -> None:
     doc.heading("Best trials: latent traversals and reconstructions")
     shown = False
     for kind in ("traversal", "reconstruction"):
-        picture = plot_best_images(df, ranked, plots / f"best_{kind}s.png", kind=kind, top=top)
+        picture = plot_best_images(
+            sweep.df, sweep.ranked, sweep.plots / f"best_{kind}s.png", kind=kind, top=top
+        )
         if picture is not None:
             doc.heading(kind.capitalize() + "s", 3)
             doc.image(picture, f"{kind}s of the best trials")
@@ -285,6 +345,8 @@ def write_report(
     if not shown:
         doc.para("(None of the best trials saved traversal.png or reconstruction.png.)")
 
+
+def _write_pages(doc: _Doc, out: Path, name: str) -> Path:
     index = out / "index.md"
     index.write_text("\n".join(doc.md))
     html = (
@@ -294,12 +356,7 @@ def write_report(
         + "\n</body></html>\n"
     )
     (out / "index.html").write_text(html)
-    log.info("wrote the report of %s to %s", root, out)
     return index
-
-
-def _short(m: str) -> str:
-    return m[len("eval/") :] if m.startswith("eval/") else m
 
 
 def _ranked_csv(ranked: pd.DataFrame) -> pd.DataFrame:
@@ -315,7 +372,7 @@ def _front_rows(
     front: pd.DataFrame, pair: Sequence[str]
 ) -> tuple[list[str], list[list[str]], list[str]]:
     params = [p for p in front.attrs.get("params", []) if p in front.columns]
-    header = ["config", *[param_label(p) for p in params], *[_short(m) for m in pair]]
+    header = ["config", *[param_label(p) for p in params], *[metric_label(m) for m in pair]]
     rows = []
     for _, r in front.sort_values(f"{pair[0]}/mean").iterrows():
         rows.append(

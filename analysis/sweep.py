@@ -1,26 +1,16 @@
-"""Reading a sweep folder into one trials table, and the vocabulary of that table.
+"""Reading a sweep folder into one trials table, and the names of its columns.
 
 A sweep folder holds `trials.parquet` (one row per run, i.e. per trial and seed: a Ray trial
 may train several seeds of its configuration; written when a sweep ends) and Ray Tune's
 experiment folder `ray/`. A sweep that was killed has no parquet; `load_sweep` then rebuilds
-the same table from the trial folders (`params.json`, `result.json`, `error.txt`).
-
-Column families of the table:
-    trial_id, status, failed, nonfinite, error, config_id, seed, step, time_total_s, ...
-    config/<section>/<field>   every run-config field (config/seed too)
-    eval/<metric>              final disentanglement metrics (float, NaN when missing)
-    train/<term>               final training losses (float, lower is better)
-    fast/<metric>              intermediate metrics (only in a rebuilt table)
-Derived here: `stopped` (a finished trial that ran fewer steps than `config/train/steps`, as
-an early-stopping scheduler leaves it) and `usable` (finished, not failed, finite, not stopped).
+the same table from the trial folders (`params.json`, `result.json`, `error.txt`) with the row
+builder that wrote the parquet (`analysis.trials`, which defines the columns).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import math
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -30,6 +20,16 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
+from analysis.trials import (
+    HIGHER_IS_BETTER,
+    LOWER_IS_BETTER,
+    METRIC_PREFIXES,
+    config_hash,
+    direction,
+    mark_usable,
+    trial_rows,
+    usable_trials,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ __all__ = [
     "direction",
     "load_sweep",
     "metric_columns",
+    "metric_label",
     "param_label",
     "rebuild_from_ray",
     "resolve_metric",
@@ -50,64 +51,11 @@ __all__ = [
     "usable_trials",
 ]
 
-#: Final metrics where a larger value is better (the supervised disentanglement scores).
-HIGHER_IS_BETTER = frozenset(
-    {
-        "beta_vae",
-        "beta_vae_train",
-        "factor_vae",
-        "factor_vae_train",
-        "mig",
-        "dci_disentanglement",
-        "dci_completeness",
-        "dci_informativeness_train",
-        "dci_informativeness_test",
-        "sap",
-        "irs",
-        "modularity",
-        "explicitness_train",
-        "explicitness_test",
-    }
-)
-#: Metrics where a smaller value is better: the unsupervised scores measure dependence
-#: between latents (spec/metrics.md), and every `train/*` column is a loss.
-LOWER_IS_BETTER = frozenset(
-    {
-        "gaussian_total_correlation",
-        "gaussian_wasserstein_correlation",
-        "gaussian_wasserstein_correlation_norm",
-        "mutual_info_score",
-    }
-)
-_METRIC_PREFIXES = ("eval/", "train/", "fast/")
+_METRIC_PREFIXES = METRIC_PREFIXES
 _FLAG_COLUMNS = ("failed", "nonfinite")
-_NONFINITE_WORDS = re.compile(r"non-?finite|NonFiniteLossError|\bnan\b|\binf\b", re.IGNORECASE)
 
 
 # ---- vocabulary ------------------------------------------------------------------------------
-def direction(column: str) -> str:
-    """Whether a metric column is maximised or minimised.
-
-    Args:
-        column: a full column name such as `eval/mig`, `fast/mig` or `train/recon`.
-    Returns:
-        `"max"` or `"min"`.
-    Raises:
-        AnalysisError: for a column that is not a metric (`eval/`, `fast/`, `train/`).
-    """
-    if column.startswith("train/"):
-        return "min"
-    for prefix in ("eval/", "fast/"):
-        if column.startswith(prefix):
-            name = column[len(prefix) :]
-            if name in LOWER_IS_BETTER:
-                return "min"
-            if name not in HIGHER_IS_BETTER:
-                log.debug("metric %s has no known direction; assuming higher is better", column)
-            return "max"
-    raise AnalysisError(f"{column!r} is not a metric column (eval/*, fast/* or train/*)")
-
-
 def metric_columns(df: pd.DataFrame, *, include_fast: bool = False) -> list[str]:
     """The metric columns of a trials table: `eval/*` first, then `train/*` (then `fast/*`)."""
     prefixes = _METRIC_PREFIXES if include_fast else _METRIC_PREFIXES[:2]
@@ -133,7 +81,7 @@ def resolve_metric(df: pd.DataFrame, name: str) -> str:
         if prefix + name in df.columns:
             return prefix + name
     known = metric_columns(df, include_fast=True)
-    shown = ", ".join(c.split("/", 1)[1] if c.startswith("eval/") else c for c in known)
+    shown = ", ".join(metric_label(c) for c in known)
     raise AnalysisError(
         f"unknown metric {name!r}; this sweep has: {shown or 'no metric columns at all'}"
     )
@@ -172,6 +120,11 @@ def param_label(column: str) -> str:
     return column[len("config/") :] if column.startswith("config/") else column
 
 
+def metric_label(column: str) -> str:
+    """`eval/mig` -> `mig`; other metric columns (`train/loss`, `fast/mig`) keep their prefix."""
+    return column.removeprefix("eval/")
+
+
 def searched_params(df: pd.DataFrame) -> list[str]:
     """The config columns that vary across the trials (the seed excluded).
 
@@ -183,39 +136,6 @@ def searched_params(df: pd.DataFrame) -> list[str]:
         if len(values) > 1:
             out.append(col)
     return out
-
-
-def usable_trials(
-    df: pd.DataFrame, *, include_stopped: bool = False
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The finished, healthy trials, and how many of each other kind were left out.
-
-    Returns:
-        (rows, excluded) where `excluded` counts `failed`, `nonfinite`, `unfinished` (status
-        not TERMINATED) and `stopped` (ended early by a scheduler; kept if `include_stopped`).
-        A trial is counted once, under the first reason in that order.
-    """
-
-    def flag(name: str) -> pd.Series:
-        if name not in df.columns:
-            return pd.Series(False, index=df.index)
-        return df[name].fillna(False).astype(bool)
-
-    status = df["status"] if "status" in df.columns else pd.Series("TERMINATED", index=df.index)
-    nonfinite = flag("nonfinite")
-    failed = (flag("failed") | (status == "ERROR")) & ~nonfinite
-    unfinished = ~(failed | nonfinite) & (status != "TERMINATED")
-    stopped = ~(failed | nonfinite | unfinished) & flag("stopped")
-    excluded = {
-        "failed": int(failed.sum()),
-        "nonfinite": int(nonfinite.sum()),
-        "unfinished": int(unfinished.sum()),
-        "stopped": 0 if include_stopped else int(stopped.sum()),
-    }
-    keep = ~(failed | nonfinite | unfinished)
-    if not include_stopped:
-        keep &= ~stopped
-    return df[keep], excluded
 
 
 def run_row(df: pd.DataFrame, trial_id: str, seed: Any) -> pd.Series:
@@ -331,99 +251,22 @@ def _runs_missing_from(df: pd.DataFrame, ray_dir: Path, sweep: Path) -> pd.DataF
 
 
 def _trial_rows(trial_dir: Path, sweep: Path) -> list[dict[str, Any]]:
+    """A trial folder's rows, built as the sweep engine builds them for trials.parquet."""
     results = _read_results(trial_dir / "result.json")
-    last = results[-1] if results else {}
-    config = last.get("config")
+    config = results[-1].get("config") if results else None
     if not isinstance(config, dict):
         config = _read_json(trial_dir / "params.json") or {}
     error_file = trial_dir / "error.txt"
-    error = error_file.read_text(errors="replace").strip() if error_file.is_file() else None
-    trial_id = str(last.get("trial_id") or _trial_id_from_name(trial_dir))
     checkpoints = sorted(trial_dir.glob("checkpoint_*"))
-    common: dict[str, Any] = {
-        "trial_id": trial_id,
-        "config_id": _config_id(config),
-        "time_total_s": last.get("time_total_s"),
-        "node": last.get("node_ip"),
-        "checkpoint_path": str(checkpoints[-1]) if checkpoints else None,
-        "trial_dir": str(trial_dir),
-    }
-    for key, value in _flatten(config).items():
-        common[f"config/{key}"] = value
-
-    # one group of (final) values per seed
-    groups: list[tuple[Any, dict[str, Any], bool, bool]] = []  # seed, values, finished, bad
-    seed_results = last.get("seed_results")
-    if isinstance(seed_results, str):
-        try:
-            seed_results = json.loads(seed_results)
-        except json.JSONDecodeError:
-            seed_results = None
-    if isinstance(seed_results, list) and seed_results:
-        for rec in seed_results:
-            if isinstance(rec, dict):
-                groups.append((rec.get("seed"), rec, True, _has_bad_loss([rec])))
-    else:
-        by_seed: dict[Any, list[dict[str, Any]]] = {}
-        for rec in results:
-            by_seed.setdefault(rec.get("seed", config.get("seed")), []).append(rec)
-        for seed, recs in by_seed.items():
-            values: dict[str, Any] = {}
-            for rec in recs:  # the latest value of each key
-                values.update(rec)
-            finished = any(k.startswith("eval/") for r in recs for k in r) or bool(
-                recs[-1].get("done")
-            )
-            groups.append((seed, values, finished, _has_bad_loss(recs)))
-    if not groups:
-        groups.append((config.get("seed"), {}, False, False))
-
-    rows = []
-    for i, (seed, values, finished, bad) in enumerate(groups):
-        is_last = i == len(groups) - 1
-        row = dict(common)
-        err = error if (error is not None and is_last) else None
-        if err is not None:
-            status = "ERROR"
-        elif finished:
-            status = "TERMINATED"
-        elif values:
-            status = "RUNNING"
-        else:
-            status = "PENDING"
-        nonfinite = bad or bool(err and _NONFINITE_WORDS.search(err))
-        row.update(
-            status=status,
-            failed=err is not None or nonfinite,
-            nonfinite=nonfinite,
-            error=(err.strip().splitlines()[-1] if err else None),
-            seed=seed,
-        )
-        if seed is not None:
-            row["config/seed"] = seed
-        row.update({k: v for k, v in values.items() if k.startswith(_METRIC_PREFIXES)})
-        row["step"] = values.get("step", values.get("training_iteration"))
-        if "images_per_s" in values:
-            row["images_per_s"] = values["images_per_s"]
-        artifact = values.get("artifact_dir")
-        if not artifact:
-            base = sweep / "trials" / trial_id
-            for candidate in (base / f"seed_{seed}", base):
-                if candidate.is_dir():
-                    artifact = str(candidate)
-                    break
-        row["artifact_dir"] = artifact or None
-        rows.append(row)
-    return rows
-
-
-def _has_bad_loss(records: list[dict[str, Any]]) -> bool:
-    """A loss reported as NaN/inf (the trainer raises instead; older runs reported it)."""
-    return any(
-        isinstance(v, float) and not math.isfinite(v)
-        for r in records
-        for k, v in r.items()
-        if k.startswith("train/")
+    return trial_rows(
+        trial_id=str((results[-1].get("trial_id") if results else None)
+                     or _trial_id_from_name(trial_dir)),
+        config=config,
+        reports=results,
+        error=error_file.read_text(errors="replace").strip() if error_file.is_file() else None,
+        checkpoint_path=str(checkpoints[-1]) if checkpoints else None,
+        trial_dir=str(trial_dir),
+        sweep_dir=sweep,
     )
 
 
@@ -464,26 +307,11 @@ def _trial_id_from_name(trial_dir: Path) -> str:
     return m.group(1) if m else name
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}/"))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def _config_id(config: dict[str, Any]) -> str:
-    """Hash of the config without the seed (the same formula as tune's RunConfig.config_id)."""
-    d = {k: v for k, v in config.items() if k != "seed"}
-    blob = json.dumps(d, sort_keys=True, default=str).encode()
-    return hashlib.sha1(blob).hexdigest()[:12]
-
-
 def _read_spec(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
+    # Not models.strict_yaml (analysis imports nothing of ours): sweep.yaml is written by the
+    # sweep engine with yaml.safe_dump, whose floats always carry a dot, so YAML 1.1 reads it.
     try:
         import yaml  # pyyaml: a dependency of the distribution, needed only here and in export
     except ImportError:  # pragma: no cover
@@ -513,8 +341,6 @@ def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
         if flag not in df.columns:
             df[flag] = False
         df[flag] = df[flag].fillna(False).astype(bool)
-    df.loc[df["status"] == "ERROR", "failed"] = True
-    df.loc[df["nonfinite"], "failed"] = True
     for col in [c for c in df.columns if c.startswith(_METRIC_PREFIXES)]:
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     for col in [*config_columns(df), "config/seed"]:
@@ -529,7 +355,7 @@ def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
     if missing.any():  # e.g. a config that never validated: hash its config columns
         cfg_cols = config_columns(df)
         df.loc[missing, "config_id"] = [
-            "cfg-" + _config_id({c: _hashable(v) for c, v in zip(cfg_cols, row, strict=True)})
+            "cfg-" + config_hash({c: _hashable(v) for c, v in zip(cfg_cols, row, strict=True)})
             for row in df.loc[missing, cfg_cols].itertuples(index=False)
         ]
     df["config_id"] = df["config_id"].astype(str)
@@ -543,17 +369,7 @@ def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
         if col not in df.columns:
             df[col] = None
         df[col] = df[col].astype(object).where(df[col].notna(), None)
-    steps_cfg = "config/train/steps"
-    if "step" in df.columns and steps_cfg in df.columns:
-        planned = pd.to_numeric(df[steps_cfg], errors="coerce")
-        ran = df["step"].astype(float)
-        df["stopped"] = (
-            (df["status"] == "TERMINATED") & ~df["failed"] & (ran < planned).fillna(False)
-        ).astype(bool)
-    else:
-        df["stopped"] = False
-    usable = (df["status"] == "TERMINATED") & ~df["failed"] & ~df["nonfinite"] & ~df["stopped"]
-    df["usable"] = usable.astype(bool)
+    mark_usable(df)
     return df.reset_index(drop=True)
 
 

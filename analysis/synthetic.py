@@ -12,7 +12,6 @@ metric values follow simple formulas, so the rankings are known:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -21,6 +20,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from analysis.trials import config_hash, flatten
 
 __all__ = ["synthetic_trials", "write_sweep"]
 
@@ -38,21 +39,6 @@ def _config(name: str, beta: float, num_ipe: int | None, wd: float, seed: int) -
         "eval": {"protocol": "dlib", "metrics": ["mig", "dci"]},
         "seed": seed,
     }
-
-
-def _config_id(config: dict[str, Any]) -> str:
-    d = {k: v for k, v in config.items() if k != "seed"}
-    return hashlib.sha1(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def synthetic_trials(*, n_seeds: int = 3, broken: bool = True) -> pd.DataFrame:
@@ -106,10 +92,10 @@ def _row(tid: str, cfg: dict[str, Any], status: str, mig: float, recon: float) -
         "failed": False,
         "nonfinite": False,
         "error": None,
-        "config_id": _config_id(cfg),
+        "config_id": config_hash(cfg),
         "seed": cfg["seed"],
     }
-    for key, value in _flat(cfg).items():
+    for key, value in flatten(cfg).items():
         row[f"config/{key}"] = value
     row.update(
         {
@@ -174,36 +160,9 @@ def write_sweep(
         tdir.mkdir(parents=True, exist_ok=True)
         df.at[i, "trial_dir"] = str(tdir)
         if ray:
-            (tdir / "params.json").write_text(json.dumps(config))
-            lines: list[dict[str, Any]] = []
-            final_step = int(row["step"])
-            for step in sorted({final_step // 2, final_step}):
-                rec: dict[str, Any] = {
-                    "step": step,
-                    "trial_id": tid,
-                    "training_iteration": len(lines) + 1,
-                    "time_total_s": float(row["time_total_s"]) * step / max(final_step, 1),
-                    "node_ip": row["node"],
-                    "done": False,
-                    "config": config,
-                    "fast/mig": float(row.get("eval/mig", float("nan"))) * 0.9,
-                }
-                rec.update({c: float(row[c]) for c in df.columns if c.startswith("train/")})
-                if row["nonfinite"] and step == final_step:
-                    continue  # the trainer raises instead of reporting the non-finite loss
-                lines.append(rec)
-            if row["status"] == "TERMINATED":
-                lines[-1].update({c: float(row[c]) for c in df.columns if c.startswith("eval/")})
-                lines[-1]["done"] = True
-            (tdir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
-            if row["status"] == "ERROR":
-                (tdir / "error.txt").write_text(
-                    f"Traceback (most recent call last):\n{row['error']}\n"
-                )
-            if row["status"] == "TERMINATED":
-                ck = tdir / "checkpoint_000001"
-                ck.mkdir(exist_ok=True)
-                df.at[i, "checkpoint_path"] = str(ck)
+            checkpoint = _write_ray_trial(tdir, row, config, df.columns)
+            if checkpoint is not None:
+                df.at[i, "checkpoint_path"] = checkpoint
         if images and row["status"] == "TERMINATED":
             adir = root / "trials" / str(tid)
             adir.mkdir(parents=True, exist_ok=True)
@@ -213,6 +172,43 @@ def write_sweep(
     if parquet:
         df.to_parquet(root / "trials.parquet", index=False)
     return root
+
+
+def _write_ray_trial(
+    tdir: Path, row: pd.Series, config: dict[str, Any], columns: pd.Index
+) -> str | None:
+    """A Ray trial folder as the trainable leaves it: params.json, one result.json line per
+    report (the last one with the final metrics), error.txt; returns the checkpoint folder."""
+    (tdir / "params.json").write_text(json.dumps(config))
+    lines: list[dict[str, Any]] = []
+    final_step = int(row["step"])
+    for step in sorted({final_step // 2, final_step}):
+        rec: dict[str, Any] = {
+            "step": step,
+            "trial_id": row["trial_id"],
+            "training_iteration": len(lines) + 1,
+            "time_total_s": float(row["time_total_s"]) * step / max(final_step, 1),
+            "node_ip": row["node"],
+            "done": False,
+            "config": config,
+            "config_id": row["config_id"],  # a trial reports its own id
+            "fast/mig": float(row.get("eval/mig", float("nan"))) * 0.9,
+        }
+        rec.update({c: float(row[c]) for c in columns if c.startswith("train/")})
+        if row["nonfinite"] and step == final_step:
+            continue  # the trainer raises instead of reporting the non-finite loss
+        lines.append(rec)
+    if row["status"] == "TERMINATED":
+        lines[-1].update({c: float(row[c]) for c in columns if c.startswith("eval/")})
+        lines[-1]["done"] = True
+    (tdir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    if row["status"] == "ERROR":
+        (tdir / "error.txt").write_text(f"Traceback (most recent call last):\n{row['error']}\n")
+    if row["status"] != "TERMINATED":
+        return None
+    ck = tdir / "checkpoint_000001"
+    ck.mkdir(exist_ok=True)
+    return str(ck)
 
 
 def _write_pngs(folder: Path, seed: int) -> None:
@@ -263,9 +259,7 @@ def table(records: list[dict[str, Any]]) -> pd.DataFrame:
         row.update(rec)
         if "config_id" not in rec:
             cfg = {k: v for k, v in rec.items() if k.startswith("config/") and k != "config/seed"}
-            row["config_id"] = hashlib.sha1(
-                json.dumps(cfg, sort_keys=True, default=str).encode()
-            ).hexdigest()[:12]
+            row["config_id"] = config_hash(cfg)
         row.setdefault("config/seed", row["seed"])
         rows.append(row)
     return _typed(pd.DataFrame(rows), where="synthetic table")

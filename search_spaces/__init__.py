@@ -21,7 +21,7 @@ The YAML form::
 from __future__ import annotations
 
 from search_spaces._load import DefineByRun, define_by_run, load_space, preset_names, read_space
-from search_spaces._space import FrozenMap, Param, SearchSpace, from_distributions
+from search_spaces._space import FrozenMap, Param, SearchSpace, from_distributions, same_value
 
 __all__ = [
     "DefineByRun",
@@ -33,4 +33,5 @@ __all__ = [
     "load_space",
     "preset_names",
     "read_space",
+    "same_value",
 ]

@@ -13,8 +13,8 @@ from typing import Any
 from optuna.distributions import BaseDistribution
 
 from models.errors import ConfigError
+from models import strict_yaml
 from models.strict import nearest
-from search_spaces import _yaml
 from search_spaces._space import SearchSpace, from_distributions, label
 from search_spaces._validate import Check, validate
 
@@ -39,7 +39,7 @@ def _read_preset(name: str) -> SearchSpace:
     text = (importlib.resources.files("search_spaces") / "presets" / f"{name}.yaml").read_text(
         encoding="utf-8"
     )
-    data = _yaml.loads(text, f"preset {name!r}")
+    data = strict_yaml.loads(text, f"preset {name!r}")
     return SearchSpace.from_dict(data, name=name)
 
 
@@ -90,7 +90,8 @@ def read_space(source: str | Path | Mapping[str, Any] | SearchSpace) -> SearchSp
     text = str(source).strip()
     path = Path(text).expanduser()
     if isinstance(source, Path) or text.endswith((".yaml", ".yml")) or path.is_file():
-        return SearchSpace.from_dict(_yaml.read(path) or {}, name=path.stem)
+        data = strict_yaml.read(path, "search-space file")
+        return SearchSpace.from_dict(data or {}, name=path.stem)
     if _MODULE_SPEC.match(text):
         return _from_module(text)
     presets = preset_names()

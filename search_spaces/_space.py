@@ -79,9 +79,17 @@ def _thaw(value: Any) -> Any:
     return value
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Equality that keeps True apart from 1 (Python's `True == 1` would merge them)."""
-    return isinstance(a, bool) == isinstance(b, bool) and a == b
+def same_value(a: Any, b: Any) -> bool:
+    """Equality of config values: True stays apart from 1 (Python's `True == 1` would merge
+    them), and a float equals its round trip through JSON or Optuna's storage (12 digits)."""
+    if isinstance(a, bool) != isinstance(b, bool):
+        return False
+    if isinstance(a, float) or isinstance(b, float):
+        try:
+            return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
+        except (TypeError, ValueError):
+            return False
+    return a == b
 
 
 _SCIENTIFIC = re.compile(r"^[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)[eE][-+]?[0-9]+$")
@@ -98,7 +106,7 @@ def _sci_float(value: Any) -> Any:
 def _unique(values: Iterable[Any]) -> tuple[Any, ...]:
     out: list[Any] = []
     for v in values:
-        if not any(_same(v, u) for u in out):
+        if not any(same_value(v, u) for u in out):
             out.append(v)
     return tuple(out)
 
@@ -190,14 +198,14 @@ class Param:
                 value = fixed[parent]
             else:  # the parent is itself inactive
                 return False
-            if not any(_same(value, a) for a in allowed):
+            if not any(same_value(value, a) for a in allowed):
                 return False
         return True
 
     def can_take(self, value: Any) -> bool:
         """Whether a suggestion can equal `value` (used to check conditions)."""
         if self.kind == "categorical":
-            return any(_same(value, c) for c in self.choices)
+            return any(same_value(value, c) for c in self.choices)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             return False
         low, high = float(self.low or 0), float(self.high or 0)
@@ -384,7 +392,7 @@ def parse_param(path: str, spec: Any, where: str) -> Param:
             if isinstance(c, float) and not math.isfinite(c):
                 raise ConfigError(f"{here}: choice {c!r} is not finite")
         if len(_unique(choices)) != len(choices):
-            dup = next(c for i, c in enumerate(choices) if any(_same(c, d) for d in choices[:i]))
+            dup = next(c for i, c in enumerate(choices) if any(same_value(c, d) for d in choices[:i]))
             raise ConfigError(f"{here}: choice {dup!r} is listed twice")
         return Param(path, "categorical", choices=tuple(choices), when=when)
 
@@ -528,7 +536,7 @@ class SearchSpace:
         return out
 
     def to_yaml(self) -> str:
-        from search_spaces._yaml import dumps
+        from models.strict_yaml import dumps
 
         return dumps(self.to_dict())
 
@@ -740,7 +748,7 @@ class SearchSpace:
                                 f"that value; its domain is {q.domain()}"
                             )
                 elif parent in self.fixed:
-                    if not any(_same(self.fixed[parent], a) for a in allowed):
+                    if not any(same_value(self.fixed[parent], a) for a in allowed):
                         raise ConfigError(
                             f"{p.path}: when {parent} in {_fmt(tuple(allowed))}: never true, "
                             f"{parent} is fixed to {_fmt(self.fixed[parent])}"

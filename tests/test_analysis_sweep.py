@@ -318,3 +318,24 @@ def test_trial_ids_from_folder_names(tmp_path) -> None:
     assert _trial_id_from_name(tmp_path / "trial_8e2f1_00003") == "8e2f1_00003"
     assert _trial_id_from_name(tmp_path / "train_trial_8e2f1_00003_3_beta=4_2026") == "8e2f1_00003"
     assert _trial_id_from_name(tmp_path / "odd") == "odd"
+
+
+def test_the_reported_config_id_wins_and_an_unreported_one_is_the_same_for_both_builders(
+    tmp_path,
+) -> None:
+    from analysis.trials import config_hash, trial_rows
+
+    cfg = {"model": {"beta": 2.0}, "seed": 0}  # Ray's config: not the resolved RunConfig
+    reports = [{"step": 1, "train/loss": 1.0, "config": cfg, "config_id": "0123456789ab"}]
+    _write_trial(tmp_path, "trial_aa", reports)
+    _write_trial(tmp_path, "trial_bb", [])  # never reported: only params.json
+    (tmp_path / "ray" / "trial_bb" / "params.json").write_text(json.dumps(cfg))
+    df = load_sweep(tmp_path).set_index("trial_id")
+    assert df.loc["aa", "config_id"] == "0123456789ab" != config_hash(cfg)
+    assert df.loc["bb", "config_id"] == "cfg-" + config_hash(cfg)
+    assert df.loc["bb", "status"] == "PENDING"
+    # the sweep engine's call for the same trials (after fit(): `over`) gives the same ids
+    engine = [trial_rows(trial_id=t, config=cfg, reports=r, over=True)[0]
+              for t, r in (("aa", reports), ("bb", []))]
+    assert [r["config_id"] for r in engine] == ["0123456789ab", "cfg-" + config_hash(cfg)]
+    assert [r["status"] for r in engine] == ["TERMINATED", "TERMINATED"]

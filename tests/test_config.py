@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from models.errors import ConfigError
-from tune.config.run import RunConfig, apply_overrides, known_paths
+from tune.config.run import RunConfig, apply_overrides, known_paths, read_yaml
 from tune.config.sweep import SweepSpec, preset_names
 
 
@@ -132,3 +132,40 @@ def test_bad_yaml_file(tmp_path) -> None:
         SweepSpec.load(config=bad)
     with pytest.raises(ConfigError, match="no such config file"):
         SweepSpec.load(config=tmp_path / "missing.yaml")
+
+
+def test_one_yaml_loader_reads_1e_minus_4_as_a_float_everywhere(tmp_path) -> None:
+    # PyYAML (YAML 1.1) reads `1e-4` as the string "1e-4"; every reader here is YAML 1.2.
+    from search_spaces import load_space
+    from tune.sweep.ablate import AblationSpec
+
+    assert apply_overrides({}, ["train/lr=1e-4"])["train"]["lr"] == 1e-4
+    assert isinstance(apply_overrides({}, ["train/lr=1e-4"])["train"]["lr"], float)
+    run = tmp_path / "run.yaml"
+    run.write_text("train: {lr: 1e-4, steps: 3}\n")
+    assert read_yaml(run)["train"]["lr"] == 1e-4 and RunConfig.from_yaml(run).train.lr == 1e-4
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("base: {train: {lr: 1e-4}}\n"
+                     "space: {params: {train/weight_decay: {low: 1e-6, high: 1e-2, log: true}}}\n")
+    spec = SweepSpec.load(config=sweep)
+    assert spec.base["train"]["lr"] == 1e-4 and isinstance(spec.base["train"]["lr"], float)
+    space = tmp_path / "space.yaml"
+    space.write_text("params: {train/lr: {low: 1e-5, high: 1e-3, log: true}}\n")
+    assert load_space(str(space)).params[0].low == 1e-5
+    ablation = tmp_path / "ablation.yaml"
+    ablation.write_text("grid: {train/lr: [1e-4, 1e-3]}\nbase: {train: {steps: 2}}\n")
+    assert list(AblationSpec.load(ablation).grid["train/lr"]) == [1e-4, 1e-3]
+    run.write_text("train: {lr: 1e-4}\ntrain: {steps: 3}\n")
+    with pytest.raises(ConfigError, match="duplicated key 'train'"):
+        read_yaml(run)
+
+
+def test_one_list_of_dataset_names() -> None:
+    from models.config import DATASET_DEFAULTS
+    from tune.data import DATASETS
+
+    assert set(DATASET_DEFAULTS) == set(DATASETS)  # the model defaults cover every dataset
+    for name in DATASETS:
+        assert RunConfig.from_dict({"data": {"name": name}}).data.name == name
+    with pytest.raises(ConfigError, match="did you mean 'cars3d'"):
+        RunConfig.from_dict({"data": {"name": "cars3"}})

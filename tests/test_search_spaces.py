@@ -20,7 +20,7 @@ from search_spaces import (
     load_space,
     preset_names,
 )
-from search_spaces._yaml import loads
+from models.strict_yaml import loads
 from tune.config.run import RunConfig, known_paths, set_path
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

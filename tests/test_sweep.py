@@ -79,6 +79,12 @@ def test_two_trial_sweep_end_to_end_with_conditional_params(ray_session, tmp_pat
     assert set(floor["config/model/name"]) == {"mipet_vae", "mipet_commutative"}
     assert (floor["step"] == 0).all() and floor["eval/mig"].between(0, 1).all()
 
+    # One configuration, one id: the table rebuilt from ray/ (a killed sweep) agrees with it.
+    from analysis.sweep import rebuild_from_ray
+
+    rebuilt = rebuild_from_ray(folder / "ray").set_index("trial_id")["config_id"]
+    assert df.set_index("trial_id")["config_id"].to_dict() == rebuilt.to_dict()
+
     # Conditional parameters exist only where they belong: in Optuna and in the trial configs.
     for t in _optuna_trials(folder):
         name = t.params["model/name"]

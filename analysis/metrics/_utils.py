@@ -45,6 +45,24 @@ class GroundTruthData(Protocol):
     def sample_observations(self, num: int, random_state: np.random.RandomState) -> np.ndarray: ...
 
 
+class DerivedSampling:
+    """``sample`` and ``sample_observations`` from ``sample_factors`` and
+    ``sample_observations_from_factors``, as disentanglement_lib derives them (factors first,
+    then the observations, from the same random state)."""
+
+    def sample(
+        self, num: int, random_state: np.random.RandomState
+    ) -> tuple[np.ndarray, np.ndarray]:
+        factors = self.sample_factors(num, random_state)  # type: ignore[attr-defined]
+        observations = self.sample_observations_from_factors(  # type: ignore[attr-defined]
+            factors, random_state
+        )
+        return factors, observations
+
+    def sample_observations(self, num: int, random_state: np.random.RandomState) -> np.ndarray:
+        return self.sample(num, random_state)[1]
+
+
 def check_random_state(random_state: Any, where: str) -> np.random.RandomState:
     """Return ``random_state`` if it is a ``numpy.random.RandomState``, else raise."""
     if not isinstance(random_state, np.random.RandomState):

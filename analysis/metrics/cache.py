@@ -23,13 +23,14 @@ from typing import Any, Callable
 import numpy as np
 
 from analysis.errors import AnalysisError
+from analysis.metrics._utils import DerivedSampling
 
 log = logging.getLogger(__name__)
 
 Encode = Callable[[np.ndarray], Any]
 
 
-class _IndexData:
+class _IndexData(DerivedSampling):
     """The ground-truth interface with dataset row indices (N, 1) int64 as observations."""
 
     def __init__(self, data: Any) -> None:
@@ -51,15 +52,6 @@ class _IndexData:
         self, factors: np.ndarray, random_state: np.random.RandomState
     ) -> np.ndarray:
         return np.asarray(self._data.index_of(factors), dtype=np.int64).reshape(-1, 1)
-
-    def sample(
-        self, num: int, random_state: np.random.RandomState
-    ) -> tuple[np.ndarray, np.ndarray]:
-        factors = self.sample_factors(num, random_state)
-        return factors, self.sample_observations_from_factors(factors, random_state)
-
-    def sample_observations(self, num: int, random_state: np.random.RandomState) -> np.ndarray:
-        return self.sample(num, random_state)[1]
 
 
 def _check_deterministic(data: Any) -> None:

@@ -13,13 +13,13 @@ from typing import Callable, Sequence
 import numpy as np
 
 from analysis.errors import AnalysisError
-from analysis.metrics._utils import Represent
+from analysis.metrics._utils import DerivedSampling, Represent
 
 #: dSprites' factor sizes without colour: shape 3, scale 6, orientation 40, x 32, y 32.
 DSPRITES_FACTORS = (3, 6, 40, 32, 32)
 
 
-class SyntheticData:
+class SyntheticData(DerivedSampling):
     """Full grid over factors with the given numbers of values; observations encode factors.
 
     Args:
@@ -73,15 +73,6 @@ class SyntheticData:
     ) -> np.ndarray:
         """Observations of the given factors (draws nothing from ``random_state``)."""
         return self.observations_at(self.index_of(factors))
-
-    def sample(
-        self, num: int, random_state: np.random.RandomState
-    ) -> tuple[np.ndarray, np.ndarray]:
-        factors = self.sample_factors(num, random_state)
-        return factors, self.sample_observations_from_factors(factors, random_state)
-
-    def sample_observations(self, num: int, random_state: np.random.RandomState) -> np.ndarray:
-        return self.sample(num, random_state)[1]
 
 
 def _factor_values(observations: np.ndarray, num_factors: int) -> np.ndarray:

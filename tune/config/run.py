@@ -9,7 +9,6 @@ Ray trial dict, the checkpoint, the exported best config and `train --config` al
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,11 +16,11 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
-from models import ModelConfig, dataset_defaults
+from models import ModelConfig, dataset_defaults, strict_yaml
 from models.errors import ConfigError
 from models.strict import check_keys, from_dict, nearest, to_dict
+from tune.data import DATASETS  # the one list of dataset names
 
-DATASET_NAMES = ("dsprites", "shapes3d", "cars3d", "mpi3d_toy", "mpi3d_realistic", "mpi3d_real")
 SECTIONS = ("model", "data", "train", "eval", "seed")
 # Keys an exported best config carries besides the run config; `train --config` ignores them.
 EXPORT_EXTRA_KEYS = ("metrics", "provenance")
@@ -36,9 +35,9 @@ class DataConfig:
     cache_dir: str | None = None  # None = $MIPET_TUNE_CACHE or ~/.cache/mipet-tune
 
     def __post_init__(self) -> None:
-        if self.name not in DATASET_NAMES:
+        if self.name not in DATASETS:
             raise ConfigError(
-                f"data.name={self.name!r} is unknown; {nearest(self.name, DATASET_NAMES)}"
+                f"data.name={self.name!r} is unknown; {nearest(self.name, DATASETS)}"
             )
 
 
@@ -168,31 +167,24 @@ class RunConfig:
 
     def flat(self) -> dict[str, Any]:
         """`{"model/beta": 1.0, ..., "seed": 0}`."""
+        from analysis.trials import flatten  # the one flattening (the trials table's columns)
+
         return flatten(self.to_dict())
 
     def config_id(self) -> str:
-        """A short hash of everything but the seed: the seeds of one configuration share it."""
-        d = self.to_dict()
-        d.pop("seed")
-        blob = json.dumps(d, sort_keys=True, default=str).encode()
-        return hashlib.sha1(blob).hexdigest()[:12]
+        """A short hash of everything but the seed: the seeds of one configuration share it.
+
+        A trial computes it here and reports it; the trials table takes the reported one.
+        """
+        from analysis.trials import config_hash
+
+        return config_hash(self.to_dict())
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
 
 
 # ---- "/"-paths ---------------------------------------------------------------------------
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in d.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, path + "/"))
-        else:
-            out[path] = value
-    return out
-
-
 def set_path(d: dict[str, Any], path: str, value: Any) -> None:
     """Set `d["model"]["beta"] = value` for `path="model/beta"`, creating sections as needed."""
     parts = [p for p in path.replace(".", "/").split("/") if p]
@@ -223,15 +215,11 @@ def known_paths() -> list[str]:
 
 
 def parse_override(item: str) -> tuple[str, Any]:
-    """`"model.beta=4"` -> `("model/beta", 4)`: the value parsed as a YAML scalar."""
+    """`"model.beta=4"` -> `("model/beta", 4)`: the value parsed as a YAML 1.2 scalar."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected PATH=VALUE, for example model/beta=4")
     path, raw = item.split("=", 1)
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return path.strip().replace(".", "/"), value
+    return path.strip().replace(".", "/"), strict_yaml.scalar(raw)
 
 
 def apply_overrides(d: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
@@ -247,19 +235,6 @@ def apply_overrides(d: Mapping[str, Any], overrides: list[str] | tuple[str, ...]
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping; a missing file or bad YAML is a one-line ConfigError."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"{p}: no such config file")
-    try:
-        loaded = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" (line {mark.line + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{p}: expected a YAML mapping at the top, got {type(loaded).__name__}")
-    return loaded
+    """Read a YAML mapping strictly (`models.strict_yaml`: duplicate keys fail, `1e-4` is a
+    float); a missing file or bad YAML is a one-line ConfigError."""
+    return strict_yaml.read_mapping(path, "config file")

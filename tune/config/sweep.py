@@ -11,6 +11,7 @@ from typing import Any, Literal, Mapping
 
 import yaml
 
+from models import strict_yaml
 from models.errors import ConfigError
 from models.strict import check_keys, from_dict, nearest, to_dict
 from tune.config.run import (
@@ -193,7 +194,7 @@ def read_preset(name: str) -> dict[str, Any]:
     if name not in names:
         raise ConfigError(f"unknown preset {name!r}; {nearest(name, names)}")
     text = importlib.resources.files(PRESETS_PACKAGE).joinpath(f"{name}.yaml").read_text()
-    return yaml.safe_load(text) or {}
+    return strict_yaml.loads(text, f"preset {name!r}") or {}
 
 
 def apply_sweep_overrides(raw: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import sys
 import time
@@ -25,7 +24,8 @@ from typing import Any
 import yaml
 
 from models.errors import ConfigError
-from tune.config.run import RunConfig, flatten, known_paths
+from analysis.trials import flatten
+from tune.config.run import RunConfig, known_paths, read_yaml
 from tune.config.sweep import SweepSpec
 from tune.sweep.floor import write_sweep_floor
 
@@ -218,61 +218,89 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
     """
     set_ray_env()
     if resume is not None:
-        folder: Path | str = Path(resume).expanduser().resolve()
-        spec_path = Path(folder) / SPEC_FILE
-        if not spec_path.is_file():
-            raise ConfigError(f"{folder}: not a sweep folder (no {SPEC_FILE}); nothing to resume")
-        saved = yaml.safe_load(spec_path.read_text()) or {}
-        resolved = saved.pop("resolved", None) or {}
-        if resolved.get("space"):  # the space as it was, even if its preset changed since
-            saved["space"] = resolved["space"]
-        spec = SweepSpec.from_dict(saved)
+        folder = Path(resume).expanduser().resolve()
+        spec = _resumed_spec(folder)
     if spec is None:
         raise ConfigError("run_sweep needs a SweepSpec or resume=FOLDER")
     base, space = prepare(spec)
     if resume is None:
-        folder = sweep_folder(spec)
-    local = isinstance(folder, Path)
-    if local:
-        ray_dir = Path(folder) / RAY_DIR
-        if resume is None and ray_dir.exists() and any(ray_dir.iterdir()):
-            raise ConfigError(
-                f"{folder} already holds a sweep; continue it with `mipet-tune sweep --resume "
-                f"{folder}` or pick another --name"
-            )
+        folder = _new_sweep_folder(spec, base, space)
+    else:
         from tune.sweep.storage import check_writable
 
-        check_writable(Path(folder))
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        if resume is None:
-            resolved = spec.to_dict()
-            resolved["resolved"] = {"space": space.to_dict(), "base": base.to_dict()}
-            (Path(folder) / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
-    else:
+        check_writable(folder)
+    checksum = _start_cluster(spec, base, folder, address)
+    grid = _fit(spec, base, space, folder, resumed=resume is not None, verbose=verbose)
+    _reconcile_study(spec, folder, grid)
+    write_trials(folder, trials_table(grid, data_checksum=checksum))
+    write_sweep_floor(folder, spec, base, space)  # the untrained models, for the ranking
+    text, best = (None, None)
+    if analyse:
+        from tune.cli.analyze import analyse_sweep
+
+        text, best = analyse_sweep(folder, by=list(spec.metric))
+    return SweepResult(folder=folder, ranked_text=text, best_config=best)
+
+
+def _resumed_spec(folder: Path) -> SweepSpec:
+    """The spec a sweep folder was started with, its search space as it was then."""
+    spec_path = folder / SPEC_FILE
+    if not spec_path.is_file():
+        raise ConfigError(f"{folder}: not a sweep folder (no {SPEC_FILE}); nothing to resume")
+    saved = read_yaml(spec_path)
+    resolved = saved.pop("resolved", None) or {}
+    if resolved.get("space"):  # the space as it was, even if its preset changed since
+        saved["space"] = resolved["space"]
+    return SweepSpec.from_dict(saved)
+
+
+def _new_sweep_folder(spec: SweepSpec, base: RunConfig, space) -> Path:
+    """Create a new sweep's folder (refusing one that holds a sweep) and write sweep.yaml."""
+    folder = sweep_folder(spec)
+    if not isinstance(folder, Path):
         raise ConfigError(
             f"storage {spec.storage!r}: remote sweep folders are written by Ray; give a local or "
             "shared-filesystem folder for the sweep itself"
         )
-    folder = Path(folder)
+    ray_dir = folder / RAY_DIR
+    if ray_dir.exists() and any(ray_dir.iterdir()):
+        raise ConfigError(
+            f"{folder} already holds a sweep; continue it with `mipet-tune sweep --resume "
+            f"{folder}` or pick another --name"
+        )
+    from tune.sweep.storage import check_writable
 
-    from tune.sweep.resources import check_resources
+    check_writable(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    resolved = spec.to_dict()
+    resolved["resolved"] = {"space": space.to_dict(), "base": base.to_dict()}
+    (folder / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+    return folder
 
+
+def _start_cluster(spec: SweepSpec, base: RunConfig, folder: Path, address: str | None) -> str:
+    """Connect to Ray, check the resources, prepare the dataset on every node; its checksum."""
     from tune.sweep.connect import connect
-
     from tune.sweep.nodes import prepare_on_all_nodes
+    from tune.sweep.resources import check_resources
 
     cluster = connect(address)
     check_resources({"cpu": spec.resources.cpu, "gpu": spec.resources.gpu},
                     spec.max_concurrent or None, cluster)
     checksum = prepare_on_all_nodes(base.data.name, base.data.source, base.data.cache_dir)
     _write_state(folder, {"data_checksum": checksum, "started": time.time()})
+    return checksum
 
+
+def _fit(spec: SweepSpec, base: RunConfig, space, folder: Path, *, resumed: bool,
+         verbose: int):
+    """Run the trials (a new Tuner, or the restored one of a resumed sweep); the ResultGrid."""
     from ray import tune
 
     trainable = _trainable(spec, folder)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # Ray's progress tables are logs, not results
-        if resume is not None and tune.Tuner.can_restore(str(folder / RAY_DIR)):
+        if resumed and tune.Tuner.can_restore(str(folder / RAY_DIR)):
             from tune.sweep.searcher import make_study_storage, relocate_mirror
 
             relocate_mirror(make_study_storage(folder).path)  # the folder may have moved
@@ -282,6 +310,10 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
             tuner = _new_tuner(spec, base, space, folder, trainable, verbose)
         grid = tuner.fit()
     log.info("sweep %s: fit() took %.1f s", spec.name, time.perf_counter() - t0)
+    return grid
+
+
+def _reconcile_study(spec: SweepSpec, folder: Path, grid) -> None:
     from tune.sweep.searcher import eval_attrs_from_results, outcomes_from_results, reconcile_study
 
     try:
@@ -291,15 +323,6 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
         log.info("Optuna study reconciled with the trials: %s", fixed)
     except Exception as exc:  # never lose the results table over the study's bookkeeping
         log.warning("could not reconcile the Optuna study with the trials: %s", exc)
-    table = trials_table(grid, data_checksum=checksum)
-    write_trials(folder, table)
-    write_sweep_floor(folder, spec, base, space)  # the untrained models, for the ranking
-    text, best = (None, None)
-    if analyse:
-        from tune.cli.analyze import analyse_sweep
-
-        text, best = analyse_sweep(folder, by=list(spec.metric))
-    return SweepResult(folder=folder, ranked_text=text, best_config=best)
 
 
 @dataclass(frozen=True)
@@ -345,81 +368,40 @@ def _write_state(folder: Path, state: dict[str, Any]) -> None:
 
 
 # ---- the trials table ----------------------------------------------------------------------
-def _error_line(error: Any) -> str | None:
-    if error is None:
-        return None
-    text = str(error).strip().splitlines()
-    for line in reversed(text):
-        if "Error" in line or "error" in line:
-            return line.strip()[:500]
-    return text[-1][:500] if text else repr(error)
-
-
 def trials_table(grid, *, data_checksum: str | None = None):
-    """One row per trial and seed from a ResultGrid (see the module docstring for columns)."""
+    """One row per trial and seed from a ResultGrid, built by `analysis.trials.trial_rows` (the
+    builder that also rebuilds a killed sweep's table from `ray/`)."""
     import pandas as pd
+
+    from analysis.trials import trial_rows
 
     rows = []
     for result in grid:
         metrics = dict(result.metrics or {})
         trial_dir = Path(result.path) if result.path else None
-        trial_id = metrics.get("trial_id") or (
-            trial_dir.name.removeprefix("trial_") if trial_dir else None)
-        error = _error_line(result.error)
+        error = str(result.error) if result.error is not None else None
         try:
-            cfg = RunConfig.from_dict(result.config)
-            config_cols = {f"config/{k}": _cell(v) for k, v in cfg.flat().items()}
-            config_id = cfg.config_id()
+            resolved = RunConfig.from_dict(result.config).to_dict()
         except Exception as exc:  # a config that never validated: keep the row, flagged
-            config_cols = {f"config/{k}": _cell(v) for k, v in flatten(result.config or {}).items()}
-            config_id = None
+            resolved = None
             error = error or f"invalid config: {exc}"
-        failed = result.error is not None
-        common = {
-            "trial_id": trial_id,
-            "status": "ERROR" if failed else "TERMINATED",
-            "failed": failed,
-            "nonfinite": bool(error and "NonFiniteLossError" in error) or
-                         bool(error and "non-finite" in error),
-            "error": error,
-            "config_id": config_id,
-            "time_total_s": metrics.get("time_total_s"),
-            "node": metrics.get("node_ip"),
-            "checkpoint_path": result.checkpoint.path if result.checkpoint is not None else None,
-            "trial_dir": str(trial_dir) if trial_dir else None,
-            "data_checksum": data_checksum,
-        }
-        seed_rows = json.loads(metrics["seed_results"]) if (
-            not failed and isinstance(metrics.get("seed_results"), str)) else None
-        if not seed_rows:
-            seed_rows = [{k: v for k, v in metrics.items() if k.startswith(("train/", "eval/"))
-                          or k in ("step", "images_per_s")}]
-            seed_rows[0]["seed"] = metrics.get("seed", config_cols.get("config/seed"))
-            seed_rows[0]["artifact_dir"] = None
-        for srow in seed_rows:
-            row = dict(common)
-            row.update(config_cols)
-            row["seed"] = srow.get("seed")
-            row["config/seed"] = srow.get("seed")
-            for k, v in srow.items():
-                if k != "node" or v:
-                    row[k] = v
-            if any(isinstance(v, float) and not math.isfinite(v)
-                   for k, v in row.items() if k.startswith(("eval/", "train/"))):
-                row["nonfinite"] = True
-            rows.append(row)
+        rows += trial_rows(
+            trial_id=metrics.get("trial_id") or (
+                trial_dir.name.removeprefix("trial_") if trial_dir else None),
+            config=result.config or {},
+            reports=[metrics] if metrics else [],
+            error=error,
+            resolved=resolved,
+            over=True,
+            checkpoint_path=result.checkpoint.path if result.checkpoint is not None else None,
+            trial_dir=str(trial_dir) if trial_dir else None,
+            sweep_dir=trial_dir.parent.parent if trial_dir else None,
+            extra={"data_checksum": data_checksum},
+        )
     df = pd.DataFrame(rows)
     if not df.empty:
         df = df.sort_values(["trial_id", "seed"], kind="stable").reset_index(drop=True)
     return df
-
-
-def _cell(value: Any) -> Any:
-    """Config values as parquet cells: tuples become lists (a list column), so an exported
-    config writes them back as YAML lists."""
-    if isinstance(value, tuple):
-        return list(value)
-    return value
 
 
 def write_trials(folder: Path, df) -> Path:

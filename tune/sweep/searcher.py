@@ -56,8 +56,10 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
+from analysis.trials import flatten
+from search_spaces import same_value
 from tune.errors import ConfigError
-from tune.config.run import flatten
+from tune.train.checkpoint import atomic_write
 
 __all__ = [
     "RAY_TRIAL_ID_ATTR",
@@ -552,9 +554,8 @@ def make_study_storage(
     else:
         backend = backend or "journal"
         study_name = f"{name or folder.name}-{uuid.uuid4().hex[:8]}"
-        tmp = record_path.with_name(f".{_STUDY_RECORD}.{uuid.uuid4().hex}")
-        tmp.write_text(json.dumps({"backend": backend, "study_name": study_name}) + "\n")
-        os.replace(tmp, record_path)
+        record = json.dumps({"backend": backend, "study_name": study_name}) + "\n"
+        atomic_write(record_path, lambda fh: fh.write(record), mode="w")
     path = folder / _BACKEND_FILES[backend]
     if backend == "journal":
         from optuna.storages.journal import JournalFileBackend
@@ -586,15 +587,6 @@ class ReconcileReport:
     @property
     def changed(self) -> bool:
         return bool(self.failed_orphans or self.failed_errored or self.added)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        try:
-            return math.isclose(float(a), float(b), rel_tol=1e-12, abs_tol=0.0)
-        except (TypeError, ValueError):
-            return False
-    return a == b
 
 
 def reconcile_study(
@@ -742,7 +734,7 @@ def _trial_with_params_of(config: Mapping[str, Any] | None, trials: Sequence[Any
         return None
     flat = flatten(config)
     for cand in reversed(trials):
-        if cand.params and all(k in flat and _same(flat[k], v) for k, v in cand.params.items()):
+        if cand.params and all(k in flat and same_value(flat[k], v) for k, v in cand.params.items()):
             return cand
     return None
 

@@ -65,6 +65,7 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
     sweep_dir = context.get("sweep_dir")
     if resume_index >= n_seeds:  # restarted after its last checkpoint: report the result again
         tune.report({"step": cfg.train.steps, "total_step": n_seeds * cfg.train.steps,
+                     "config_id": cfg.config_id(),
                      **_seed_means(done), "seed_results": json.dumps(done)})
     try:
         for index in range(resume_index, n_seeds):
@@ -90,6 +91,7 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
                        _row=seed_row) -> None:
                 metrics = dict(metrics)
                 metrics["seed"] = _seed
+                metrics["config_id"] = cfg.config_id()  # the one id; readers take this one
                 metrics["seed_index"] = _index
                 metrics["total_step"] = _index * cfg.train.steps + int(metrics.get("step", 0))
                 if int(metrics.get("step", 0)) >= cfg.train.steps:  # this seed's last report
