@@ -29,6 +29,7 @@ import torch
 from models import ModelConfig, build_model, param_groups
 from models.errors import ConfigError, NonFiniteLossError
 from tune.config.run import RunConfig
+from tune.train.scheduling import LRStepper, WeightSchedules
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +333,8 @@ class Run:
                  seeds: tuple[int, int, int], t0: float) -> None:
         self.cfg, self.data, self.device, self.model, self.loader = cfg, data, device, model, loader
         self.optimizer = build_optimizer(cfg, model)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lr_lambda(cfg))
+        self.scheduler = LRStepper(cfg, self.optimizer, lr_lambda(cfg))
+        self.schedules = WeightSchedules(cfg)
         self.metric_seed = seeds[2]
         self.report = report or (lambda metrics, checkpoint: None)
         self.checkpoint_meta = checkpoint_meta
@@ -416,7 +418,10 @@ class Run:
                 self.interval(evaluate=due_eval, checkpoint=due_ckpt and self.step < t.steps)
 
     def train_step(self, x: torch.Tensor) -> None:
-        """One optimizer step on the batch `x` at step `self.step` (then counted)."""
+        """One optimizer step on the batch `x` at step `self.step` (then counted): the scheduled
+        loss weights of this step, forward, backward, the optimizer and lr scheduler steps."""
+        if self.schedules:
+            self.model.set_loss_weights(self.schedules.values(self.step))
         with self.autocast:
             out = self.model(x)
         loss = out.loss
@@ -425,7 +430,7 @@ class Run:
         if self.cfg.train.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
         self.optimizer.step()
-        self.scheduler.step()
+        self.scheduler.step(loss)
         self.step += 1
         terms = out.terms if "loss" in out.terms else {**out.terms, "loss": loss}
         self.window.add(terms, x.shape[0])
@@ -437,11 +442,12 @@ class Run:
         _check_finite(self.step, losses)
         elapsed = time.perf_counter() - self.window.start
         self.train_seconds += elapsed
-        metrics: dict[str, Any] = {"step": self.step, "lr": self.scheduler.get_last_lr()[0],
+        metrics: dict[str, Any] = {"step": self.step, "lr": self.scheduler.lr,
                                    "images_per_s": self.window.images / max(elapsed, 1e-9),
                                    "train_seconds": self.train_seconds,
                                    "setup_seconds": self.setup_seconds}
         metrics.update({f"train/{k}": v for k, v in losses.items()})
+        metrics.update(self.schedules.logged(self.step - 1))  # what the last step trained with
         self.last_losses = losses
         if evaluate:
             fast = evaluate_model(self.model, self.data, self.cfg, self.device, protocol="fast",
