@@ -36,7 +36,9 @@ from analysis.plots import (
     plot_pareto,
 )
 from analysis.rank import default_metrics, excluded_line, rank, ranked_rows
-from analysis.sweep import _hashable, load_sweep, param_label, resolve_metrics, searched_params
+from analysis.sweep import (
+    _hashable, load_sweep, param_label, resolve_metrics, run_row, searched_params,
+)
 
 log = logging.getLogger(__name__)
 
@@ -284,6 +286,7 @@ def write_report(
             shown = True
     if not shown:
         doc.para("(None of the best trials saved traversal.png or reconstruction.png.)")
+    _best_gifs(doc, df, ranked, out / "gifs", top=top)
 
     index = out / "index.md"
     index.write_text("\n".join(doc.md))
@@ -296,6 +299,34 @@ def write_report(
     (out / "index.html").write_text(html)
     log.info("wrote the report of %s to %s", root, out)
     return index
+
+
+def _best_gifs(doc: _Doc, df: pd.DataFrame, ranked: pd.DataFrame, folder: Path, *,
+               top: int) -> None:
+    """The animated traversals (`traversal.gif`) of the best trials, copied into `folder`."""
+    found = []
+    for place, (_, r) in enumerate(ranked.head(top).iterrows(), start=1):
+        try:
+            adir = run_row(df, r["best_trial"], r.get("best_seed")).get("artifact_dir")
+        except AnalysisError:
+            continue
+        gif = Path(adir) / "traversal.gif" if adir else None
+        if gif is not None and gif.is_file():
+            found.append((place, r["best_trial"], gif.read_bytes()))
+    if not found:
+        return
+    doc.heading("Animated traversals", 3)
+    doc.para("Each frame sets every latent (a column) to the next value from -2 to 2 (or its "
+             "data range) on the reference and random images (rows).")
+    folder.mkdir(parents=True, exist_ok=True)
+    for place, trial, data in found:
+        path = folder / f"{place}_{trial}.gif"
+        path.write_bytes(data)
+        alt = f"#{place}: trial {trial}"
+        encoded = base64.b64encode(data).decode("ascii")
+        doc.raw(f"![{alt}]({path.relative_to(doc.folder).as_posix()})\n",
+                f'<figure><img alt="{fmt.html_escape(alt)}" src="data:image/gif;base64,'
+                f'{encoded}"><figcaption>{fmt.html_escape(alt)}</figcaption></figure>')
 
 
 def _short(m: str) -> str:

@@ -61,7 +61,9 @@ class TrainConfig:
     checkpoint_every: int = 5_000  # steps between checkpoints (and one at the end)
     eval_every: int = 0  # steps between `fast` metric evaluations; 0 = only at the end
     num_threads: int = 0  # torch intra-op threads; 0 = what the trial's CPUs allow
-    images: bool = True  # write reconstructions and latent traversals at the end
+    images: bool = True  # reconstructions and traversals at each evaluation and at the end
+    traversal_steps: int = 9  # values per latent in a traversal (frames of traversal.gif)
+    traversal_range: Literal["fixed", "data"] = "fixed"  # [-2, 2], or each latent's data range
     # loss-weight schedules {"model/beta": {kind, start, end, steps, ...}} (tune.config.schedules)
     schedules: dict[str, Any] = field(default_factory=dict)
     # a torch.optim.lr_scheduler by name, {name, window, **arguments}; replaces lr_schedule
@@ -92,6 +94,8 @@ class TrainConfig:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
         if not self.max_grad_norm >= 0:
             raise ConfigError(f"train.max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        if self.traversal_steps < 2:
+            raise ConfigError(f"train.traversal_steps must be >= 2, got {self.traversal_steps}")
         for name in ("warmup_steps", "eval_every", "num_threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")

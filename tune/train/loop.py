@@ -454,6 +454,7 @@ class Run:
                                   metrics=self.cfg.eval.fast_metrics, seed=self.metric_seed)
             metrics.update(_finite_only("fast", fast))
             self.history["fast"][self.step] = fast
+            self.pictures(f"images/step_{self.step:08d}")
         self.log_scalars(metrics)
         ckpt = self.save(None) if checkpoint else None
         if self.step < self.cfg.train.steps:
@@ -485,16 +486,30 @@ class Run:
                 self.model, self.data, cfg, self.device, protocol=cfg.eval.protocol,
                 metrics=cfg.eval.metrics or None, seed=self.metric_seed)
             final.update(_finite_only("eval", self.eval_metrics))
-        if self.artifact_dir is not None and cfg.train.images:
-            from tune.train.images import write_images
-
-            write_images(self.model, self.data, self.artifact_dir, device=self.device,
-                         seed=self.metric_seed)
+        self.pictures(".")
         if self.writer is not None:
-            for k, v in _finite_only("eval", self.eval_metrics).items():
+            eval_scalars = _finite_only("eval", self.eval_metrics)
+            for k, v in eval_scalars.items():
                 self.writer.add_scalar(k, v, self.step)
+            write_hparams(self.writer, cfg, {**eval_scalars, **{
+                f"train/{k}": v for k, v in self.last_losses.items()}})
             self.writer.flush()
         self.report(final, self.save(final))
+
+    def pictures(self, sub: str) -> None:
+        """Reconstructions and traversals (PNG, GIF) into the run's folder `sub` and, as images,
+        into TensorBoard (tags `images/<name>`)."""
+        if self.artifact_dir is None or not self.cfg.train.images:
+            return
+        from tune.train.images import write_images
+
+        pics = write_images(self.model, self.data, self.artifact_dir / sub, device=self.device,
+                            seed=self.metric_seed, steps=self.cfg.train.traversal_steps,
+                            range_=self.cfg.train.traversal_range)
+        if self.writer is not None:
+            for name, image in pics.images.items():
+                if name != "traversal":  # the same picture as the first reference's
+                    self.writer.add_image(f"images/{name}", image, self.step, dataformats="HWC")
 
     def close(self) -> None:
         """Close the TensorBoard writer and remove a temporary checkpoint folder."""
@@ -517,6 +532,23 @@ class Run:
             train_seconds=self.train_seconds,
             setup_seconds=self.setup_seconds,
         )
+
+
+def write_hparams(writer: Any, cfg: RunConfig, final: dict[str, float]) -> None:
+    """The run's hyperparameters (its flat config) and final metrics as an HParams summary in
+    the run's own event file, so TensorBoard's HParams dashboard lists each run once (the
+    writer's `add_hparams` would write a second run). The metrics' values are the scalars of
+    the same tags the run already logged."""
+    from torch.utils.tensorboard.summary import hparams
+
+    params: dict[str, Any] = {}
+    for key, value in cfg.flat().items():
+        if key.startswith("data/") and key != "data/name" or value is None:
+            continue
+        params[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    exp, ssi, sei = hparams(params, {k: float(v) for k, v in final.items()})
+    for summary in (exp, ssi, sei):
+        writer.file_writer.add_summary(summary)
 
 
 def _summary_writer(artifact_dir: Path | None):
