@@ -266,6 +266,7 @@ def run_training(
     artifact_dir: Path | None = None,
     gpu_ids: list | None = None,
     checkpoint_meta: CheckpointMeta | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train `cfg` to `cfg.train.steps` optimizer steps, then evaluate.
 
@@ -281,6 +282,7 @@ def run_training(
         gpu_ids: the GPU ids Ray assigned (None outside Ray).
         checkpoint_meta: `meta(step, final_metrics_or_None)` -> a JSON dict stored in each
             checkpoint as meta.json (the trainable keeps its per-seed bookkeeping there).
+        progress: called with the step after every optimizer step (a progress bar).
     Returns:
         The final losses (means over the last report interval), metrics and timings.
     Raises:
@@ -288,7 +290,8 @@ def run_training(
         ConfigError: the configuration does not fit the data or the checkpoint.
     """
     run = Run.setup(cfg, data=data, gpu_ids=gpu_ids, checkpoint_root=checkpoint_root,
-                    artifact_dir=artifact_dir, report=report, checkpoint_meta=checkpoint_meta)
+                    artifact_dir=artifact_dir, report=report, checkpoint_meta=checkpoint_meta,
+                    progress=progress)
     try:
         if resume_from is not None:
             run.resume(Path(resume_from))
@@ -330,7 +333,8 @@ class Run:
     def __init__(self, cfg: RunConfig, *, data: Any, device: torch.device, model: torch.nn.Module,
                  loader: Any, checkpoint_root: Path | None, artifact_dir: Path | None,
                  report: Report | None, checkpoint_meta: CheckpointMeta | None,
-                 seeds: tuple[int, int, int], t0: float) -> None:
+                 seeds: tuple[int, int, int], t0: float,
+                 progress: Callable[[int], None] | None = None) -> None:
         self.cfg, self.data, self.device, self.model, self.loader = cfg, data, device, model, loader
         self.optimizer = build_optimizer(cfg, model)
         self.scheduler = LRStepper(cfg, self.optimizer, lr_lambda(cfg))
@@ -338,6 +342,7 @@ class Run:
         self.metric_seed = seeds[2]
         self.report = report or (lambda metrics, checkpoint: None)
         self.checkpoint_meta = checkpoint_meta
+        self.progress = progress
         self._own_tmp = None
         if checkpoint_root is None:
             import tempfile
@@ -411,6 +416,8 @@ class Run:
         self.model.train()
         while self.step < t.steps:
             self.train_step(next(self.loader))
+            if self.progress is not None:
+                self.progress(self.step)
             due_report = self.step % t.report_every == 0 or self.step == t.steps
             due_ckpt = self.step % t.checkpoint_every == 0 or self.step == t.steps
             due_eval = bool(t.eval_every) and self.step % t.eval_every == 0 and self.step < t.steps
