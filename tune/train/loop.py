@@ -9,6 +9,10 @@ initialisation (and reparameterisation noise) stream, the data-order stream and 
 The torch generator is seeded before the model is built (spec/mipet.md 7.17, a FIX), so the same
 seed gives the same losses; a checkpoint holds every random-number state, so a resumed run goes on
 exactly as if it had never stopped.
+
+The run's steps are the methods of `Run`: `setup`, `resume`, `train` (`train_step` per batch,
+`interval` at each report, evaluation or checkpoint), `save`, `finish`. Before each step the
+loss-weight schedules (`train.schedules`) are set on the model; after it the lr scheduler steps.
 """
 
 from __future__ import annotations
