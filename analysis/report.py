@@ -42,6 +42,7 @@ from analysis.sweep import (
     metric_label,
     param_label,
     resolve_metrics,
+    run_row,
     searched_params,
 )
 
@@ -344,6 +345,7 @@ def _best_images(doc: _Doc, sweep: _Sweep, top: int) -> None:
             shown = True
     if not shown:
         doc.para("(None of the best trials saved traversal.png or reconstruction.png.)")
+    _best_gifs(doc, sweep.df, sweep.ranked, sweep.out / "gifs", top=top)
 
 
 def _write_pages(doc: _Doc, out: Path, name: str) -> Path:
@@ -357,6 +359,34 @@ def _write_pages(doc: _Doc, out: Path, name: str) -> Path:
     )
     (out / "index.html").write_text(html)
     return index
+
+
+def _best_gifs(doc: _Doc, df: pd.DataFrame, ranked: pd.DataFrame, folder: Path, *,
+               top: int) -> None:
+    """The animated traversals (`traversal.gif`) of the best trials, copied into `folder`."""
+    found = []
+    for place, (_, r) in enumerate(ranked.head(top).iterrows(), start=1):
+        try:
+            adir = run_row(df, r["best_trial"], r.get("best_seed")).get("artifact_dir")
+        except AnalysisError:
+            continue
+        gif = Path(adir) / "traversal.gif" if adir else None
+        if gif is not None and gif.is_file():
+            found.append((place, r["best_trial"], gif.read_bytes()))
+    if not found:
+        return
+    doc.heading("Animated traversals", 3)
+    doc.para("Each frame sets every latent (a column) to the next value from -2 to 2 (or its "
+             "data range) on the reference and random images (rows).")
+    folder.mkdir(parents=True, exist_ok=True)
+    for place, trial, data in found:
+        path = folder / f"{place}_{trial}.gif"
+        path.write_bytes(data)
+        alt = f"#{place}: trial {trial}"
+        encoded = base64.b64encode(data).decode("ascii")
+        doc.raw(f"![{alt}]({path.relative_to(doc.folder).as_posix()})\n",
+                f'<figure><img alt="{fmt.html_escape(alt)}" src="data:image/gif;base64,'
+                f'{encoded}"><figcaption>{fmt.html_escape(alt)}</figcaption></figure>')
 
 
 def _ranked_csv(ranked: pd.DataFrame) -> pd.DataFrame:

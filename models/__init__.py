@@ -27,6 +27,7 @@ _LAZY = {
     "build_model": "models._registry",
     "register_model": "models._registry",
     "used_fields": "models._registry",
+    "loss_weight_fields": "models._registry",
     "VAE": "models._vae",
     "ModelOutput": "models._vae",
     "LossInputs": "models.objectives",
@@ -39,7 +40,7 @@ _LAZY = {
 __all__ = [
     "MODELS", "VAE", "ConfigError", "LossInputs", "MipetTuneError", "ModelConfig", "ModelOutput",
     "NonFiniteLossError", "Objective", "build_model", "dataset_defaults", "load_paper_state_dict",
-    "param_groups", "register_model", "to_paper_state_dict", "used_fields",
+    "loss_weight_fields", "param_groups", "register_model", "to_paper_state_dict", "used_fields",
 ]
 
 

@@ -46,3 +46,13 @@ def used_fields(name: str) -> frozenset[str]:
     if name not in MODELS:
         raise ConfigError(f"model.name {name!r} is unknown; {nearest(name, MODELS)}")
     return MODELS[name].config_fields
+
+
+# A stop-gap (helper sched) of zoo's contract; zoo's version wins at merge.
+_LOSS_WEIGHTS = frozenset({"rec_weight", "beta", "alpha", "gamma", "hy_rec", "hy_hes", "hy_commute"})
+
+
+def loss_weight_fields(name: str) -> frozenset[str]:
+    """The ModelConfig fields of model `name` that weight a loss term (what a schedule may set
+    through `VAE.set_loss_weights`)."""
+    return used_fields(name) & _LOSS_WEIGHTS

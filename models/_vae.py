@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +21,9 @@ from models.objectives import (
 
 __all__ = ["ModelOutput", "VAE"]
 
-_COMMON = frozenset({"name", "image_channels", "latent_dim", "dense_dim", "recon_loss"})
+_COMMON = frozenset({
+    "name", "image_channels", "latent_dim", "dense_dim", "recon_loss", "rec_weight",
+})
 _IPE = frozenset({"num_ipe", "ipe_symmetric", "ef_conversion", "calibration", "keep_dead_params"})
 _BETATC = frozenset({"alpha", "beta", "gamma", "tc_estimator", "dataset_size"})
 _LIE = frozenset({
@@ -84,7 +88,8 @@ class VAE(nn.Module):
             )
             if self.num_ipe > 0 else None
         )
-        self.losses: list[Objective] = self.objectives(cfg)
+        self.losses: list[Objective] = []
+        self.set_loss_weights({})
         self.check_finite = True
         self.channels_last = False
         self.set_channels_last(True)  # same maths, faster decoder on CPU (oneDNN)
@@ -122,6 +127,18 @@ class VAE(nn.Module):
             dead += tuple(f"ipe.{n}" for n in ef)
         names = dict(self.named_parameters())
         return [n for n in dead if n in names]
+
+    # -- loss weights: a stop-gap (helper sched) of zoo's contract; zoo's version wins at merge --
+    def set_loss_weights(self, values: Mapping[str, float]) -> None:
+        """Later forwards compute the losses as if the config had these loss-weight `values`
+        (field name -> value, e.g. from a schedule; `models.loss_weight_fields` lists them)."""
+        cfg = copy.copy(self.cfg)  # unchecked: a schedule may pass 0 where the config needs > 0
+        for name, value in values.items():
+            object.__setattr__(cfg, name, float(value))
+        self.losses = self.objectives(cfg)
+        for objective in self.losses:
+            if isinstance(objective, Reconstruction):
+                objective.weights = {"rec": cfg.rec_weight}
 
     # -- memory format -------------------------------------------------------------------------
     def set_channels_last(self, flag: bool = True) -> VAE:

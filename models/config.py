@@ -111,6 +111,7 @@ class ModelConfig:
     ef_conversion: bool = True
     calibration: bool = True
     keep_dead_params: bool = True
+    rec_weight: float = 1.0  # stop-gap of zoo's field (sched): the reconstruction term's weight
 
     def __post_init__(self) -> None:
         import models._vae  # noqa: F401  (late: registers the models; costs the torch import)
@@ -150,7 +151,7 @@ class ModelConfig:
             )
         if not (self.beta > 0 and math.isfinite(self.beta)):
             raise ConfigError(f"model.beta must be > 0, got {self.beta}")
-        for fld in ("alpha", "gamma", "hy_rec", "hy_hes", "hy_commute"):
+        for fld in ("alpha", "gamma", "hy_rec", "hy_hes", "hy_commute", "rec_weight"):
             value = getattr(self, fld)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"model.{fld} must be >= 0 and finite, got {value}")

@@ -99,6 +99,10 @@ def test_two_trial_sweep_end_to_end_with_conditional_params(ray_session, tmp_pat
     best = folder / "report" / "best_config.yaml"
     assert (folder / "report" / "index.md").is_file() and best.is_file()
     assert (Path(df["artifact_dir"].iloc[0]) / "traversal.png").is_file()
+    # TensorBoard: one run per trial and seed, under trials/ (none of Ray's copies under ray/)
+    runs = sorted(p.parent.parent for p in folder.rglob("events.out.tfevents.*"))
+    assert runs == sorted(Path(a) for a in df["artifact_dir"])
+    assert list((folder / "report" / "gifs").glob("*.gif"))
     exported = yaml.safe_load(best.read_text())
     assert main(["train", "--config", str(best), "--out", str(tmp_path / "rerun")]) == 0
     out = capsys.readouterr().out

@@ -60,9 +60,25 @@ class TrainConfig:
     checkpoint_every: int = 5_000  # steps between checkpoints (and one at the end)
     eval_every: int = 0  # steps between `fast` metric evaluations; 0 = only at the end
     num_threads: int = 0  # torch intra-op threads; 0 = what the trial's CPUs allow
-    images: bool = True  # write reconstructions and latent traversals at the end
+    images: bool = True  # reconstructions and traversals at each evaluation and at the end
+    traversal_steps: int = 9  # values per latent in a traversal (frames of traversal.gif)
+    traversal_range: Literal["fixed", "data"] = "fixed"  # [-2, 2], or each latent's data range
+    # loss-weight schedules {"model/beta": {kind, start, end, steps, ...}} (tune.config.schedules)
+    schedules: dict[str, Any] = field(default_factory=dict)
+    # a torch.optim.lr_scheduler by name, {name, window, **arguments}; replaces lr_schedule
+    lr_scheduler: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        from tune.config.schedules import normalise_lr_scheduler, normalise_schedules
+
+        object.__setattr__(self, "schedules", normalise_schedules(self.schedules))
+        object.__setattr__(self, "lr_scheduler", normalise_lr_scheduler(self.lr_scheduler))
+        if self.lr_scheduler is not None and (self.lr_schedule != "const" or self.warmup_steps):
+            raise ConfigError(
+                f"train.lr_scheduler ({self.lr_scheduler['name']}) replaces train.lr_schedule "
+                f"and train.warmup_steps; leave them at const and 0, got {self.lr_schedule!r} "
+                f"and {self.warmup_steps}"
+            )
         for name in ("steps", "batch_size", "report_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
@@ -77,6 +93,8 @@ class TrainConfig:
             raise ConfigError(f"train.weight_decay must be >= 0, got {self.weight_decay}")
         if not self.max_grad_norm >= 0:
             raise ConfigError(f"train.max_grad_norm must be >= 0, got {self.max_grad_norm}")
+        if self.traversal_steps < 2:
+            raise ConfigError(f"train.traversal_steps must be >= 2, got {self.traversal_steps}")
         for name in ("warmup_steps", "eval_every", "num_threads"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"train.{name} must be >= 0, got {getattr(self, name)}")
@@ -114,6 +132,11 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        from tune.config.schedules import check_schedule_paths
+
+        check_schedule_paths(self.train.schedules, self.model.name)
 
     # ---- reading -------------------------------------------------------------------------
     @classmethod
@@ -202,7 +225,9 @@ def set_path(d: dict[str, Any], path: str, value: Any) -> None:
 
 
 def known_paths() -> list[str]:
-    """Every settable "/"-path of a RunConfig (`model/beta`, `train/lr`, ..., `seed`)."""
+    """Every settable "/"-path of a RunConfig (`model/beta`, `train/lr`, ..., `seed`), with
+    every field of a schedule (`train/schedules/model/beta/end`) and of the lr scheduler
+    (`train/lr_scheduler/factor`)."""
     out = []
     for section, cls in (
         ("model", ModelConfig),
@@ -211,7 +236,9 @@ def known_paths() -> list[str]:
         ("eval", EvalConfig),
     ):
         out += [f"{section}/{f.name}" for f in dataclasses.fields(cls) if f.init]
-    return out + ["seed"]
+    from tune.config.schedules import lr_scheduler_paths, schedule_paths
+
+    return out + schedule_paths() + lr_scheduler_paths() + ["seed"]
 
 
 def parse_override(item: str) -> tuple[str, Any]:

@@ -164,7 +164,9 @@ def paper_table_text(folder: Path, metrics: tuple[str, ...], fmt: str) -> str:
 
 def run_ablation(spec: AblationSpec, *, address: str | None = None, verbose: int = 1) -> Path:
     """Run every cell of the grid as a Ray trial (no searcher); returns the folder."""
-    from tune.sweep.driver import RAY_DIR, SPEC_FILE, set_ray_env, trial_dirname, trials_table, write_trials
+    from tune.sweep.driver import (
+        RAY_DIR, SPEC_FILE, ray_loggers, set_ray_env, trial_dirname, trials_table, write_trials,
+    )
 
     set_ray_env()
     configs = spec.configs()
@@ -208,6 +210,7 @@ def run_ablation(spec: AblationSpec, *, address: str | None = None, verbose: int
         tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(points),
                                     reuse_actors=True, trial_dirname_creator=trial_dirname),
         run_config=tune.RunConfig(name=RAY_DIR, storage_path=str(folder), verbose=verbose,
+                                  callbacks=ray_loggers(folder),
                                   failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
     )
     t0 = time.perf_counter()

@@ -44,12 +44,25 @@ _ENV_DEFAULTS = {
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_TRAIN_ENABLE_V2_MIGRATION_WARNINGS": "0",
     "RAY_AIR_NEW_OUTPUT": "1",
+    # Ray's loggers are chosen by `ray_loggers`: its TensorBoard copy of every scalar is left out.
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
 }
 
 
 def set_ray_env() -> None:
     for key, value in _ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+
+
+def ray_loggers(folder: Path | str) -> list:
+    """Ray Tune's result loggers: params.json/result.json/progress.csv (the trials table reads
+    them). TensorBoard is the trainable's own, one run per trial and seed under
+    `trials/<id>/seed_<s>/tb`, except on remote storage, where no trial folder is local and
+    Ray's TensorBoard logger is kept."""
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+
+    remote = "://" in str(folder) and not str(folder).startswith("file://")
+    return [CSVLoggerCallback(), JsonLoggerCallback()] + ([TBXLoggerCallback()] if remote else [])
 
 
 def trial_dirname(trial) -> str:
@@ -353,6 +366,7 @@ def _new_tuner(spec, base, space, folder: Path, trainable, verbose: int):
         storage_path=str(folder),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
+        callbacks=ray_loggers(folder),
         verbose=verbose,
     )
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)

@@ -13,11 +13,11 @@ import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
-
 
 
 def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
@@ -33,97 +33,134 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
     from ray import tune
 
     from tune.config.run import RunConfig
-    from models.errors import NonFiniteLossError
     from tune.train.checkpoint import is_complete
     from tune.train.loop import META_FILE, run_training
 
-    started_at = time.time()
     cfg = RunConfig.from_dict(config)  # bad keys fail here, before any work
-    n_seeds = int(context.get("seeds", 1))
-    seeds = [cfg.seed + i for i in range(n_seeds)]
-    trial_id = tune.get_context().get_trial_id() or "local"
-    gpu_ids = _assigned_gpus()
-
-    done: list[dict[str, Any]] = []  # one row per finished seed
+    trial = _Trial(cfg, context, trial_id=tune.get_context().get_trial_id() or "local",
+                   gpu_ids=_assigned_gpus())
     resume_dir: Path | None = None
-    resume_index = 0
+    resume_index, resumed_step = 0, 0
     holder = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         holder = checkpoint.as_directory()
         folder = Path(holder.__enter__())
         saved = json.loads((folder / META_FILE).read_text())
-        done, resume_index = list(saved["done"]), int(saved["seed_index"])
+        trial.done, resume_index = list(saved["done"]), int(saved["seed_index"])
         resume_dir = folder if saved["resumable"] else None
+        resumed_step = int(saved["step"]) if resume_dir is not None else 0
         if resume_dir is not None and not is_complete(resume_dir, verify=True):
             # Retrying the same broken checkpoint would fail every retry: start the seed afresh.
             log.warning("trial %s: checkpoint %s is incomplete or corrupt; seed %d starts over",
-                        trial_id, resume_dir, resume_index)
+                        trial.trial_id, resume_dir, resume_index)
             resume_dir = None
-        log.info("trial %s resumes seed %d of %d", trial_id, resume_index + 1, n_seeds)
+        log.info("trial %s resumes seed %d of %d", trial.trial_id, resume_index + 1,
+                 trial.n_seeds)
 
-    sweep_dir = context.get("sweep_dir")
-    if resume_index >= n_seeds:  # restarted after its last checkpoint: report the result again
-        tune.report({"step": cfg.train.steps, "total_step": n_seeds * cfg.train.steps,
-                     "config_id": cfg.config_id(),
-                     **_seed_means(done), "seed_results": json.dumps(done)})
+    if resume_index >= trial.n_seeds:  # restarted after its last checkpoint: report it again
+        tune.report({"step": cfg.train.steps, "total_step": trial.n_seeds * cfg.train.steps,
+                     "config_id": trial.config_id,
+                     **_seed_means(trial.done), "seed_results": json.dumps(trial.done)})
     try:
-        for index in range(resume_index, n_seeds):
-            seed = seeds[index]
-            artifact_dir = _artifact_dir(sweep_dir, trial_id, seed)
-            resumed_from = 0
-            if resume_dir is not None and index == resume_index:
-                resumed_from = int(saved["step"])
-
-            def seed_row(metrics: dict[str, Any], _seed=seed, _dir=artifact_dir,
-                         _resumed=resumed_from) -> dict[str, Any]:
-                row = _seed_row(metrics, _seed, _dir, gpu_ids, _resumed)
-                row["started_at"] = started_at
-                return row
-
-            def meta(step: int, final: dict[str, Any] | None, _index=index, _row=seed_row):
-                if final is None:
-                    return {"done": done, "seed_index": _index, "resumable": True, "step": step}
-                return {"done": done + [_row(final)], "seed_index": _index + 1,
-                        "resumable": False, "step": step}
-
-            def report(metrics: dict[str, Any], saved: Path | None, *, _index=index, _seed=seed,
-                       _row=seed_row) -> None:
-                metrics = dict(metrics)
-                metrics["seed"] = _seed
-                metrics["config_id"] = cfg.config_id()  # the one id; readers take this one
-                metrics["seed_index"] = _index
-                metrics["total_step"] = _index * cfg.train.steps + int(metrics.get("step", 0))
-                if int(metrics.get("step", 0)) >= cfg.train.steps:  # this seed's last report
-                    rows = done + [_row(metrics)]
-                    if _index == n_seeds - 1:
-                        metrics.update(_seed_means(rows))
-                        metrics["seed_results"] = json.dumps(rows)
-                        missing = [m for m in context.get("objectives", ()) if m not in metrics]
-                        if missing:  # Optuna must see a failure, not a missing or NaN value
-                            raise NonFiniteLossError(
-                                f"objective {', '.join(missing)} is not finite for this run")
-                ckpt = tune.Checkpoint.from_directory(str(saved)) if saved is not None else None
-                tune.report(metrics, checkpoint=ckpt)
-
+        for index in range(resume_index, trial.n_seeds):
+            resuming = resume_dir is not None and index == resume_index
+            seed = _SeedRun(trial, index, resumed_from=resumed_step if resuming else 0)
             with tempfile.TemporaryDirectory(prefix="mipet-trial-") as tmp:
                 result = run_training(
-                    cfg.replace(seed=seed),
-                    report=report,
-                    resume_from=resume_dir if index == resume_index else None,
+                    cfg.replace(seed=seed.seed),
+                    report=seed.report,
+                    resume_from=resume_dir if resuming else None,
                     checkpoint_root=Path(tmp),
-                    artifact_dir=artifact_dir,
-                    gpu_ids=gpu_ids,
-                    checkpoint_meta=meta,
+                    artifact_dir=seed.artifact_dir,
+                    gpu_ids=trial.gpu_ids,
+                    checkpoint_meta=seed.meta,
                 )
-            final = {"step": result.step, "images_per_s": result.images_per_s,
-                     "train_seconds": result.train_seconds, "setup_seconds": result.setup_seconds,
-                     **{f"train/{k}": v for k, v in result.losses.items()},
-                     **{f"eval/{k}": v for k, v in result.metrics.items()}}
-            done.append(seed_row(final))
+            trial.done.append(seed.row(_final_numbers(result)))
     finally:
         if holder is not None:
             holder.__exit__(None, None, None)
+
+
+@dataclass
+class _Trial:
+    """One trial's facts and the rows of its finished seeds."""
+
+    cfg: Any  # RunConfig
+    context: dict[str, Any]
+    trial_id: str
+    gpu_ids: list
+    started_at: float = field(default_factory=time.time)
+    done: list[dict[str, Any]] = field(default_factory=list)  # one row per finished seed
+    config_id: str = ""  # computed once, reported with every result; readers take this one
+
+    def __post_init__(self) -> None:
+        self.config_id = self.cfg.config_id()
+
+    @property
+    def n_seeds(self) -> int:
+        return int(self.context.get("seeds", 1))
+
+
+@dataclass
+class _SeedRun:
+    """One seed of a trial: what its checkpoints remember (`meta`), what it tells Ray
+    (`report`) and its row of trials.parquet (`row`)."""
+
+    trial: _Trial
+    index: int
+    resumed_from: int = 0
+
+    @property
+    def seed(self) -> int:
+        return self.trial.cfg.seed + self.index
+
+    @property
+    def artifact_dir(self) -> Path | None:
+        return _artifact_dir(self.trial.context.get("sweep_dir"), self.trial.trial_id, self.seed)
+
+    def row(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        row = _seed_row(metrics, self.seed, self.artifact_dir, self.trial.gpu_ids,
+                        self.resumed_from)
+        row["started_at"] = self.trial.started_at
+        return row
+
+    def meta(self, step: int, final: dict[str, Any] | None) -> dict[str, Any]:
+        done = self.trial.done
+        if final is None:
+            return {"done": done, "seed_index": self.index, "resumable": True, "step": step}
+        return {"done": done + [self.row(final)], "seed_index": self.index + 1,
+                "resumable": False, "step": step}
+
+    def report(self, metrics: dict[str, Any], saved: Path | None) -> None:
+        from ray import tune
+
+        from models.errors import NonFiniteLossError
+
+        steps = self.trial.cfg.train.steps
+        metrics = dict(metrics)
+        metrics["seed"] = self.seed
+        metrics["config_id"] = self.trial.config_id
+        metrics["seed_index"] = self.index
+        metrics["total_step"] = self.index * steps + int(metrics.get("step", 0))
+        if int(metrics.get("step", 0)) >= steps and self.index == self.trial.n_seeds - 1:
+            rows = self.trial.done + [self.row(metrics)]  # the trial's last report
+            metrics.update(_seed_means(rows))
+            metrics["seed_results"] = json.dumps(rows)
+            missing = [m for m in self.trial.context.get("objectives", ()) if m not in metrics]
+            if missing:  # Optuna must see a failure, not a missing or NaN value
+                raise NonFiniteLossError(
+                    f"objective {', '.join(missing)} is not finite for this run")
+        ckpt = tune.Checkpoint.from_directory(str(saved)) if saved is not None else None
+        tune.report(metrics, checkpoint=ckpt)
+
+
+def _final_numbers(result: Any) -> dict[str, Any]:
+    """A finished seed's `TrainResult` as report keys."""
+    return {"step": result.step, "images_per_s": result.images_per_s,
+            "train_seconds": result.train_seconds, "setup_seconds": result.setup_seconds,
+            **{f"train/{k}": v for k, v in result.losses.items()},
+            **{f"eval/{k}": v for k, v in result.metrics.items()}}
 
 
 def _assigned_gpus() -> list:

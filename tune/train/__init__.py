@@ -2,7 +2,8 @@
 
 - `tune.train.loop`: `run_training` (what a trial, `mipet-tune train` and the tests call).
 - `tune.train.checkpoint`: atomic checkpoint folders and the one atomic file write.
-- `tune.train.images`: reconstructions and latent traversals.
+- `tune.train.scheduling`: loss-weight schedules and the lr scheduler of a run.
+- `tune.train.images`: reconstructions and latent traversals (PNG grids, GIFs).
 - `tune.train.command`: `mipet-tune train`.
 
 May import: torch, `models`, `tune.data`, `tune.config`, `analysis`. Never Ray or Optuna.

@@ -9,6 +9,10 @@ initialisation (and reparameterisation noise) stream, the data-order stream and 
 The torch generator is seeded before the model is built (spec/mipet.md 7.17, a FIX), so the same
 seed gives the same losses; a checkpoint holds every random-number state, so a resumed run goes on
 exactly as if it had never stopped.
+
+The run's steps are the methods of `Run`: `setup`, `resume`, `train` (`train_step` per batch,
+`interval` at each report, evaluation or checkpoint), `save`, `finish`. Before each step the
+loss-weight schedules (`train.schedules`) are set on the model; after it the lr scheduler steps.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 from models import ModelConfig, build_model, param_groups
 from models.errors import ConfigError, NonFiniteLossError
 from tune.config.run import RunConfig
+from tune.train.scheduling import LRStepper, WeightSchedules
 
 log = logging.getLogger(__name__)
 
@@ -138,23 +143,13 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(folder: Path, cfg: RunConfig, model, optimizer, scheduler, loader, step: int,
-                    history: dict[str, Any], meta: dict[str, Any] | None = None) -> Path:
-    """Write a complete checkpoint into `folder` (atomically: temp dir, then rename), with the
-    caller's `meta` (JSON) beside the state."""
+def save_checkpoint(folder: Path, cfg: RunConfig, state: dict[str, Any],
+                    meta: dict[str, Any] | None = None) -> Path:
+    """Write a complete checkpoint of the training `state` (model, optimizer, ... states) into
+    `folder` (atomically: temp dir, then rename), with the caller's `meta` (JSON) beside it."""
     from tune.train.checkpoint import save_state, write_checkpoint
 
-    state = {
-        "format": 1,
-        "config": cfg.to_dict(),
-        "step": step,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "loader": loader.state_dict(),
-        "rng": _rng_state(),
-        "history": history,
-    }
+    state = {"format": 1, "config": cfg.to_dict(), **state, "rng": _rng_state()}
 
     def write(tmp: Path) -> None:
         save_state(tmp, state, filename=STATE_FILE)
@@ -162,7 +157,7 @@ def save_checkpoint(folder: Path, cfg: RunConfig, model, optimizer, scheduler, l
         if meta is not None:
             (tmp / META_FILE).write_text(json.dumps(meta))
 
-    return write_checkpoint(folder.parent, folder.name, write, step=step)
+    return write_checkpoint(folder.parent, folder.name, write, step=int(state["step"]))
 
 
 def load_checkpoint(folder: Path, cfg: RunConfig) -> dict[str, Any]:
@@ -275,6 +270,7 @@ def run_training(
     artifact_dir: Path | None = None,
     gpu_ids: list | None = None,
     checkpoint_meta: CheckpointMeta | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """Train `cfg` to `cfg.train.steps` optimizer steps, then evaluate.
 
@@ -290,160 +286,280 @@ def run_training(
         gpu_ids: the GPU ids Ray assigned (None outside Ray).
         checkpoint_meta: `meta(step, final_metrics_or_None)` -> a JSON dict stored in each
             checkpoint as meta.json (the trainable keeps its per-seed bookkeeping there).
+        progress: called with the step after every optimizer step (a progress bar).
     Returns:
         The final losses (means over the last report interval), metrics and timings.
     Raises:
         NonFiniteLossError: a loss or metric became NaN or infinite (never reported as a number).
         ConfigError: the configuration does not fit the data or the checkpoint.
     """
-    import tempfile
-
-    report = report or (lambda metrics, checkpoint: None)
-    t0 = time.perf_counter()
-    init_seed, data_seed, metric_seed = seed_streams(cfg.seed)
-    device = pick_device(cfg.train.device, gpu_ids)
-    if cfg.train.num_threads:
-        torch.set_num_threads(cfg.train.num_threads)
-    data = data if data is not None else load_data(cfg)
-    mcfg = model_config_for(cfg, data)
-
-    torch.manual_seed(init_seed)
-    model = build_model(mcfg).to(device)
-    optimizer = build_optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    loader = data.loader(cfg.train.batch_size, seed=data_seed, device=str(device))
-    step = 0
-    history: dict[str, Any] = {"fast": {}}
-    if resume_from is not None:
-        state = load_checkpoint(Path(resume_from), cfg)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        loader.load_state_dict(state["loader"])
-        _set_rng_state(state["rng"])
-        step = int(state["step"])
-        history = state.get("history", history)
-        log.info("resumed at step %d from %s", step, resume_from)
-
-    own_tmp = None
-    if checkpoint_root is None:
-        own_tmp = tempfile.TemporaryDirectory(prefix="mipet-ckpt-")
-        checkpoint_root = Path(own_tmp.name)
-    checkpoint_root = Path(checkpoint_root)
-    checkpoint_root.mkdir(parents=True, exist_ok=True)
-    writer = _summary_writer(artifact_dir)
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-        if cfg.train.precision == "bf16" else nullcontext()
-    )
-    t = cfg.train
-    sums: dict[str, torch.Tensor] = {}
-    count = 0
-    last_losses: dict[str, float] = {}
-    last_ckpt: Path | None = None
-    start_step = step
-    final_report: dict[str, Any] = {"step": step}
-    window_start, window_images = time.perf_counter(), 0
-    train_seconds = 0.0
-    setup_seconds = time.perf_counter() - t0  # data, model, optimizer, checkpoint restore
-    model.train()
+    run = Run.setup(cfg, data=data, gpu_ids=gpu_ids, checkpoint_root=checkpoint_root,
+                    artifact_dir=artifact_dir, report=report, checkpoint_meta=checkpoint_meta,
+                    progress=progress)
     try:
-        while step < t.steps:
-            x = next(loader)
-            with autocast:
-                out = model(x)
-            loss = out.loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            count += 1
-            window_images += x.shape[0]
-            for name, value in out.terms.items():
-                v = value.detach().float()
-                sums[name] = sums[name] + v if name in sums else v
-            if "loss" not in out.terms:
-                v = loss.detach().float()
-                sums["loss"] = sums["loss"] + v if "loss" in sums else v
-
-            due_report = step % t.report_every == 0 or step == t.steps
-            due_ckpt = step % t.checkpoint_every == 0 or step == t.steps
-            due_eval = bool(t.eval_every) and step % t.eval_every == 0 and step < t.steps
-            if not (due_report or due_ckpt or due_eval):
-                continue
-            losses = {k: float(v) / count for k, v in sums.items()}
-            _check_finite(step, losses)
-            elapsed = time.perf_counter() - window_start
-            train_seconds += elapsed
-            metrics: dict[str, Any] = {"step": step, "lr": scheduler.get_last_lr()[0],
-                                       "images_per_s": window_images / max(elapsed, 1e-9),
-                                       "train_seconds": train_seconds,
-                                       "setup_seconds": setup_seconds}
-            metrics.update({f"train/{k}": v for k, v in losses.items()})
-            last_losses = losses
-            sums, count = {}, 0
-            if due_eval:
-                fast = evaluate_model(model, data, cfg, device, protocol="fast",
-                                      metrics=cfg.eval.fast_metrics, seed=metric_seed)
-                metrics.update(_finite_only("fast", fast))
-                history["fast"][step] = fast
-            if writer is not None:
-                for k, v in metrics.items():
-                    if k != "step":
-                        writer.add_scalar(k, v, step)
-            ckpt = None
-            if due_ckpt and step < t.steps:
-                ckpt = save_checkpoint(checkpoint_root / f"checkpoint_{step:08d}", cfg, model,
-                                       optimizer, scheduler, loader, step, history,
-                                       checkpoint_meta(step, None) if checkpoint_meta else None)
-                last_ckpt = ckpt
-            if step < t.steps:
-                report(metrics, ckpt)
-            else:
-                final_report = metrics
-            window_start, window_images = time.perf_counter(), 0
-
-        # ---- the end: metrics, images, the final checkpoint, one last report -------------
-        final: dict[str, Any] = dict(final_report)
-        eval_metrics: dict[str, float] = {}
-        if cfg.eval.protocol != "none":
-            eval_metrics = evaluate_model(model, data, cfg, device, protocol=cfg.eval.protocol,
-                                          metrics=cfg.eval.metrics or None, seed=metric_seed)
-            final.update(_finite_only("eval", eval_metrics))
-        if artifact_dir is not None and t.images:
-            from tune.train.images import write_images
-
-            write_images(model, data, Path(artifact_dir), device=device, seed=metric_seed)
-        if writer is not None:
-            for k, v in _finite_only("eval", eval_metrics).items():
-                writer.add_scalar(k, v, step)
-            writer.flush()
-        last_ckpt = save_checkpoint(checkpoint_root / f"checkpoint_{step:08d}", cfg, model,
-                                    optimizer, scheduler, loader, step, history,
-                                    checkpoint_meta(step, final) if checkpoint_meta else None)
-        report(final, last_ckpt)
+        if resume_from is not None:
+            run.resume(Path(resume_from))
+        run.train()
+        run.finish()
     finally:
-        if writer is not None:
-            writer.close()
-    seconds = time.perf_counter() - t0
-    total_images = (step - start_step) * t.batch_size
-    result = TrainResult(
-        step=step,
-        losses=last_losses,
-        metrics=eval_metrics,
-        seconds=seconds,
-        images_per_s=total_images / max(train_seconds, 1e-9),
-        checkpoint=last_ckpt if own_tmp is None else None,
-        artifact_dir=Path(artifact_dir) if artifact_dir is not None else None,
-        train_seconds=train_seconds,
-        setup_seconds=setup_seconds,
-    )
-    if own_tmp is not None:
-        own_tmp.cleanup()
-    return result
+        run.close()
+    return run.result()
+
+
+@dataclass
+class _Window:
+    """The losses and images of the steps since the last report."""
+
+    sums: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    count: int = 0
+    images: int = 0
+    start: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def add(self, terms: dict[str, torch.Tensor], images: int) -> None:
+        for name, value in terms.items():
+            v = value.detach().float()
+            self.sums[name] = self.sums[name] + v if name in self.sums else v
+        self.count += 1
+        self.images += images
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / self.count for k, v in self.sums.items()}
+
+
+class Run:
+    """One training run's live state, in the steps a reader can name: `setup` (data, model,
+    optimizer, loader), `resume` (a checkpoint's states), `train` (`train_step` until the
+    budget, with `interval` at each report, evaluation or checkpoint), `finish` (final metrics,
+    images, the last checkpoint and report) and `result`.
+
+    What a checkpoint holds is `state()`; what each step optimises is `train_step`."""
+
+    def __init__(self, cfg: RunConfig, *, data: Any, device: torch.device, model: torch.nn.Module,
+                 loader: Any, checkpoint_root: Path | None, artifact_dir: Path | None,
+                 report: Report | None, checkpoint_meta: CheckpointMeta | None,
+                 seeds: tuple[int, int, int], t0: float,
+                 progress: Callable[[int], None] | None = None) -> None:
+        self.cfg, self.data, self.device, self.model, self.loader = cfg, data, device, model, loader
+        self.optimizer = build_optimizer(cfg, model)
+        self.scheduler = LRStepper(cfg, self.optimizer, lr_lambda(cfg))
+        self.schedules = WeightSchedules(cfg)
+        self.metric_seed = seeds[2]
+        self.report = report or (lambda metrics, checkpoint: None)
+        self.checkpoint_meta = checkpoint_meta
+        self.progress = progress
+        self._own_tmp = None
+        if checkpoint_root is None:
+            import tempfile
+
+            self._own_tmp = tempfile.TemporaryDirectory(prefix="mipet-ckpt-")
+            checkpoint_root = Path(self._own_tmp.name)
+        self.checkpoint_root = Path(checkpoint_root)
+        self.checkpoint_root.mkdir(parents=True, exist_ok=True)
+        self.artifact_dir = Path(artifact_dir) if artifact_dir is not None else None
+        self.writer = _summary_writer(artifact_dir)
+        self.autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+                         if cfg.train.precision == "bf16" else nullcontext())
+        self.step = self.start_step = 0
+        self.history: dict[str, Any] = {"fast": {}}
+        self.window = _Window()
+        self.last_losses: dict[str, float] = {}
+        self.final_report: dict[str, Any] = {"step": 0}
+        self.eval_metrics: dict[str, float] = {}
+        self.last_ckpt: Path | None = None
+        self.t0, self.train_seconds = t0, 0.0
+        self.setup_seconds = time.perf_counter() - t0
+
+    # ---- setup and resume ----------------------------------------------------------------
+    @classmethod
+    def setup(cls, cfg: RunConfig, *, data: Any = None, gpu_ids: list | None = None,
+              **kwargs: Any) -> Run:
+        """Open the data, seed torch, build the model, optimizer, scheduler and loader."""
+        t0 = time.perf_counter()
+        seeds = seed_streams(cfg.seed)
+        device = pick_device(cfg.train.device, gpu_ids)
+        if cfg.train.num_threads:
+            torch.set_num_threads(cfg.train.num_threads)
+        data = data if data is not None else load_data(cfg)
+        mcfg = model_config_for(cfg, data)
+        torch.manual_seed(seeds[0])
+        model = build_model(mcfg).to(device)
+        loader = data.loader(cfg.train.batch_size, seed=seeds[1], device=str(device))
+        return cls(cfg, data=data, device=device, model=model, loader=loader, seeds=seeds, t0=t0,
+                   **kwargs)
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint holds besides the config and the random-number states."""
+        return {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "loader": self.loader.state_dict(),
+            "history": self.history,
+        }
+
+    def resume(self, folder: Path) -> None:
+        """Continue from a checkpoint of this configuration and seed."""
+        state = load_checkpoint(folder, self.cfg)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.loader.load_state_dict(state["loader"])
+        _set_rng_state(state["rng"])
+        self.step = self.start_step = int(state["step"])
+        self.final_report = {"step": self.step}
+        self.history = state.get("history", self.history)
+        self.setup_seconds = time.perf_counter() - self.t0
+        log.info("resumed at step %d from %s", self.step, folder)
+
+    # ---- training ------------------------------------------------------------------------
+    def train(self) -> None:
+        """Optimizer steps until `train.steps`, with reports, evaluations and checkpoints."""
+        t = self.cfg.train
+        self.window = _Window()
+        self.model.train()
+        while self.step < t.steps:
+            self.train_step(next(self.loader))
+            if self.progress is not None:
+                self.progress(self.step)
+            due_report = self.step % t.report_every == 0 or self.step == t.steps
+            due_ckpt = self.step % t.checkpoint_every == 0 or self.step == t.steps
+            due_eval = bool(t.eval_every) and self.step % t.eval_every == 0 and self.step < t.steps
+            if due_report or due_ckpt or due_eval:
+                self.interval(evaluate=due_eval, checkpoint=due_ckpt and self.step < t.steps)
+
+    def train_step(self, x: torch.Tensor) -> None:
+        """One optimizer step on the batch `x` at step `self.step` (then counted): the scheduled
+        loss weights of this step, forward, backward, the optimizer and lr scheduler steps."""
+        if self.schedules:
+            self.model.set_loss_weights(self.schedules.values(self.step))
+        with self.autocast:
+            out = self.model(x)
+        loss = out.loss
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.train.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step(loss)
+        self.step += 1
+        terms = out.terms if "loss" in out.terms else {**out.terms, "loss": loss}
+        self.window.add(terms, x.shape[0])
+
+    def interval(self, *, evaluate: bool, checkpoint: bool) -> None:
+        """The end of a report interval: mean losses, optional fast metrics, TensorBoard, an
+        optional checkpoint, and the report (the last step's report waits for `finish`)."""
+        losses = self.window.means()
+        _check_finite(self.step, losses)
+        elapsed = time.perf_counter() - self.window.start
+        self.train_seconds += elapsed
+        metrics: dict[str, Any] = {"step": self.step, "lr": self.scheduler.lr,
+                                   "images_per_s": self.window.images / max(elapsed, 1e-9),
+                                   "train_seconds": self.train_seconds,
+                                   "setup_seconds": self.setup_seconds}
+        metrics.update({f"train/{k}": v for k, v in losses.items()})
+        metrics.update(self.schedules.logged(self.step - 1))  # what the last step trained with
+        self.last_losses = losses
+        if evaluate:
+            fast = evaluate_model(self.model, self.data, self.cfg, self.device, protocol="fast",
+                                  metrics=self.cfg.eval.fast_metrics, seed=self.metric_seed)
+            metrics.update(_finite_only("fast", fast))
+            self.history["fast"][self.step] = fast
+            self.pictures(f"images/step_{self.step:08d}")
+        self.log_scalars(metrics)
+        ckpt = self.save(None) if checkpoint else None
+        if self.step < self.cfg.train.steps:
+            self.report(metrics, ckpt)
+        else:
+            self.final_report = metrics
+        self.window = _Window()
+
+    def log_scalars(self, metrics: dict[str, Any]) -> None:
+        if self.writer is not None:
+            for k, v in metrics.items():
+                if k != "step":
+                    self.writer.add_scalar(k, v, self.step)
+
+    def save(self, final: dict[str, Any] | None) -> Path:
+        """A checkpoint at this step (`final`: the run's last report, for the caller's meta)."""
+        meta = self.checkpoint_meta(self.step, final) if self.checkpoint_meta else None
+        self.last_ckpt = save_checkpoint(self.checkpoint_root / f"checkpoint_{self.step:08d}",
+                                         self.cfg, self.state(), meta)
+        return self.last_ckpt
+
+    # ---- the end -------------------------------------------------------------------------
+    def finish(self) -> None:
+        """Final metrics, images, the final checkpoint and one last report."""
+        cfg = self.cfg
+        final: dict[str, Any] = dict(self.final_report)
+        if cfg.eval.protocol != "none":
+            self.eval_metrics = evaluate_model(
+                self.model, self.data, cfg, self.device, protocol=cfg.eval.protocol,
+                metrics=cfg.eval.metrics or None, seed=self.metric_seed)
+            final.update(_finite_only("eval", self.eval_metrics))
+        self.pictures(".")
+        if self.writer is not None:
+            eval_scalars = _finite_only("eval", self.eval_metrics)
+            for k, v in eval_scalars.items():
+                self.writer.add_scalar(k, v, self.step)
+            write_hparams(self.writer, cfg, {**eval_scalars, **{
+                f"train/{k}": v for k, v in self.last_losses.items()}})
+            self.writer.flush()
+        self.report(final, self.save(final))
+
+    def pictures(self, sub: str) -> None:
+        """Reconstructions and traversals (PNG, GIF) into the run's folder `sub` and, as images,
+        into TensorBoard (tags `images/<name>`)."""
+        if self.artifact_dir is None or not self.cfg.train.images:
+            return
+        from tune.train.images import write_images
+
+        pics = write_images(self.model, self.data, self.artifact_dir / sub, device=self.device,
+                            seed=self.metric_seed, steps=self.cfg.train.traversal_steps,
+                            range_=self.cfg.train.traversal_range)
+        if self.writer is not None:
+            for name, image in pics.images.items():
+                if name != "traversal":  # the same picture as the first reference's
+                    self.writer.add_image(f"images/{name}", image, self.step, dataformats="HWC")
+
+    def close(self) -> None:
+        """Close the TensorBoard writer and remove a temporary checkpoint folder."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+        if self._own_tmp is not None:
+            self._own_tmp.cleanup()
+
+    def result(self) -> TrainResult:
+        total_images = (self.step - self.start_step) * self.cfg.train.batch_size
+        return TrainResult(
+            step=self.step,
+            losses=self.last_losses,
+            metrics=self.eval_metrics,
+            seconds=time.perf_counter() - self.t0,
+            images_per_s=total_images / max(self.train_seconds, 1e-9),
+            checkpoint=self.last_ckpt if self._own_tmp is None else None,  # gone with the tmp
+            artifact_dir=self.artifact_dir,
+            train_seconds=self.train_seconds,
+            setup_seconds=self.setup_seconds,
+        )
+
+
+def write_hparams(writer: Any, cfg: RunConfig, final: dict[str, float]) -> None:
+    """The run's hyperparameters (its flat config) and final metrics as an HParams summary in
+    the run's own event file, so TensorBoard's HParams dashboard lists each run once (the
+    writer's `add_hparams` would write a second run). The metrics' values are the scalars of
+    the same tags the run already logged."""
+    from torch.utils.tensorboard.summary import hparams
+
+    params: dict[str, Any] = {}
+    for key, value in cfg.flat().items():
+        if key.startswith("data/") and key != "data/name" or value is None:
+            continue
+        params[key] = value if isinstance(value, (bool, int, float, str)) else str(value)
+    exp, ssi, sei = hparams(params, {k: float(v) for k, v in final.items()})
+    for summary in (exp, ssi, sei):
+        writer.file_writer.add_summary(summary)
 
 
 def _summary_writer(artifact_dir: Path | None):
