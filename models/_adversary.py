@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.errors import ConfigError
+
 if TYPE_CHECKING:
     from models._vae import VAE, ModelOutput
 
@@ -85,9 +87,9 @@ class Adversaries:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if set(state) != set(self.optimizers):
-            raise ValueError(
-                f"adversary optimizer state for {sorted(state)}, this model has "
-                f"{sorted(self.optimizers)}"
+            raise ConfigError(
+                f"the checkpoint holds adversary optimizer state for {sorted(state)}, this model "
+                f"has adversaries {sorted(self.optimizers)}; is it a checkpoint of this model?"
             )
         for name, opt in self.optimizers.items():
             opt.load_state_dict(state[name])

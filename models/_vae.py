@@ -135,7 +135,14 @@ class VAE(nn.Module):
             opts["factor"] = torch.optim.Adam(
                 self.adversaries["factor"].parameters(), lr=self.cfg.factor_lr, betas=(0.5, 0.9)
             )
-        return Adversaries(self, opts)
+        self._adversary_opts = Adversaries(self, opts)
+        return self._adversary_opts
+
+    def adversary_state_dict(self) -> dict:
+        """The state of the optimizers of the last `build_adversaries()` ({} when none), for the
+        checkpoint; `build_adversaries().load_state_dict(...)` restores it."""
+        opts = getattr(self, "_adversary_opts", None)
+        return {} if opts is None else opts.state_dict()
 
     def adversary_loss(self, name: str, out: ModelOutput) -> Tensor:
         """The loss that adversary `name` minimises, from a forward's (detached) record."""

@@ -152,6 +152,18 @@ def test_same_seed_same_loss(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", NAMES)
+def test_state_dict_round_trips(name: str) -> None:
+    x, eps = images(1), torch.randn(8, 10)
+    src, dst = make(name, seed=1).eval(), make(name, seed=2).eval()
+    dst.load_state_dict(src.state_dict())
+    assert all(torch.equal(v, dst.state_dict()[k]) for k, v in src.state_dict().items())
+    torch.manual_seed(0)
+    a = src(x, eps).loss.item()
+    torch.manual_seed(0)
+    assert dst(x, eps).loss.item() == a
+
+
+@pytest.mark.parametrize("name", NAMES)
 def test_nan_input_raises(name: str) -> None:
     model = make(name)
     x = images(1)

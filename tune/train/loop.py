@@ -102,7 +102,7 @@ def lr_lambda(cfg: RunConfig) -> Callable[[int], float]:
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
     if t.optimizer == "sgd":  # the paper code's plain SGD: one group, weight decay on everything
-        return torch.optim.SGD(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.SGD(model.main_parameters(), lr=t.lr, weight_decay=t.weight_decay)
     groups = param_groups(model, lr=t.lr, sub_lr=t.sub_lr, weight_decay=t.weight_decay)
     return torch.optim.Adam(groups, lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
 
@@ -150,6 +150,7 @@ def save_checkpoint(folder: Path, cfg: RunConfig, model, optimizer, scheduler, l
         "step": step,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "adversaries": model.adversary_state_dict(),  # e.g. the Factor-VAE discriminator's Adam
         "scheduler": scheduler.state_dict(),
         "loader": loader.state_dict(),
         "rng": _rng_state(),
@@ -310,6 +311,7 @@ def run_training(
     torch.manual_seed(init_seed)
     model = build_model(mcfg).to(device)
     optimizer = build_optimizer(cfg, model)
+    adversaries = model.build_adversaries()  # their own optimizers; empty for most models
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     loader = data.loader(cfg.train.batch_size, seed=data_seed, device=str(device))
     step = 0
@@ -318,6 +320,7 @@ def run_training(
         state = load_checkpoint(Path(resume_from), cfg)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        adversaries.load_state_dict(state.get("adversaries", {}))
         scheduler.load_state_dict(state["scheduler"])
         loader.load_state_dict(state["loader"])
         _set_rng_state(state["rng"])
@@ -351,13 +354,14 @@ def run_training(
         while step < t.steps:
             x = next(loader)
             with autocast:
-                out = model(x)
+                out = model(x, step=step)
             loss = out.loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if t.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), t.max_grad_norm)
             optimizer.step()
+            out.terms.update(adversaries.step(out))  # after the main step, on its detached z
             scheduler.step()
             step += 1
             count += 1
