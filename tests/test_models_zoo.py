@@ -328,3 +328,62 @@ def test_rec_weight_default_keeps_the_paper_losses() -> None:
     oa, ob = a(x, eps), b(x, eps)
     assert oa.weights["rec"] == 1.0 and ob.weights["rec"] == 2.0
     assert math.isclose(ob.loss.item() - oa.loss.item(), oa.terms["rec"].item(), rel_tol=1e-5)
+
+
+# -- encoders and decoders by name ------------------------------------------------------------------
+
+
+def _conv64_counts(c: int, d: int) -> tuple[int, int]:
+    """disentanglement_lib's conv_encoder / deconv_decoder parameter counts, by hand from the
+    layer sizes (weights + biases; kernels 4, 4, 2, 2 in the encoder, 4 in the decoder)."""
+    enc = (
+        (c * 32 * 4 * 4 + 32) + (32 * 32 * 4 * 4 + 32) + (32 * 64 * 2 * 2 + 64)
+        + (64 * 64 * 2 * 2 + 64) + (1024 * 256 + 256) + 2 * (256 * d + d)
+    )
+    dec = (
+        (d * 256 + 256) + (256 * 1024 + 1024) + (64 * 64 * 4 * 4 + 64) + (64 * 32 * 4 * 4 + 32)
+        + (32 * 32 * 4 * 4 + 32) + (32 * c * 4 * 4 + c)
+    )
+    return enc, dec
+
+
+def test_conv64_parameter_counts_equal_disentanglement_libs() -> None:
+    assert _conv64_counts(1, 10) == (309_204, 381_313)  # dSprites, 10 latents
+    assert _conv64_counts(3, 10) == (310_228, 382_339)
+    for dataset, d in (("dsprites", 10), ("shapes3d", 10), ("shapes3d", 6)):
+        model = make("beta_vae", dataset, encoder="conv64", decoder="conv64", latent_dim=d)
+        enc, dec = _conv64_counts(model.cfg.image_channels, d)
+        assert sum(p.numel() for p in model.encoder.parameters()) == enc
+        assert sum(p.numel() for p in model.decoder.parameters()) == dec
+
+
+def test_mlp_networks() -> None:
+    model = make("factor_vae", "shapes3d", encoder="mlp", decoder="mlp", latent_dim=7)
+    c = 3
+    enc = (4096 * c * 1200 + 1200) + (1200 * 1200 + 1200) + 2 * (1200 * 7 + 7)
+    dec = (7 * 1200 + 1200) + 2 * (1200 * 1200 + 1200) + (1200 * 4096 * c + 4096 * c)
+    assert sum(p.numel() for p in model.encoder.parameters()) == enc
+    assert sum(p.numel() for p in model.decoder.parameters()) == dec
+
+
+@pytest.mark.parametrize(("encoder", "decoder"), [("conv64", "mlp"), ("mlp", "conv64"),
+                                                  ("conv64", "paper")])
+@pytest.mark.parametrize("dataset", ["dsprites", "shapes3d"])
+def test_any_encoder_with_any_decoder_and_objective(encoder: str, decoder: str,
+                                                    dataset: str) -> None:
+    model = make("mipet_dip_vae_i", dataset, encoder=encoder, decoder=decoder, latent_dim=5,
+                 num_ipe=2)
+    c = model.cfg.image_channels
+    out = model(images(c, 6))
+    assert out.recon.shape == (6, c, 64, 64) and out.mu.shape == (6, 5)
+    out.loss.backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())
+    assert all(p.grad is not None for p in model.decoder.parameters())
+    assert model.decode(out.mu).shape == (6, c, 64, 64)
+
+
+def test_bad_network_names_fail_with_one_line() -> None:
+    with pytest.raises(ConfigError, match=r"model.encoder must be one of \['paper', 'conv64'"):
+        ModelConfig.from_dict({"name": "vae", "encoder": "resnet"})
+    with pytest.raises(ConfigError, match="model.decoder='mlp': 'commutative' has its own"):
+        ModelConfig.from_dict({"name": "commutative", "decoder": "mlp"})
