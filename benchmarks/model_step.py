@@ -14,6 +14,8 @@ direct port); `tf32` the default model with TF32 matmuls and convolutions allowe
     python benchmarks/model_step.py                       # full grid, fp32 (minutes on CPU)
     python benchmarks/model_step.py --models mipet_betatcvae --datasets dsprites --k 3 \
         --steps 5 --modes fp32 nchw bf16
+    python benchmarks/model_step.py --zoo                 # a row per zoo objective: dSprites,
+                                                          # K = 0 and 3, fp32 and bf16
 
 The figures are indicative: on a shared machine other processes take cycles. Rows are the best of
 interleaved rounds; `--clock cpu --threads 1` reports per-core rates from process CPU time, which
@@ -32,6 +34,10 @@ from torch.utils.flop_counter import FlopCounterMode
 import models
 
 
+ZOO = [
+    "vae", "annealed_vae", "mipet_annealed_vae", "factor_vae", "mipet_factor_vae", "dip_vae_i",
+    "mipet_dip_vae_i", "dip_vae_ii", "mipet_dip_vae_ii", "info_vae", "mipet_info_vae",
+]
 CLOCK = time.perf_counter  # --clock cpu switches to process CPU time (robust on a shared machine)
 
 
@@ -82,6 +88,7 @@ class Case:
         self.bf16, self.device, self.batch = mode == "bf16", device, batch
         self.tf32 = mode == "tf32"
         self.opt = torch.optim.Adam(models.param_groups(self.model, 4e-4, 4e-4, 0.0))
+        self.adversaries = self.model.build_adversaries()  # Factor-VAE: its discriminator's Adam
         c = self.model.cfg.image_channels
         x = torch.rand(batch, c, 64, 64, device=device)
         self.x = (x > 0.5).float() if c == 1 else x
@@ -100,6 +107,7 @@ class Case:
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
+        self.adversaries.step(out)
 
     def run(self, steps: int) -> None:
         _sync(self.device)
@@ -115,7 +123,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--models", nargs="+", default=["mipet_vae", "mipet_betatcvae", "mipet_commutative"]
+        "--models", nargs="+", default=None,
+        help="default: mipet_vae mipet_betatcvae mipet_commutative (with --zoo: the zoo)",
     )
     p.add_argument("--datasets", nargs="+", default=["dsprites", "shapes3d"])
     p.add_argument(
@@ -136,7 +145,16 @@ def main() -> None:
         help="cpu: rates per CPU-second of this process (per core; robust when the machine is "
         "shared; CPU only)",
     )
+    p.add_argument(
+        "--zoo", action="store_true",
+        help="the objective zoo instead: each objective without (K = 0) and with MIPET (K = 3) "
+        "on dSprites, fp32 and bf16",
+    )
     args = p.parse_args()
+    if args.models is None:
+        args.models = ZOO if args.zoo else ["mipet_vae", "mipet_betatcvae", "mipet_commutative"]
+    if args.zoo:
+        args.datasets, args.k, args.modes = ["dsprites"], [3], ["fp32", "bf16"]
     if args.threads:
         torch.set_num_threads(args.threads)
     global CLOCK

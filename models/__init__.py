@@ -16,18 +16,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from models._facts import loss_weight_fields, used_fields
 from models.config import ModelConfig, dataset_defaults
 from models.errors import ConfigError, MipetTuneError, NonFiniteLossError
 
 # The torch-backed parts load on first use, so that `import models.errors` (every package's
-# error classes) and `ModelConfig` cost no torch import: the data loaders, the CLI and the
-# search-space validation of field names start fast.
+# error classes), `ModelConfig`, `used_fields` and `loss_weight_fields` cost no torch import: the
+# data loaders, the CLI and the search-space validation of field names start fast.
 _LAZY = {
     "MODELS": "models._registry",
     "build_model": "models._registry",
     "register_model": "models._registry",
-    "used_fields": "models._registry",
-    "loss_weight_fields": "models._registry",
+    "Adversaries": "models._adversary",
     "VAE": "models._vae",
     "ModelOutput": "models._vae",
     "LossInputs": "models.objectives",
@@ -38,9 +38,9 @@ _LAZY = {
 }
 
 __all__ = [
-    "MODELS", "VAE", "ConfigError", "LossInputs", "MipetTuneError", "ModelConfig", "ModelOutput",
+    "MODELS", "VAE", "Adversaries", "ConfigError", "LossInputs", "MipetTuneError", "ModelConfig", "ModelOutput",
     "NonFiniteLossError", "Objective", "build_model", "dataset_defaults", "load_paper_state_dict",
-    "loss_weight_fields", "param_groups", "register_model", "to_paper_state_dict", "used_fields",
+    "param_groups", "register_model", "to_paper_state_dict", "used_fields", "loss_weight_fields",
 ]
 
 

@@ -150,3 +150,90 @@ class LieDecoder(nn.Module):
         """z (N, d) -> probabilities (N, C, 64, 64), g_D (N, m*m)."""
         g = self.group(z)
         return torch.sigmoid(self.logits(g)), g
+
+
+# -- networks by name, independent of the objective -------------------------------------------------
+
+
+class Conv64Encoder(nn.Module):
+    """disentanglement_lib's `conv_encoder`: Conv2d 32, 32, 64, 64 with kernels 4, 4, 2, 2,
+    stride 2, 'same' padding and ReLU ((B, C, 64, 64) -> (B, 64, 4, 4)), Linear(1024, 256)+ReLU,
+    then the mean and log-variance heads."""
+
+    def __init__(self, channels: int, latent_dim: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(channels, 32, 4, 2, 1), nn.ReLU(inplace=True),  # 64 -> 32
+            nn.Conv2d(32, 32, 4, 2, 1), nn.ReLU(inplace=True),  # 32 -> 16
+            nn.Conv2d(32, 64, 2, 2), nn.ReLU(inplace=True),  # 16 -> 8
+            nn.Conv2d(64, 64, 2, 2), nn.ReLU(inplace=True),  # 8 -> 4
+        )
+        self.dense = nn.Linear(4 * FLAT, 256)
+        self.mu = nn.Linear(256, latent_dim)
+        self.logvar = nn.Linear(256, latent_dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, None]:
+        """x (B, C, 64, 64) -> mu (B, d), logvar (B, d), None."""
+        h = self.features(x).reshape(x.shape[0], 4 * FLAT)  # (B, 1024)
+        h = torch.relu(self.dense(h))  # (B, 256)
+        return self.mu(h), self.logvar(h), None
+
+
+class MlpEncoder(nn.Module):
+    """Chen et al.'s dSprites MLP encoder: flatten -> Linear(C*4096, 1200)+ReLU ->
+    Linear(1200, 1200)+ReLU -> mean and log-variance heads."""
+
+    def __init__(self, channels: int, latent_dim: int, width: int = 1200) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Flatten(), nn.Linear(channels * 64 * 64, width), nn.ReLU(inplace=True),
+            nn.Linear(width, width), nn.ReLU(inplace=True),
+        )
+        self.mu = nn.Linear(width, latent_dim)
+        self.logvar = nn.Linear(width, latent_dim)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, None]:
+        """x (B, C, 64, 64) -> mu (B, d), logvar (B, d), None."""
+        h = self.features(x)  # (B, 1200)
+        return self.mu(h), self.logvar(h), None
+
+
+class MlpDecoder(nn.Module):
+    """Chen et al.'s dSprites MLP decoder: Linear(d, 1200)+Tanh, two Linear(1200, 1200)+Tanh,
+    Linear(1200, C*4096) -> logits (N, C, 64, 64)."""
+
+    def __init__(self, channels: int, latent_dim: int, width: int = 1200) -> None:
+        super().__init__()
+        self.channels = channels
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, width), nn.Tanh(), nn.Linear(width, width), nn.Tanh(),
+            nn.Linear(width, width), nn.Tanh(), nn.Linear(width, channels * 64 * 64),
+        )
+        self.memory_format = torch.contiguous_format
+
+    def logits(self, z: Tensor) -> Tensor:
+        return self.net(z).view(-1, self.channels, 64, 64)  # (N, C, 64, 64)
+
+    def forward(self, z: Tensor) -> tuple[Tensor, None]:
+        """z (N, d) -> probabilities (N, C, 64, 64), None."""
+        return torch.sigmoid(self.logits(z)), None
+
+
+def make_encoder(kind: str, channels: int, hidden: int, latent_dim: int) -> nn.Module:
+    """The encoder `kind` ('paper', 'conv64' or 'mlp'); `hidden` is the paper's h1."""
+    if kind == "conv64":
+        return Conv64Encoder(channels, latent_dim)
+    if kind == "mlp":
+        return MlpEncoder(channels, latent_dim)
+    return Encoder(channels, hidden, latent_dim)
+
+
+def make_decoder(kind: str, channels: int, hidden: int, latent_dim: int) -> nn.Module:
+    """The decoder `kind`. disentanglement_lib's `deconv_decoder` is the paper's decoder with a
+    256-wide first layer: Linear(d, 256)+ReLU, Linear(256, 1024)+ReLU as (64, 4, 4), transposed
+    convs 64, 32, 32, C (kernel 4, stride 2)."""
+    if kind == "conv64":
+        return Decoder(channels, 256, latent_dim)
+    if kind == "mlp":
+        return MlpDecoder(channels, latent_dim)
+    return Decoder(channels, hidden, latent_dim)

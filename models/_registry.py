@@ -1,9 +1,15 @@
-"""The model registry: name -> class, filled by `register_model` in each model module."""
+"""The model registry: name -> class, filled by `register_model` in each model module.
+
+What configs need of a model (fields, default K, labels) is plain data in `models._facts`; a
+class takes those facts as class attributes when it registers, so the two cannot drift.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, TypeVar
 
+from models._facts import MODEL_FACTS, facts
+from models._facts import used_fields as used_fields  # re-exported: `models.used_fields`
 from models.errors import ConfigError
 from models.strict import nearest
 
@@ -18,13 +24,24 @@ C = TypeVar("C", bound=type)
 
 
 def register_model(name: str) -> Callable[[C], C]:
-    """Class decorator adding a model class to `MODELS` under `name` (its YAML and CLI value)."""
+    """Class decorator adding a model class to `MODELS` under `name` (its YAML and CLI value).
+
+    The name must have its facts in `models._facts.MODEL_FACTS`; the class gets them as its
+    `registry_name`, `objective`, `default_num_ipe`, `lie_group` and `config_fields`.
+    """
 
     def add(cls: C) -> C:
         if name in MODELS:
             raise ValueError(f"model name {name!r} is taken by {MODELS[name].__qualname__}")
+        if name not in MODEL_FACTS:
+            raise ValueError(f"model name {name!r} has no entry in models._facts.MODEL_FACTS")
+        fact = MODEL_FACTS[name]
         MODELS[name] = cls
         cls.registry_name = name
+        cls.objective = fact.objective
+        cls.default_num_ipe = fact.default_num_ipe
+        cls.lie_group = fact.lie_group
+        cls.config_fields = fact.fields
         return cls
 
     return add
@@ -32,27 +49,7 @@ def register_model(name: str) -> Callable[[C], C]:
 
 def build_model(cfg: ModelConfig) -> torch.nn.Module:
     """Instantiate and initialise the model `cfg.name` (seed torch before calling this)."""
+    facts(cfg.name)
     if cfg.name not in MODELS:
         raise ConfigError(f"model.name {cfg.name!r} is unknown; {nearest(cfg.name, MODELS)}")
     return MODELS[cfg.name](cfg)
-
-
-def used_fields(name: str) -> frozenset[str]:
-    """The ModelConfig fields that model `name` reads; sweeping any other field is a mistake.
-
-    Raises:
-        ConfigError: for an unknown model name.
-    """
-    if name not in MODELS:
-        raise ConfigError(f"model.name {name!r} is unknown; {nearest(name, MODELS)}")
-    return MODELS[name].config_fields
-
-
-# A stop-gap (helper sched) of zoo's contract; zoo's version wins at merge.
-_LOSS_WEIGHTS = frozenset({"rec_weight", "beta", "alpha", "gamma", "hy_rec", "hy_hes", "hy_commute"})
-
-
-def loss_weight_fields(name: str) -> frozenset[str]:
-    """The ModelConfig fields of model `name` that weight a loss term (what a schedule may set
-    through `VAE.set_loss_weights`)."""
-    return used_fields(name) & _LOSS_WEIGHTS

@@ -1,35 +1,29 @@
-"""The registered models: MIPET VAEs, their baselines, and the shared forward pass."""
+"""The registered models: MIPET VAEs, their baselines, the objective zoo, and the shared forward
+pass."""
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
+import dataclasses
 from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import torch
 from torch import Tensor, nn
 
+from models._adversary import Adversaries, FactorDiscriminator, factor_discriminator_loss
+from models._facts import MODEL_FACTS, loss_weight_fields
 from models._ipe import IPEBank
-from models._nets import Decoder, Encoder, LieDecoder, LieEncoder
+from models._nets import LieDecoder, LieEncoder, make_decoder, make_encoder
 from models._registry import register_model
 from models.config import ModelConfig
-from models.errors import NonFiniteLossError
+from models.errors import ConfigError, NonFiniteLossError
 from models.objectives import (
-    BetaTC, EFRegulariser, KLTerm, LieGroupLoss, LossInputs, Objective, Reconstruction,
-    gaussian_kl,
+    BetaTC, CapacityTerm, DipTerm, EFRegulariser, FactorTC, KLTerm, LieGroupLoss, LossInputs,
+    MMDTerm, Objective, Reconstruction, gaussian_kl,
 )
+from models.strict import nearest
 
-__all__ = ["ModelOutput", "VAE"]
-
-_COMMON = frozenset({
-    "name", "image_channels", "latent_dim", "dense_dim", "recon_loss", "rec_weight",
-})
-_IPE = frozenset({"num_ipe", "ipe_symmetric", "ef_conversion", "calibration", "keep_dead_params"})
-_BETATC = frozenset({"alpha", "beta", "gamma", "tc_estimator", "dataset_size"})
-_LIE = frozenset({
-    "hy_rec", "hy_hes", "hy_commute", "forward_eq_prob", "subgroup_sizes", "subspace_sizes",
-    "keep_dead_params",
-})
+__all__ = ["ModelOutput", "VAE", "build_objectives"]
 
 
 @dataclass
@@ -59,14 +53,16 @@ class ModelOutput:
 class VAE(nn.Module):
     """Shared machinery: encoder, optional K IPE maps, decoder, and a list of objectives.
 
-    Subclasses set the class attributes and `objectives()`. Call `forward(x, eps=None)` for the
-    training record, `encode(x)` for (mu, logvar), `decode(z)` for images from pre-IPE codes.
+    A registered subclass gets its objective, default K and fields from `models._facts`; its
+    losses come from `build_objectives`. Call `forward(x, eps=None, step=0)` for the training
+    record, `encode(x)` for (mu, logvar), `decode(z)` for images from pre-IPE codes.
     """
 
     registry_name: str = ""
+    objective: str = ""
     default_num_ipe: int = 0
     lie_group: bool = False
-    config_fields: frozenset[str] = _COMMON
+    config_fields: frozenset[str] = frozenset()
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -78,8 +74,8 @@ class VAE(nn.Module):
             self.encoder: nn.Module = LieEncoder(c, h1, d, g, keep_dead=cfg.keep_dead_params)
             self.decoder: nn.Module = LieDecoder(c, d, g)
         else:
-            self.encoder = Encoder(c, h1, d)
-            self.decoder = Decoder(c, h1, d)
+            self.encoder = make_encoder(cfg.encoder, c, h1, d)
+            self.decoder = make_decoder(cfg.decoder, c, h1, d)
         self._init_weights()  # before the IPE maps: K = 0 and the baseline draw the same weights
         self.ipe = (
             IPEBank(
@@ -88,8 +84,12 @@ class VAE(nn.Module):
             )
             if self.num_ipe > 0 else None
         )
-        self.losses: list[Objective] = []
-        self.set_loss_weights({})
+        # Adversarial parts: trained by their own optimizers (`build_adversaries`), never by the
+        # main one (`param_groups` leaves out every name under `adversaries.`).
+        self.adversaries = nn.ModuleDict()
+        if "factor_vae" in (self.objective, *cfg.loss_terms):
+            self.adversaries["factor"] = FactorDiscriminator(d)
+        self.losses: list[Objective] = build_objectives(self, cfg)
         self.check_finite = True
         self.channels_last = False
         self.set_channels_last(True)  # same maths, faster decoder on CPU (oneDNN)
@@ -107,13 +107,52 @@ class VAE(nn.Module):
             with torch.no_grad():
                 basis.uniform_(-bound, bound)
 
-    def objectives(self, cfg: ModelConfig) -> list[Objective]:
-        raise NotImplementedError
+    # -- loss weights and adversaries --------------------------------------------------------
+    def set_loss_weights(self, values: Mapping[str, float]) -> None:
+        """Later forwards compute the losses as if the config had these values (e.g. a beta
+        warm-up); parameters are untouched. Keys are `models.loss_weight_fields(...)`.
 
-    def _ef_objectives(self, cfg: ModelConfig) -> list[Objective]:
-        if self.num_ipe > 0 and cfg.ef_conversion:
-            return [EFRegulariser(calibration=cfg.calibration)]
-        return []
+        Raises:
+            ConfigError: for a field that is not a loss weight of this model, or a bad value.
+        """
+        known = loss_weight_fields(self.registry_name, self.cfg.loss_terms)
+        for key in values:
+            if key not in known:
+                raise ConfigError(
+                    f"model.{key} is not a loss weight of {self.registry_name!r}; "
+                    f"{nearest(key, known, 'model.')}"
+                )
+        changes = {k: float(v) for k, v in values.items() if getattr(self.cfg, k) != float(v)}
+        if changes:
+            self.cfg = dataclasses.replace(self.cfg, **changes)
+            self.losses = build_objectives(self, self.cfg)
+
+    def build_adversaries(self) -> Adversaries:
+        """The optimizers of the adversarial modules (Factor-VAE: Adam, lr model.factor_lr,
+        betas (0.5, 0.9), as disentanglement_lib), for the loop to step after each main step."""
+        opts: dict[str, torch.optim.Optimizer] = {}
+        if "factor" in self.adversaries:
+            opts["factor"] = torch.optim.Adam(
+                self.adversaries["factor"].parameters(), lr=self.cfg.factor_lr, betas=(0.5, 0.9)
+            )
+        self._adversary_opts = Adversaries(self, opts)
+        return self._adversary_opts
+
+    def adversary_state_dict(self) -> dict:
+        """The state of the optimizers of the last `build_adversaries()` ({} when none), for the
+        checkpoint; `build_adversaries().load_state_dict(...)` restores it."""
+        opts = getattr(self, "_adversary_opts", None)
+        return {} if opts is None else opts.state_dict()
+
+    def adversary_loss(self, name: str, out: ModelOutput) -> Tensor:
+        """The loss that adversary `name` minimises, from a forward's (detached) record."""
+        if name == "factor":
+            return factor_discriminator_loss(self.adversaries["factor"], out.z)
+        raise KeyError(f"no adversary {name!r}")
+
+    def main_parameters(self) -> list[nn.Parameter]:
+        """Every parameter but the adversaries' (what the main optimizer trains)."""
+        return [p for n, p in self.named_parameters() if not n.startswith("adversaries.")]
 
     def dead_parameter_names(self) -> list[str]:
         """Names of the parameters that never receive a gradient (kept for paper parity)."""
@@ -127,18 +166,6 @@ class VAE(nn.Module):
             dead += tuple(f"ipe.{n}" for n in ef)
         names = dict(self.named_parameters())
         return [n for n in dead if n in names]
-
-    # -- loss weights: a stop-gap (helper sched) of zoo's contract; zoo's version wins at merge --
-    def set_loss_weights(self, values: Mapping[str, float]) -> None:
-        """Later forwards compute the losses as if the config had these loss-weight `values`
-        (field name -> value, e.g. from a schedule; `models.loss_weight_fields` lists them)."""
-        cfg = copy.copy(self.cfg)  # unchecked: a schedule may pass 0 where the config needs > 0
-        for name, value in values.items():
-            object.__setattr__(cfg, name, float(value))
-        self.losses = self.objectives(cfg)
-        for objective in self.losses:
-            if isinstance(objective, Reconstruction):
-                objective.weights = {"rec": cfg.rec_weight}
 
     # -- memory format -------------------------------------------------------------------------
     def set_channels_last(self, flag: bool = True) -> VAE:
@@ -169,12 +196,13 @@ class VAE(nn.Module):
         probs, _ = self.decoder(codes.reshape(-1, z.shape[1]))
         return probs.view(codes.shape[0], b, *probs.shape[1:]).mean(0)
 
-    def forward(self, x: Tensor, eps: Tensor | None = None) -> ModelOutput:
+    def forward(self, x: Tensor, eps: Tensor | None = None, *, step: int = 0) -> ModelOutput:
         """Encode, sample, apply the K IPE maps, decode, and score.
 
         Args:
             x: images (B, C, 64, 64), float32 in [0, 1].
             eps: reparameterisation noise (B, d); drawn from torch's RNG when None.
+            step: training steps done so far (the annealed VAE's capacity reads it).
         Returns:
             ModelOutput (loss, terms, weights, mu, logvar, z, recon, z_hat).
         Raises:
@@ -200,7 +228,7 @@ class VAE(nn.Module):
                 kl_gauss=gaussian_kl(mu, logvar), num_ipe=self.num_ipe, ipe=ipe,
                 group_e=None if g_e is None else g_e.float(),
                 group_d=None if g_d is None else g_d.float(),
-                lie_basis=self.decoder.lie_basis if self.lie_group else None,
+                lie_basis=self.decoder.lie_basis if self.lie_group else None, step=step,
             )
             terms: dict[str, Tensor] = {"origin_kld": inp.kl_gauss.mean()}
             weights: dict[str, float] = {}
@@ -239,49 +267,86 @@ def _nonfinite_message(x: Tensor, loss: Tensor, terms: dict[str, Tensor]) -> str
     )
 
 
-# -- standard encoder / decoder -------------------------------------------------------------------
+# -- the objectives of a model --------------------------------------------------------------------
+
+Builder = Callable[["VAE", ModelConfig], "list[Objective]"]
+
+
+def _factor(model: VAE, cfg: ModelConfig) -> FactorTC:
+    return FactorTC(cfg.factor_gamma, model.adversaries["factor"])
+
+
+def _betatc(cfg: ModelConfig) -> BetaTC:
+    return BetaTC(cfg.alpha, cfg.beta, cfg.gamma, cfg.tc_estimator, cfg.dataset_size)
+
+
+def _stacked_tc(cfg: ModelConfig) -> BetaTC:
+    """beta-TCVAE on top of a KL: (beta - 1) * tc, so KL + that = mi + beta tc + dwkl."""
+    tc = _betatc(cfg)
+    tc.weights = {"tc": cfg.beta - 1.0}
+    return tc
+
+
+def _capacity(cfg: ModelConfig) -> CapacityTerm:
+    return CapacityTerm(cfg.capacity_gamma, cfg.capacity_max, cfg.capacity_steps)
+
+
+# The model's own objective (its divergence and regularisers), by objective name.
+_MAIN: dict[str, Builder] = {
+    "vae": lambda m, c: [KLTerm(1.0)],
+    "beta_vae": lambda m, c: [KLTerm(c.beta)],
+    "betatcvae": lambda m, c: [_betatc(c)],
+    "annealed_vae": lambda m, c: [_capacity(c)],
+    "factor_vae": lambda m, c: [KLTerm(1.0), _factor(m, c)],
+    "dip_vae_i": lambda m, c: [KLTerm(1.0), DipTerm("i", c.dip_lambda_od, c.dip_lambda_d)],
+    "dip_vae_ii": lambda m, c: [KLTerm(1.0), DipTerm("ii", c.dip_lambda_od, c.dip_lambda_d)],
+    "info_vae": lambda m, c: [KLTerm(1.0 - c.info_alpha), MMDTerm(c.info_alpha, c.info_lambda)],
+    "commutative": lambda m, c: [KLTerm(1.0), LieGroupLoss(c.hy_hes, c.hy_commute, c.hy_rec)],
+}
+# The regulariser an objective adds when stacked with `loss_terms`.
+_STACKED: dict[str, Builder] = {
+    "betatcvae": lambda m, c: [_stacked_tc(c)],
+    "annealed_vae": lambda m, c: [_capacity(c)],
+    "factor_vae": lambda m, c: [_factor(m, c)],
+    "dip_vae_i": lambda m, c: [DipTerm("i", c.dip_lambda_od, c.dip_lambda_d)],
+    "dip_vae_ii": lambda m, c: [DipTerm("ii", c.dip_lambda_od, c.dip_lambda_d)],
+    "info_vae": lambda m, c: [MMDTerm(c.info_alpha, c.info_lambda)],
+}
+
+
+def build_objectives(model: VAE, cfg: ModelConfig) -> list[Objective]:
+    """Reconstruction, the model's own objective, the EF regulariser (K > 0 with EF conversion),
+    then the stacked `loss_terms` (in that order: the paper models sum exactly as before)."""
+    out: list[Objective] = [Reconstruction(cfg.recon_loss, cfg.rec_weight)]
+    out += _MAIN[model.objective](model, cfg)
+    if model.num_ipe > 0 and cfg.ef_conversion:
+        out.append(EFRegulariser(calibration=cfg.calibration))
+    for term in cfg.loss_terms:
+        out += _STACKED[term](model, cfg)
+    return out
+
+
+# -- the registered models --------------------------------------------------------------------------
 
 
 @register_model("mipet_vae")
 class MipetVae(VAE):
     """MIPET-VAE: rec + beta * EF KL + reg (beta = 1 reproduces the paper code, which has none)."""
 
-    default_num_ipe = 3
-    config_fields = _COMMON | _IPE | {"beta"}
-
-    def objectives(self, cfg: ModelConfig) -> list[Objective]:
-        return [Reconstruction(cfg.recon_loss), KLTerm(cfg.beta), *self._ef_objectives(cfg)]
-
 
 @register_model("beta_vae")
-class BetaVae(MipetVae):
+class BetaVae(VAE):
     """beta-VAE baseline: the MIPET-VAE networks without IPE maps: rec + beta * Gaussian KL."""
-
-    default_num_ipe = 0
-    config_fields = _COMMON | {"beta"}
 
 
 @register_model("mipet_betatcvae")
 class MipetBetaTcVae(VAE):
     """MIPET-beta-TCVAE: rec + alpha mi + beta tc + gamma dwkl (on the pre-IPE z) + reg."""
 
-    default_num_ipe = 3
-    config_fields = _COMMON | _IPE | _BETATC
-
-    def objectives(self, cfg: ModelConfig) -> list[Objective]:
-        tc = BetaTC(cfg.alpha, cfg.beta, cfg.gamma, cfg.tc_estimator, cfg.dataset_size)
-        return [Reconstruction(cfg.recon_loss), tc, *self._ef_objectives(cfg)]
-
 
 @register_model("betatcvae")
-class BetaTcVae(MipetBetaTcVae):
+class BetaTcVae(VAE):
     """beta-TCVAE baseline (no IPE maps)."""
-
-    default_num_ipe = 0
-    config_fields = _COMMON | _BETATC
-
-
-# -- Lie group encoder / decoder ------------------------------------------------------------------
 
 
 @register_model("mipet_commutative")
@@ -294,16 +359,6 @@ class MipetCommutativeVae(VAE):
     `recon` is then that reconstruction. With K > 1 the decoder images are averaged over the K
     maps and 'group_rec' over the K decoder group features.
     """
-
-    default_num_ipe = 1
-    lie_group = True
-    config_fields = _COMMON | _IPE | _LIE
-
-    def objectives(self, cfg: ModelConfig) -> list[Objective]:
-        return [
-            Reconstruction(cfg.recon_loss), KLTerm(1.0),
-            LieGroupLoss(cfg.hy_hes, cfg.hy_commute, cfg.hy_rec), *self._ef_objectives(cfg),
-        ]
 
     def _reconstruct(self, codes: Tensor, g_e: Tensor | None) -> tuple[Tensor, Tensor | None]:
         k, b, d = codes.shape
@@ -323,10 +378,27 @@ class MipetCommutativeVae(VAE):
 class CommutativeVae(MipetCommutativeVae):
     """Commutative Lie Group VAE baseline (no IPE maps): rec + Gaussian KL + group losses."""
 
-    default_num_ipe = 0
-    config_fields = _COMMON | _LIE
-
 
 __all__ += [
     "MipetVae", "BetaVae", "MipetBetaTcVae", "BetaTcVae", "MipetCommutativeVae", "CommutativeVae",
 ]
+
+
+def _zoo_class(name: str) -> type[VAE]:
+    """A registered class for a model of the objective zoo (docstring from its facts)."""
+    fact = MODEL_FACTS[name]
+    camel = "".join(part.capitalize() for part in name.split("_"))
+    kind = f"MIPET (K = {fact.default_num_ipe} IPE maps) on" if fact.default_num_ipe else "The"
+    cls = type(camel, (VAE,), {
+        "__doc__": f"{kind} {fact.objective} objective (models._vae.build_objectives).",
+        "__module__": __name__, "__qualname__": camel,
+    })
+    return register_model(name)(cls)
+
+
+for _name in MODEL_FACTS:
+    if _name not in {"mipet_vae", "beta_vae", "mipet_betatcvae", "betatcvae",
+                     "mipet_commutative", "commutative"}:
+        _cls = _zoo_class(_name)
+        globals()[_cls.__name__] = _cls
+        __all__.append(_cls.__name__)

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
+from models._facts import ARCHITECTURES, check_loss_terms, facts
 from models.errors import ConfigError
 from models.strict import from_dict, nearest, to_dict
 
@@ -88,6 +89,20 @@ class ModelConfig:
         keep_dead_params: keep the paper code's never-trained parameters (EF `nu` and
             `post_carrier`, the Lie encoder's unused heads) so that parameter counts and state
             dicts match the paper code; False drops them (same maths, smaller model).
+        rec_weight: weight of the reconstruction term (1.0 = every published objective).
+        loss_terms: objectives whose regularisers are added to the model's own
+            (disentanglement-pytorch's `--loss_terms`), e.g. [dip_vae_i, betatcvae].
+        encoder, decoder: network family: 'paper' (the paper code's per-dataset networks),
+            'conv64' (disentanglement_lib's conv encoder / deconv decoder) or 'mlp' (dense
+            1200-1200, Chen et al.'s dSprites MLP). The Lie models have their own networks.
+        capacity_gamma, capacity_max, capacity_steps: annealed VAE, gamma * |KL - C(step)| with
+            C(step) = min(capacity_max, capacity_max * step / capacity_steps).
+        factor_gamma: Factor-VAE weight of the discriminator's total correlation estimate.
+        factor_lr: learning rate of the Factor-VAE discriminator's Adam (betas 0.5, 0.9).
+        dip_lambda_od, dip_lambda_d: DIP-VAE weights of the off-diagonal and diagonal
+            covariance penalties; dip_lambda_d None = 10 x dip_lambda_od for DIP-VAE-I and
+            1 x dip_lambda_od for DIP-VAE-II.
+        info_alpha, info_lambda: InfoVAE: (1 - alpha) KL + (alpha + lambda - 1) MMD.
     """
 
     name: str = "mipet_vae"
@@ -111,15 +126,24 @@ class ModelConfig:
     ef_conversion: bool = True
     calibration: bool = True
     keep_dead_params: bool = True
-    rec_weight: float = 1.0  # stop-gap of zoo's field (sched): the reconstruction term's weight
+    rec_weight: float = 1.0
+    loss_terms: tuple[str, ...] = ()
+    encoder: Literal["paper", "conv64", "mlp"] = "paper"
+    decoder: Literal["paper", "conv64", "mlp"] = "paper"
+    capacity_gamma: float = 1000.0
+    capacity_max: float = 25.0
+    capacity_steps: int = 100_000
+    factor_gamma: float = 10.0
+    factor_lr: float = 1e-4
+    dip_lambda_od: float = 10.0
+    dip_lambda_d: float | None = None
+    info_alpha: float = 0.0
+    info_lambda: float = 2.0
 
     def __post_init__(self) -> None:
-        import models._vae  # noqa: F401  (late: registers the models; costs the torch import)
-        from models._registry import MODELS
-
-        if self.name not in MODELS:
-            raise ConfigError(f"model.name {self.name!r} is unknown; {nearest(self.name, MODELS)}")
-        cls = MODELS[self.name]
+        cls = facts(self.name)  # plain data: no torch import
+        if isinstance(self.loss_terms, str):
+            object.__setattr__(self, "loss_terms", (self.loss_terms,))
         for fld in ("dense_dim", "subgroup_sizes", "subspace_sizes"):
             value = getattr(self, fld)
             if not isinstance(value, (list, tuple)):
@@ -151,7 +175,7 @@ class ModelConfig:
             )
         if not (self.beta > 0 and math.isfinite(self.beta)):
             raise ConfigError(f"model.beta must be > 0, got {self.beta}")
-        for fld in ("alpha", "gamma", "hy_rec", "hy_hes", "hy_commute", "rec_weight"):
+        for fld in ("alpha", "gamma", "hy_rec", "hy_hes", "hy_commute"):
             value = getattr(self, fld)
             if not (value >= 0 and math.isfinite(value)):
                 raise ConfigError(f"model.{fld} must be >= 0 and finite, got {value}")
@@ -165,8 +189,44 @@ class ModelConfig:
             raise ConfigError(
                 f"model.forward_eq_prob must be in [0, 1], got {self.forward_eq_prob}"
             )
+        self._check_zoo()
         if cls.lie_group:
             self._check_lie()
+
+    def _check_zoo(self) -> None:
+        """The objective zoo's knobs, the networks, and the stack of loss terms."""
+        object.__setattr__(self, "loss_terms", tuple(str(t) for t in self.loss_terms))
+        check_loss_terms(self.name, self.loss_terms)
+        for fld in ("encoder", "decoder"):
+            value = getattr(self, fld)
+            if value not in ARCHITECTURES:
+                raise ConfigError(
+                    f"model.{fld} must be one of {list(ARCHITECTURES)}, got {value!r}"
+                )
+            if facts(self.name).lie_group and value != "paper":
+                raise ConfigError(
+                    f"model.{fld}={value!r}: {self.name!r} has its own Lie group networks; "
+                    "leave it at 'paper'"
+                )
+        for fld in ("rec_weight", "capacity_gamma", "capacity_max", "factor_gamma",
+                    "dip_lambda_od", "info_lambda"):
+            value = getattr(self, fld)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"model.{fld} must be >= 0 and finite, got {value}")
+        if self.dip_lambda_d is not None and not (
+            self.dip_lambda_d >= 0 and math.isfinite(self.dip_lambda_d)
+        ):
+            raise ConfigError(f"model.dip_lambda_d must be >= 0 (or null), got {self.dip_lambda_d}")
+        if self.capacity_steps < 1:
+            raise ConfigError(f"model.capacity_steps must be >= 1, got {self.capacity_steps}")
+        if not (self.factor_lr > 0 and math.isfinite(self.factor_lr)):
+            raise ConfigError(f"model.factor_lr must be > 0, got {self.factor_lr}")
+        if not (self.info_alpha <= 1 and self.info_alpha + self.info_lambda >= 1):
+            raise ConfigError(
+                "model.info_alpha must be <= 1 and info_alpha + info_lambda >= 1 (the KL and "
+                f"MMD weights 1 - alpha and alpha + lambda - 1 must be >= 0), got "
+                f"info_alpha={self.info_alpha}, info_lambda={self.info_lambda}"
+            )
 
     def _check_lie(self) -> None:
         if len(self.subgroup_sizes) != 1 or len(self.subspace_sizes) != 1:

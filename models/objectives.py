@@ -3,8 +3,10 @@
 A model is its networks plus a list of objectives. Each objective reads a `LossInputs` record and
 returns named scalar terms; its `weights` say which terms enter the optimised loss and with what
 factor (terms without a weight are diagnostics, logged only). The total loss is
-sum(weight * term). New objectives (Factor-VAE, DIP-VAE, InfoVAE, controlled capacity) are new
-classes here and one line in a model's `objectives()`; the MIPET parts stay untouched.
+sum(weight * term). The objective zoo (controlled capacity, Factor-VAE, DIP-VAE, InfoVAE) are
+classes here too; `models._vae.build_objectives` picks them from the config, and the MIPET parts
+stay untouched. With IPE maps and EF conversion a model's KL is the EF KL (`model_kl`), while the
+zoo's regularisers read the pre-IPE posterior and sample, as MIPET-beta-TCVAE does.
 
 Every reduction is as in the paper code: reconstruction summed over pixels and channels and
 divided by the batch size; KL terms summed over latent units and averaged over the batch.
@@ -26,6 +28,8 @@ from models.errors import ConfigError
 __all__ = [
     "LossInputs", "Objective", "Reconstruction", "KLTerm", "EFRegulariser", "BetaTC",
     "LieGroupLoss", "gaussian_kl", "log_normal", "betatc_terms", "log_importance_weights",
+    "model_kl", "capacity_target", "CapacityTerm", "dip_covariance", "dip_penalty", "DipTerm",
+    "mmd", "MMDTerm", "FactorTC",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -45,6 +49,8 @@ class LossInputs:
         ipe: output of the IPE maps (z_hat (K, B, d), ef (K, B), kl (K, B, d)) or None.
         group_e, group_d: Lie group features of encoder (B, G) and decoder (K', B, G), or None.
         lie_basis: Lie algebra basis (d, m, m), or None.
+        step: the training step (optimizer steps done before this forward), for objectives that
+            depend on training progress.
     """
 
     x: Tensor
@@ -58,6 +64,7 @@ class LossInputs:
     group_e: Tensor | None = None
     group_d: Tensor | None = None
     lie_basis: Tensor | None = None
+    step: int = 0
 
 
 @dataclass
@@ -85,9 +92,10 @@ class Reconstruction(Objective):
     """'rec' = L(recon, x) / B with L = BCE (sum) or squared error (sum), as the paper code."""
 
     kind: Literal["bce", "mse"] = "bce"
+    weight: float = 1.0
 
     def __post_init__(self) -> None:
-        self.weights = {"rec": 1.0}
+        self.weights = {"rec": self.weight}
 
     def __call__(self, inp: LossInputs) -> dict[str, Tensor]:
         b = inp.x.shape[0]
@@ -117,9 +125,15 @@ class KLTerm(Objective):
         self.weights = {"kld": self.beta}
 
     def __call__(self, inp: LossInputs) -> dict[str, Tensor]:
-        if inp.ipe is not None and inp.ipe.kl is not None:
-            return {"kld": inp.ipe.kl.sum(dim=(0, 2)).mean()}
-        return {"kld": inp.kl_gauss.mean()}
+        return {"kld": model_kl(inp)}
+
+
+def model_kl(inp: LossInputs) -> Tensor:
+    """The model's KL (scalar): the EF KL mean_b sum_k sum_j kl_k[b, j] with IPE maps and EF
+    conversion, else the Gaussian KL mean_b KL_g[b]."""
+    if inp.ipe is not None and inp.ipe.kl is not None:
+        return inp.ipe.kl.sum(dim=(0, 2)).mean()
+    return inp.kl_gauss.mean()
 
 
 @dataclass
@@ -264,3 +278,114 @@ class LieGroupLoss(Objective):
         group_rec = (g_e - g_d).pow(2).sum(-1).mean()
         group = self.hy_hes * hessian + self.hy_commute * commute + self.hy_rec * group_rec
         return {"hessian": hessian, "commute": commute, "group_rec": group_rec, "group": group}
+
+
+# -- the objective zoo ----------------------------------------------------------------------------
+
+
+def capacity_target(step: int, capacity_max: float, capacity_steps: int) -> float:
+    """C(step) = min(capacity_max, capacity_max * step / capacity_steps) (Burgess et al. 2018)."""
+    return min(capacity_max, capacity_max * step / capacity_steps)
+
+
+@dataclass
+class CapacityTerm(Objective):
+    """Controlled capacity increase: 'capacity' = |KL - C(step)|, weight gamma. Diagnostics:
+    'kld' (the model's KL) and 'capacity_c' (C(step))."""
+
+    gamma: float = 1000.0
+    capacity_max: float = 25.0
+    capacity_steps: int = 100_000
+
+    def __post_init__(self) -> None:
+        self.weights = {"capacity": self.gamma}
+
+    def __call__(self, inp: LossInputs) -> dict[str, Tensor]:
+        kl = model_kl(inp)
+        c = capacity_target(inp.step, self.capacity_max, self.capacity_steps)
+        return {"capacity": (kl - c).abs(), "kld": kl, "capacity_c": kl.new_tensor(c)}
+
+
+def dip_covariance(mu: Tensor, logvar: Tensor, kind: Literal["i", "ii"]) -> Tensor:
+    """DIP-VAE's covariance (d, d): I: the biased (divide by B) covariance of mu over the batch;
+    II: that plus mean_b diag(exp(logvar)) (the covariance of q(z))."""
+    centred = mu - mu.mean(0, keepdim=True)  # (B, d)
+    cov = centred.T @ centred / mu.shape[0]  # (d, d)
+    if kind == "ii":
+        cov = cov + torch.diag(logvar.exp().mean(0))
+    return cov
+
+
+def dip_penalty(cov: Tensor, lambda_od: float, lambda_d: float) -> Tensor:
+    """lambda_od * sum_{i != j} C_ij^2 + lambda_d * sum_i (C_ii - 1)^2 (a scalar)."""
+    diag = torch.diagonal(cov)
+    off = cov - torch.diag(diag)
+    return lambda_od * off.pow(2).sum() + lambda_d * (diag - 1).pow(2).sum()
+
+
+@dataclass
+class DipTerm(Objective):
+    """DIP-VAE regulariser on the pre-IPE posterior: 'dip' (the weighted penalty), weight 1."""
+
+    kind: Literal["i", "ii"] = "i"
+    lambda_od: float = 10.0
+    lambda_d: float | None = None  # None: 10 x lambda_od for I, 1 x lambda_od for II
+
+    def __post_init__(self) -> None:
+        if self.lambda_d is None:
+            self.lambda_d = self.lambda_od * (10.0 if self.kind == "i" else 1.0)
+        self.weights = {"dip": 1.0}
+
+    def __call__(self, inp: LossInputs) -> dict[str, Tensor]:
+        cov = dip_covariance(inp.mu, inp.logvar, self.kind)
+        return {"dip": dip_penalty(cov, self.lambda_od, float(self.lambda_d))}
+
+
+def mmd(a: Tensor, b: Tensor) -> Tensor:
+    """Biased MMD^2 estimate between samples a (N, d) and b (M, d) with the kernel
+    k(x, y) = exp(-||x - y||^2 / d^2), as disentanglement-pytorch computes it (the squared
+    distance averaged over units, then divided by d): mean k(a, a) + mean k(b, b) - 2 mean k(a, b).
+    """
+    d = a.shape[1]
+
+    def kernel(x: Tensor, y: Tensor) -> Tensor:
+        sq = (x.unsqueeze(1) - y.unsqueeze(0)).pow(2).sum(-1)  # (N, M); no sqrt: finite grads
+        return torch.exp(-sq / (d * d))
+
+    return kernel(a, a).mean() + kernel(b, b).mean() - 2 * kernel(a, b).mean()
+
+
+@dataclass
+class MMDTerm(Objective):
+    """InfoVAE: 'mmd' = MMD(q(z), p(z)) of the pre-IPE sample against as many N(0, I) draws
+    (torch's RNG), weight alpha + lambda - 1."""
+
+    alpha: float = 0.0
+    lam: float = 2.0
+
+    def __post_init__(self) -> None:
+        self.weights = {"mmd": self.alpha + self.lam - 1.0}
+
+    def __call__(self, inp: LossInputs) -> dict[str, Tensor]:
+        return {"mmd": mmd(inp.z, torch.randn_like(inp.z))}
+
+
+@dataclass
+class FactorTC(Objective):
+    """Factor-VAE: 'factor_tc' = mean(logits[:, 0] - logits[:, 1]) of the discriminator on the
+    pre-IPE sample z, weight gamma. The gradient reaches the encoder only: the discriminator is
+    applied with detached parameters (it is trained by its own optimizer, stepped by the loop;
+    `models._adversary`)."""
+
+    gamma: float = 10.0
+    discriminator: torch.nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        self.weights = {"factor_tc": self.gamma}
+
+    def __call__(self, inp: LossInputs) -> dict[str, Tensor]:
+        if self.discriminator is None:
+            raise RuntimeError("FactorTC needs the model's discriminator")
+        params = {n: p.detach() for n, p in self.discriminator.named_parameters()}
+        logits = torch.func.functional_call(self.discriminator, params, (inp.z,))  # (B, 2)
+        return {"factor_tc": (logits[:, 0] - logits[:, 1]).mean()}

@@ -38,7 +38,8 @@ def param_groups(
     Group "encoder_decoder": every parameter whose name contains "encoder" or "decoder" (the Lie
     basis and unused heads included): lr, weight_decay (coupled L2 of torch Adam).
     Group "ipe": everything else (the IPE/EF parameters): sub_lr, weight decay 0. An empty group
-    (baselines) is left out.
+    (baselines) is left out. Adversarial modules (`adversaries.*`, e.g. the Factor-VAE
+    discriminator) are in no group: their own optimizers train them (`VAE.build_adversaries`).
 
     Returns:
         A list for `torch.optim.Adam(groups, betas=(0.9, 0.999), eps=1e-8)`.
@@ -46,7 +47,7 @@ def param_groups(
     main: list[nn.Parameter] = []
     sub: list[nn.Parameter] = []
     for name, p in model.named_parameters():
-        if p.requires_grad:
+        if p.requires_grad and not name.startswith("adversaries."):
             (main if ("encoder" in name or "decoder" in name) else sub).append(p)
     groups = [{"params": main, "lr": lr, "weight_decay": weight_decay, "name": "encoder_decoder"}]
     if sub:

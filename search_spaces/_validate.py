@@ -61,6 +61,8 @@ def _check_models(space: SearchSpace, model_names: list[str] | None) -> None:
     fields, hints, registry, used_fields = _model_api()
     known = [f"model/{f}" for f in fields]
     params = {p.path: p for p in space.params}
+    stacked = space.fixed.get("model/loss_terms") or ()  # their knobs are read too
+    stacked = (stacked,) if isinstance(stacked, str) else tuple(stacked)
 
     # Which models can a trial of this space build?
     names: tuple[str, ...] | None
@@ -95,7 +97,7 @@ def _check_models(space: SearchSpace, model_names: list[str] | None) -> None:
         applies = names
         if p is not None and "model/name" in p.when:
             applies = tuple(n for n in names if n in p.when["model/name"])
-        readers = [n for n in applies if field_name in used_fields(n)]
+        readers = [n for n in applies if field_name in used_fields(n, stacked)]
         ignoring = [n for n in applies if n not in readers]
         if not readers:
             who = applies[0] if len(applies) == 1 else "the models " + ", ".join(applies)

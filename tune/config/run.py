@@ -136,7 +136,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         from tune.config.schedules import check_schedule_paths
 
-        check_schedule_paths(self.train.schedules, self.model.name)
+        check_schedule_paths(self.train.schedules, self.model.name,
+                             self.model.loss_terms)
 
     # ---- reading -------------------------------------------------------------------------
     @classmethod

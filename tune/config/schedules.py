@@ -28,7 +28,7 @@ kind but `constant` holds `start`):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from models.errors import ConfigError
@@ -170,11 +170,12 @@ def normalise_schedules(raw: Any) -> dict[str, dict[str, Any]]:
             for path, spec in sorted(merged.items())}
 
 
-def check_schedule_paths(schedules: Mapping[str, Any], model_name: str) -> None:
-    """Every scheduled path names a loss weight of the model."""
+def check_schedule_paths(schedules: Mapping[str, Any], model_name: str,
+                         loss_terms: Sequence[str] = ()) -> None:
+    """Every scheduled path names a loss weight of the model (or of a term stacked on it)."""
     from models import loss_weight_fields
 
-    weights = sorted(f"model/{f}" for f in loss_weight_fields(model_name))
+    weights = sorted(f"model/{f}" for f in loss_weight_fields(model_name, loss_terms))
     for path in schedules:
         if path not in weights:
             raise ConfigError(f"train.schedules: {path!r} is not a loss weight of model "

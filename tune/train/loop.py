@@ -107,7 +107,7 @@ def lr_lambda(cfg: RunConfig) -> Callable[[int], float]:
 def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
     if t.optimizer == "sgd":  # the paper code's plain SGD: one group, weight decay on everything
-        return torch.optim.SGD(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        return torch.optim.SGD(model.main_parameters(), lr=t.lr, weight_decay=t.weight_decay)
     groups = param_groups(model, lr=t.lr, sub_lr=t.sub_lr, weight_decay=t.weight_decay)
     return torch.optim.Adam(groups, lr=t.lr, betas=(0.9, 0.999), eps=1e-8)
 
@@ -341,6 +341,7 @@ class Run:
                  progress: Callable[[int], None] | None = None) -> None:
         self.cfg, self.data, self.device, self.model, self.loader = cfg, data, device, model, loader
         self.optimizer = build_optimizer(cfg, model)
+        self.adversaries = model.build_adversaries()  # their own optimizers; empty for most models
         self.scheduler = LRStepper(cfg, self.optimizer, lr_lambda(cfg))
         self.schedules = WeightSchedules(cfg)
         self.metric_seed = seeds[2]
@@ -393,6 +394,7 @@ class Run:
             "step": self.step,
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
+            "adversaries": self.model.adversary_state_dict(),  # e.g. Factor-VAE's discriminator
             "scheduler": self.scheduler.state_dict(),
             "loader": self.loader.state_dict(),
             "history": self.history,
@@ -403,6 +405,7 @@ class Run:
         state = load_checkpoint(folder, self.cfg)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self.adversaries.load_state_dict(state.get("adversaries", {}))
         self.scheduler.load_state_dict(state["scheduler"])
         self.loader.load_state_dict(state["loader"])
         _set_rng_state(state["rng"])
@@ -434,13 +437,14 @@ class Run:
         if self.schedules:
             self.model.set_loss_weights(self.schedules.values(self.step))
         with self.autocast:
-            out = self.model(x)
+            out = self.model(x, step=self.step)
         loss = out.loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.train.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
         self.optimizer.step()
+        out.terms.update(self.adversaries.step(out))  # after the main step, on its detached z
         self.scheduler.step(loss)
         self.step += 1
         terms = out.terms if "loss" in out.terms else {**out.terms, "loss": loss}
