@@ -3,7 +3,8 @@ pass."""
 
 from __future__ import annotations
 
-import dataclasses
+import copy
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -123,8 +124,16 @@ class VAE(nn.Module):
                     f"{nearest(key, known, 'model.')}"
                 )
         changes = {k: float(v) for k, v in values.items() if getattr(self.cfg, k) != float(v)}
+        for key, value in changes.items():
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"model.{key} must be a finite weight >= 0, got {value}")
         if changes:
-            self.cfg = dataclasses.replace(self.cfg, **changes)
+            # Not dataclasses.replace: a schedule may pass through values that a config refuses
+            # as a constant (a beta warm-up starts at 0), so the copy skips __post_init__.
+            cfg = copy.copy(self.cfg)
+            for key, value in changes.items():
+                object.__setattr__(cfg, key, value)
+            self.cfg = cfg
             self.losses = build_objectives(self, self.cfg)
 
     def build_adversaries(self) -> Adversaries:
