@@ -31,6 +31,10 @@ def _modules_after_importing(package: str) -> set[str]:
         ("analysis", {"torch", "ray", "optuna", "models", "tune", "search_spaces"}),
         ("models", {"ray", "optuna", "pandas", "tune", "analysis", "search_spaces"}),
         ("search_spaces", {"ray", "tune", "analysis"}),
+        # tune's layers (tune/__init__.py): each imports only the ones before it
+        ("tune.data", {"ray", "optuna", "tune.config", "tune.train", "tune.sweep", "tune.cli"}),
+        ("tune.config", {"torch", "ray", "tune.train", "tune.sweep", "tune.cli"}),
+        ("tune.train", {"ray", "tune.sweep", "tune.cli"}),
     ],
 )
 def test_imports_point_one_way(package: str, forbidden: set[str]) -> None:
