@@ -117,3 +117,25 @@ def test_the_report_says_it_at_the_top_and_the_cli_prints_it(sweep: Path, tmp_pa
     assert main(["export", str(sweep), "--to", str(target), "--by", "mig"]) == 0
     raw = yaml.safe_load(target.read_text())
     assert raw["metrics"]["over_seeds"]["eval/mig"]["margin"] == pytest.approx(BEST / 0.045)
+
+
+def test_positional_ablate_prints_the_paper_layout_of_a_paper_run(tmp_path: Path,
+                                                                   capsys) -> None:
+    """A finished ablation run whose file said `table: paper` (no Ray: its folder is written
+    here as run_ablation leaves it)."""
+    folder = tmp_path / "paper_run"
+    folder.mkdir()
+    rows = [{"config/model/name": m, "config/data/name": "dsprites", "eval/mig": v + 0.02 * s,
+             "seed": s} for m, v in (("beta_vae", 0.10), ("mipet_vae", 0.20)) for s in (0, 1)]
+    table(rows).to_parquet(folder / "trials.parquet", index=False)
+    (folder / "sweep.yaml").write_text(yaml.safe_dump(
+        {"name": "paper_run", "kind": "ablation", "table": "paper", "metrics": ["eval/mig"]}))
+    assert main(["ablate", str(folder)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "| Dataset | Model | MIG |"
+    assert out[2] == "| dSprites | β-VAE | 0.110 ± 0.014 |"
+    assert out[3] == "|  | MIPET-β-VAE | **0.210 ± 0.014** |"
+    assert (folder / "report" / "paper_table.md").is_file()
+    (folder / "sweep.yaml").write_text(yaml.safe_dump({"name": "grid_run", "kind": "ablation"}))
+    assert main(["ablate", str(folder)]) == 0
+    assert "| Dataset | Model |" not in capsys.readouterr().out  # the plain ablation table
