@@ -323,7 +323,7 @@ def summary_sentence(ranked: pd.DataFrame) -> str:
         head += (f"; no noise floor was computed for this sweep (no {FLOOR_FILE}), so whether "
                  "that is more than an untrained model scores is not known")
     elif not np.isfinite(float(best.get(f"{m}/floor", np.nan))):
-        head += "; its model and dataset have no noise floor"
+        head += f"; the noise floor has no {name} for its model and dataset"
     else:
         times = best[f"{m}/margin"]
         shown = "" if not np.isfinite(times) else f"{fmt.num(times, 3)}x "

@@ -139,3 +139,10 @@ def test_positional_ablate_prints_the_paper_layout_of_a_paper_run(tmp_path: Path
     (folder / "sweep.yaml").write_text(yaml.safe_dump({"name": "grid_run", "kind": "ablation"}))
     assert main(["ablate", str(folder)]) == 0
     assert "| Dataset | Model |" not in capsys.readouterr().out  # the plain ablation table
+
+
+def test_a_metric_the_floor_lacks_gets_no_mark(sweep: Path) -> None:
+    ranked, text = rank_table(sweep, "recon")  # the floor has eval/* metrics only
+    assert ranked["train/recon/floor"].isna().all()
+    assert NOT_ABOVE + " |" not in text.split("× floor:")[0]
+    assert "the noise floor has no recon for its model and dataset" in summary_sentence(ranked)
