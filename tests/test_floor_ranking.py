@@ -146,3 +146,17 @@ def test_a_metric_the_floor_lacks_gets_no_mark(sweep: Path) -> None:
     assert ranked["train/recon/floor"].isna().all()
     assert NOT_ABOVE + " |" not in text.split("× floor:")[0]
     assert "the noise floor has no recon for its model and dataset" in summary_sentence(ranked)
+
+
+def test_the_quick_sweep_knows_which_untrained_models_make_its_floor() -> None:
+    """The configs the driver evaluates untrained (no Ray; this once failed on a moved import,
+    and the sweep then ranked without a floor)."""
+    from tune.config.sweep import SweepSpec
+    from tune.sweep.driver import prepare
+    from tune.sweep.floor import floor_configs, sweep_configs
+
+    spec = SweepSpec.load(preset="quick")
+    configs = floor_configs(sweep_configs(spec, *prepare(spec)))
+    assert sorted(c.model.name for c in configs) == ["betatcvae", "mipet_betatcvae"]
+    assert {(c.train.steps, c.train.lr, c.eval.protocol) for c in configs} == {
+        (500, 1e-3, "fast")}

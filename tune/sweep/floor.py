@@ -149,7 +149,7 @@ def write_floor(folder: str | Path, configs: Iterable[RunConfig]) -> Path | None
 def sweep_configs(spec: Any, base: RunConfig, space: Any) -> list[RunConfig]:
     """One run config per model a sweep's space can pick, with the sweep's base applied as a
     trial gets it (fixed values, then `base`, then the searched ones)."""
-    from tune.config.run import flatten
+    from analysis.trials import flatten  # the one flattening (h10b moved it there)
 
     user = flatten(spec.base)
     fixed = set(space.fixed_dict())
