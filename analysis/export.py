@@ -172,7 +172,9 @@ def _metrics_block(df: pd.DataFrame, row: pd.Series, ranked: pd.DataFrame) -> di
             "std": _finite(top[f"{m}/std"]),
             "n": int(top[f"{m}/n"]),
             "ci95": [_finite(top[f"{m}/ci_low"]), _finite(top[f"{m}/ci_high"])],
+            **_floor_block(top, m),
         }
+    verdict = ranked.attrs.get("seed_verdict")
     return {
         "ranked_by": list(ranked.attrs["by"]),
         "direction": dict(ranked.attrs["directions"]),
@@ -180,6 +182,23 @@ def _metrics_block(df: pd.DataFrame, row: pd.Series, ranked: pd.DataFrame) -> di
         "of_configurations": len(ranked),
         "trial": metrics_trial,
         "over_seeds": over_seeds,
+        "noise_floor": "computed" if ranked.attrs.get("floor") is not None else (
+            "not computed (no floor.parquet in the sweep)"),
+        "against_second": None if verdict is None or verdict.second is None else {
+            "config_id": verdict.second, "verdict": verdict.verdict,
+            "welch_p": _finite(verdict.p_value)},
+    }
+
+
+def _floor_block(top: pd.Series, m: str) -> dict[str, Any]:
+    """The configuration's noise floor for `m`: its mean and spread, the margin (times the
+    floor) and whether it is clearly above (`analysis.floor.FLOOR_RULE`); None where unknown."""
+    floor = _finite(top.get(f"{m}/floor"))
+    return {
+        "floor": floor,
+        "floor_std": _finite(top.get(f"{m}/floor_std")) if floor is not None else None,
+        "margin": _finite(top.get(f"{m}/margin")) if floor is not None else None,
+        "above_floor": bool(top[f"{m}/above_floor"]) if floor is not None else None,
     }
 
 

@@ -185,33 +185,6 @@ def floor_verdicts(df: pd.DataFrame, floor: pd.DataFrame | None,
                     (["n_floor_seeds"] if "n_floor_seeds" in out.columns else []))
 
 
-def metrics_block(verdicts: pd.DataFrame, config_id: str,
-                  metrics: Sequence[str]) -> dict[str, Any]:
-    """What an exported best config's `metrics` block adds for one configuration:
-    `<m>/floor`, `<m>/margin` and `<m>/above_floor` per metric (None where there is no floor).
-
-    Args:
-        verdicts: `floor_verdicts(...)`.
-        config_id: the configuration.
-        metrics: full metric column names.
-    Raises:
-        AnalysisError: the configuration is not in `verdicts`.
-    """
-    row = verdicts[verdicts["config_id"] == config_id]
-    if row.empty:
-        raise AnalysisError(f"configuration {config_id!r} has no floor verdict")
-    r = row.iloc[0]
-    out: dict[str, Any] = {}
-    for m in metrics:
-        floor = r.get(f"{m}/floor", float("nan"))
-        known = floor is not None and math.isfinite(float(floor))
-        margin_ = r.get(f"{m}/margin", float("nan"))
-        out[f"{m}/floor"] = float(floor) if known else None
-        out[f"{m}/margin"] = float(margin_) if known and math.isfinite(float(margin_)) else None
-        out[f"{m}/above_floor"] = bool(r.get(f"{m}/above_floor")) if known else None
-    return out
-
-
 def _zero_if_nan(x: float) -> float:
     return 0.0 if x is None or not math.isfinite(x) else float(x)
 
@@ -291,3 +264,45 @@ def seed_verdict(df: pd.DataFrame, by: str, *, alpha: float = ALPHA) -> SeedVerd
 
 def _num(x: float) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.3g}"
+
+
+# ---- the floor in a ranking ----------------------------------------------------------------
+def add_floor_columns(table: pd.DataFrame, used: pd.DataFrame, floor: pd.DataFrame | None,
+                      metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Put each ranked configuration beside its floor, in place.
+
+    Args:
+        table: the seed table of a ranking (one row per `config_id`, with `<m>/mean`, `<m>/std`).
+        used: the runs it was made from (for each configuration's model and dataset).
+        floor: the floor table (`load_floor`), or None.
+        metrics: the ranking metrics.
+    Returns:
+        The floors the ranking meets, one dict per model and dataset: the key columns, and per
+        metric `<m>/mean`, `<m>/std` (0 for one seed), `<m>/n`. Empty without a floor; then the
+        table gets no columns. Otherwise it gets, per metric, `<m>/floor`, `<m>/floor_std`,
+        `<m>/margin` and `<m>/above_floor` (False where its model and dataset have no floor).
+    """
+    keys = [k for k in KEY_COLUMNS if k in used.columns]
+    if floor is None or len(keys) < len(KEY_COLUMNS):
+        return []
+    summary = floor_summary(floor, metrics)
+    own = used.groupby("config_id", sort=True)[keys].first()
+    here = own.loc[table["config_id"]].reset_index(drop=True)
+    matched = here.merge(summary, on=keys, how="left")
+    for m in metrics:
+        mode = direction(m)
+        f = matched.get(f"{m}/mean", pd.Series(np.nan, index=matched.index)).astype(float)
+        fs = matched.get(f"{m}/std", pd.Series(np.nan, index=matched.index)).astype(float)
+        table[f"{m}/floor"] = f.to_numpy()
+        table[f"{m}/floor_std"] = fs.to_numpy()
+        table[f"{m}/margin"] = [margin(v, fl, mode=mode)
+                                for v, fl in zip(table[f"{m}/mean"], table[f"{m}/floor"])]
+        table[f"{m}/above_floor"] = [
+            clearly_above(v, fl, spread=s, floor_spread=sf, mode=mode)
+            for v, s, fl, sf in zip(table[f"{m}/mean"], table[f"{m}/std"], table[f"{m}/floor"],
+                                    table[f"{m}/floor_std"])]
+    met = summary.merge(here.drop_duplicates(), on=keys, how="inner")
+    cols = keys + [f"{m}/{s}" for m in metrics for s in ("mean", "std", "n")
+                   if f"{m}/{s}" in met.columns]
+    return [{c: (v.item() if isinstance(v, np.generic) else v) for c, v in r.items()}
+            for r in met[cols].to_dict("records")]

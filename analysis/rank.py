@@ -17,6 +17,7 @@ import pandas as pd
 
 from analysis import _format as fmt
 from analysis.errors import AnalysisError
+from analysis.floor import FLOOR_FILE, FLOOR_RULE, add_floor_columns, load_floor, seed_verdict
 from analysis.sweep import (
     load_sweep,
     param_label,
@@ -142,6 +143,7 @@ def rank(
     *,
     sort: str = "rank",
     include_stopped: bool = False,
+    floor: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Rank the configurations of a sweep.
 
@@ -153,6 +155,9 @@ def rank(
             (by Pareto front, then mean rank; several metrics only).
         include_stopped: keep trials an early-stopping scheduler ended (off: their metrics
             were taken at fewer steps).
+        floor: the sweep's noise floor (`analysis.floor.load_floor`); default: read from
+            `floor.parquet` in `df.attrs["sweep_folder"]` (none for a table without a folder,
+            or an old sweep without the file).
     Returns:
         A new DataFrame, best first, one row per configuration: `rank` (1 = best; tied
         configurations share the smallest rank), `config_id`, `best_trial` and `best_seed`
@@ -160,10 +165,15 @@ def rank(
         seeds, so the pair names the row), `n_trials` (rows), `trial_ids`, the searched
         parameters,
         the seed statistics of each metric (see `aggregate_seeds`) and, with several metrics,
-        `<m>/rank` per metric, `mean_rank` and `pareto_front` (1 = non-dominated).
+        `<m>/rank` per metric, `mean_rank` and `pareto_front` (1 = non-dominated). With a
+        floor, per metric `<m>/floor`, `<m>/floor_std`, `<m>/margin` and `<m>/above_floor`
+        (see `analysis.floor.add_floor_columns`).
         `attrs`: `by`, `directions` ({metric: "max"|"min"}), `excluded` (counts of trials
         left out by reason: failed, nonfinite, unfinished, stopped, missing_metric),
-        `n_trials` (all rows), `n_used`.
+        `n_trials` (all rows), `n_used`, `floor` (the floors met, see `add_floor_columns`;
+        None when the sweep has no floor) and `seed_verdict` (`analysis.floor.SeedVerdict` of
+        the first two configurations; None for a ranking by several metrics, whose order no
+        one metric's seeds decide).
     Raises:
         AnalysisError: for an unknown metric (listing the known ones), a bad `sort`, or no
             finished trial with finite values of the metrics.
@@ -183,6 +193,9 @@ def rank(
     table = table.sort_values(keys, ascending=asc, kind="mergesort").reset_index(drop=True)
     front_cols = ["rank", "config_id", "best_trial", "best_seed", "n_trials"]
     table = table[front_cols + [c for c in table.columns if c not in front_cols]]
+    if floor is None and df.attrs.get("sweep_folder"):
+        floor = load_floor(df.attrs["sweep_folder"])
+    floors = add_floor_columns(table, used, floor, metrics)
     table.attrs.update(
         by=list(metrics),
         directions=directions,
@@ -191,10 +204,20 @@ def rank(
         n_used=len(used),
         params=params,
         sweep_folder=df.attrs.get("sweep_folder"),
+        floor=None if floor is None else floors,
+        seed_verdict=_first_two(table, used, metrics),
     )
     if any(excluded.values()):
         log.info("ranking left out %s", ", ".join(f"{n} {k}" for k, n in excluded.items() if n))
     return table
+
+
+def _first_two(table: pd.DataFrame, used: pd.DataFrame, metrics: list[str]):
+    """Whether the first two configurations of a one-metric ranking differ beyond their seeds."""
+    if len(metrics) > 1:
+        return None
+    top = set(table["config_id"].head(2))
+    return seed_verdict(used[used["config_id"].isin(top)], metrics[0])
 
 
 def _runs_to_rank(
@@ -263,8 +286,55 @@ def excluded_line(ranked: pd.DataFrame) -> str:
 
 
 def ranked_markdown(ranked: pd.DataFrame, *, top: int | None = None) -> str:
-    """The ranked table as Markdown: parameters, `mean ± std (n)` and the 95% interval."""
-    return fmt.markdown_table(*ranked_rows(ranked, top=top))
+    """The ranked table as Markdown: parameters, `mean ± std (n)` and the 95% interval, the
+    noise floor's reference row, then its footnotes (`ranked_notes`)."""
+    notes = "".join(f"\n{line}\n" for line in ranked_notes(ranked))
+    return fmt.markdown_table(*ranked_rows(ranked, top=top)) + notes
+
+
+NOT_ABOVE = "†"  # marks a value that is not clearly above the noise floor
+FLOOR_LABEL = "noise floor"
+
+
+def ranked_notes(ranked: pd.DataFrame) -> list[str]:
+    """The footnote lines under a ranked table: what the floor column and its mark mean (or
+    that no floor was computed), and whether the first two configurations differ."""
+    if ranked.attrs.get("floor") is None:
+        lines = [f"No noise floor was computed for this sweep (no {FLOOR_FILE}: a sweep from "
+                 "before floors, or without evaluation), so the table cannot say which values "
+                 "an untrained model would reach too."]
+    else:
+        lines = [f"× floor: the seed mean over the `{FLOOR_LABEL}` row (the untrained model, "
+                 f"step 0, same protocol); {NOT_ABOVE} not clearly above it ({FLOOR_RULE})."]
+    verdict = ranked.attrs.get("seed_verdict")
+    if verdict is not None and verdict.second is not None:
+        lines.append("Seeds: " + verdict.sentence())
+    return lines
+
+
+def summary_sentence(ranked: pd.DataFrame) -> str:
+    """One sentence: the best configuration against the noise floor, and against the second."""
+    m = ranked.attrs["by"][0]
+    name = m.split("/", 1)[-1]
+    best = ranked.iloc[0]
+    value = fmt.num(best[f"{m}/mean"])
+    head = f"The best configuration, {best['config_id']}, reaches {name} {value}"
+    if ranked.attrs.get("floor") is None:
+        head += (f"; no noise floor was computed for this sweep (no {FLOOR_FILE}), so whether "
+                 "that is more than an untrained model scores is not known")
+    elif not np.isfinite(float(best.get(f"{m}/floor", np.nan))):
+        head += f"; the noise floor has no {name} for its model and dataset"
+    else:
+        times = best[f"{m}/margin"]
+        shown = "" if not np.isfinite(times) else f"{fmt.num(times, 3)}x "
+        head += f", {shown}the noise floor of {fmt.num(best[f'{m}/floor'])}: " + (
+            "clearly above it" if best[f"{m}/above_floor"]
+            else "not clearly above it, so this ranking may be noise")
+    verdict = ranked.attrs.get("seed_verdict")
+    if verdict is None or verdict.second is None:
+        return head + "."
+    tail = verdict.sentence()
+    return f"{head}; {tail[0].lower()}{tail[1:]}"
 
 
 def ranked_rows(
@@ -274,12 +344,16 @@ def ranked_rows(
     metrics = ranked.attrs.get("by", [])
     params = [p for p in ranked.attrs.get("params", []) if p in ranked.columns]
     multi = "mean_rank" in ranked.columns
+    floored = ranked.attrs.get("floor") is not None
     header = ["rank", "config", *[param_label(p) for p in params]]
     align = ["r", "l", *["l"] * len(params)]
     for m in metrics:
         arrow = "↑" if ranked.attrs["directions"][m] == "max" else "↓"
         header += [f"{m} {arrow}", "95% CI"]
         align += ["r", "r"]
+        if floored:
+            header.append("× floor")
+            align.append("r")
     if multi:
         header += ["mean rank", "front"]
         align += ["r", "r"]
@@ -293,12 +367,57 @@ def ranked_rows(
             row.append(fmt.cell(r[f"{m}/mean"], r[f"{m}/std"], int(r[f"{m}/n"]), digits=4))
             lo, hi = r[f"{m}/ci_low"], r[f"{m}/ci_high"]
             row.append(fmt.DASH if np.isnan(lo) else f"[{fmt.num(lo)}, {fmt.num(hi)}]")
+            if floored:
+                row.append(_margin_cell(r, m))
         if multi:
             row += [fmt.num(r["mean_rank"], 3), str(r["pareto_front"])]
         seed = r["best_seed"]
         row.append(str(r["best_trial"]) + ("" if pd.isna(seed) else f" (seed {seed})"))
         rows.append(row)
+    rows += _floor_rows(ranked, params, metrics, len(header))
     return header, rows, align
+
+
+def _margin_cell(r: pd.Series, m: str) -> str:
+    """`5.2`, `1.3 †`; `—` where its model and dataset have no floor for the metric, `— †`
+    where there is a floor but no ratio to give (a floor of 0 or less)."""
+    if pd.isna(r.get(f"{m}/floor", np.nan)):
+        return fmt.DASH
+    times = r.get(f"{m}/margin", np.nan)
+    text = fmt.DASH if pd.isna(times) else fmt.num(times, 3)
+    return text if bool(r.get(f"{m}/above_floor", False)) else f"{text} {NOT_ABOVE}"
+
+
+def floor_csv_rows(ranked: pd.DataFrame) -> pd.DataFrame:
+    """The floor's reference rows in the ranked table's columns (for `ranked.csv`): `config_id`
+    `noise floor`, no rank, the model and dataset, and each metric's floor statistics."""
+    rows = []
+    for f in ranked.attrs.get("floor") or []:
+        row = {"config_id": FLOOR_LABEL, "best_trial": "untrained (step 0)"}
+        row.update({k: v for k, v in f.items() if k in ranked.columns or "/" in k})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _floor_rows(ranked: pd.DataFrame, params: list[str], metrics: list[str],
+                width: int) -> list[list[str]]:
+    """The reference rows of a ranked table: one per model and dataset of the floor."""
+    floors = ranked.attrs.get("floor") or []
+    rows = []
+    for f in floors:
+        label = FLOOR_LABEL
+        if len(floors) > 1:
+            label += f" ({f['config/model/name']}, {f['config/data/name']})"
+        row = [fmt.DASH, label]
+        row += [fmt.value(f[p]) if p in f else fmt.DASH for p in params]
+        for m in metrics:
+            n = int(f.get(f"{m}/n", 0) or 0)
+            row.append(fmt.cell(f[f"{m}/mean"], f[f"{m}/std"] if n > 1 else np.nan, n, digits=4)
+                       if n else fmt.DASH)
+            row += [fmt.DASH, "1" if n else fmt.DASH]
+        row += [fmt.DASH] * (width - len(row) - 1) + ["untrained (step 0)"]
+        rows.append(row)
+    return rows
 
 
 def rank_table(

@@ -35,7 +35,16 @@ from analysis.plots import (
     plot_metric_vs_params,
     plot_pareto,
 )
-from analysis.rank import default_metrics, excluded_line, rank, ranked_rows
+from analysis.rank import (
+    default_metrics,
+    excluded_line,
+    floor_csv_rows,
+    rank,
+    ranked_markdown,
+    ranked_notes,
+    ranked_rows,
+    summary_sentence,
+)
 from analysis.sweep import (
     _hashable,
     load_sweep,
@@ -177,6 +186,7 @@ def _read(folder: str | Path, by: str | Sequence[str] | None,
 def _summary(doc: _Doc, sweep: _Sweep, name: str) -> None:
     df = sweep.df
     doc.heading(f"Sweep report: {name}", 1)
+    doc.para(summary_sentence(sweep.ranked))
     status = df["status"].value_counts().to_dict()
     source = (
         "trials.parquet"
@@ -209,10 +219,12 @@ def _ranking(doc: _Doc, sweep: _Sweep, max_rows: int) -> None:
     )
     header, rows, align = ranked_rows(ranked, top=max_rows)
     doc.table(header, rows, align)
+    for line in ranked_notes(ranked):
+        doc.para(line)
     if len(ranked) > max_rows:
         doc.para(f"First {max_rows} of {len(ranked)} configurations; all are in ranked.csv.")
     _ranked_csv(ranked).to_csv(sweep.out / "ranked.csv", index=False)
-    (sweep.out / "ranked.md").write_text(fmt.markdown_table(*ranked_rows(ranked)))
+    (sweep.out / "ranked.md").write_text(ranked_markdown(ranked))
 
 
 def _best_config(doc: _Doc, sweep: _Sweep) -> None:
@@ -395,7 +407,8 @@ def _ranked_csv(ranked: pd.DataFrame) -> pd.DataFrame:
     for col in out.columns:
         if out[col].dtype == object:
             out[col] = [fmt.value(v) if isinstance(v, tuple) else v for v in out[col]]
-    return out
+    floors = floor_csv_rows(ranked)
+    return out if floors.empty else pd.concat([out, floors], ignore_index=True)
 
 
 def _front_rows(

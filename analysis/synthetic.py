@@ -8,6 +8,11 @@ metric values follow simple formulas, so the rankings are known:
     eval/mig     = 0.10 + 0.15 * [mipet] + 0.03 * num_ipe + 0.02 * log2(beta) - 0.1 * wd_on
                    + 0.004 * (seed - 1)
     train/recon  = 20 + 4 * log2(beta) + 0.1 * seed
+
+`write_sweep` also writes a noise floor (`floor.parquet`, see `synthetic_floor`): both models'
+untrained MIG is 0.035, 0.045 and 0.055 over three seeds (mean 0.045, sd 0.01), so a
+configuration is clearly above it exactly when its seed-mean MIG is at least 0.09: all but the
+three beta_vae configurations with weight decay (MIG about 0, 0.04 and 0.08).
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import pandas as pd
 
 from analysis.trials import config_hash, flatten
 
-__all__ = ["synthetic_trials", "write_sweep"]
+__all__ = ["synthetic_floor", "synthetic_trials", "write_sweep"]
+
+FLOOR_MIG = (0.035, 0.045, 0.055)
 
 _EVAL = ("mig", "dci_disentanglement", "factor_vae", "sap", "gaussian_total_correlation")
 
@@ -85,6 +92,20 @@ def synthetic_trials(*, n_seeds: int = 3, broken: bool = True) -> pd.DataFrame:
     return df
 
 
+def synthetic_floor(mig: tuple[float, ...] = FLOOR_MIG) -> pd.DataFrame:
+    """The floor table of the synthetic sweep: per model, one untrained row per seed, with the
+    other metrics derived from MIG as the trials' are."""
+    from analysis.floor import floor_rows
+
+    rows = []
+    for model in ("beta_vae", "mipet_vae"):
+        for seed, m in enumerate(mig):
+            rows.append(floor_rows(model, "dsprites", seed, "dlib", {
+                "mig": m, "dci_disentanglement": 0.8 * m + 0.05, "factor_vae": 0.5 + m,
+                "sap": 0.3 * m, "gaussian_total_correlation": 0.5 - m}))
+    return pd.DataFrame(rows)
+
+
 def _row(tid: str, cfg: dict[str, Any], status: str, mig: float, recon: float) -> dict[str, Any]:
     row: dict[str, Any] = {
         "trial_id": tid,
@@ -127,8 +148,11 @@ def write_sweep(
     ray: bool = True,
     images: bool = True,
     name: str = "synthetic",
+    floor: pd.DataFrame | bool = True,
 ) -> Path:
     """Write `df` as a sweep folder; fills `trial_dir`, `artifact_dir`, `checkpoint_path`.
+    With `floor` (True: `synthetic_floor()`, or a floor table) it writes `floor.parquet` too;
+    False leaves it out, as in a sweep from before floors.
 
     Returns:
         The sweep folder.
@@ -171,6 +195,11 @@ def write_sweep(
     df.attrs = {}
     if parquet:
         df.to_parquet(root / "trials.parquet", index=False)
+    if floor is not False:
+        from analysis.floor import FLOOR_FILE
+
+        table = synthetic_floor() if floor is True else floor
+        table.to_parquet(root / FLOOR_FILE, index=False)
     return root
 
 

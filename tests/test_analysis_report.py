@@ -151,7 +151,12 @@ def test_write_report(sweep: Path) -> None:
     ):
         assert (out / name).stat().st_size > 0, name
     ranked = pd.read_csv(out / "ranked.csv")
-    assert len(ranked) == 18 and ranked.loc[0, "eval/mig/mean"] == pytest.approx(0.418)
+    configs = ranked[ranked["config_id"] != "noise floor"]
+    assert len(configs) == 18 and ranked.loc[0, "eval/mig/mean"] == pytest.approx(0.418)
+    floors = ranked[ranked["config_id"] == "noise floor"]  # one reference row per model
+    assert sorted(floors["config/model/name"]) == ["beta_vae", "mipet_vae"]
+    assert floors["rank"].isna().all() and floors["eval/mig/mean"].tolist() == pytest.approx(
+        [0.045, 0.045])
 
 
 def test_report_of_a_sweep_with_nothing_finished(tmp_path: Path) -> None:

@@ -99,8 +99,10 @@ def test_presets_keep_their_effective_budgets() -> None:
 
     quick = effective("quick")
     assert (quick.train.steps, quick.train.batch_size, quick.train.report_every,
-            quick.train.checkpoint_every) == (200, 64, 50, 100)
+            quick.train.checkpoint_every) == (500, 64, 100, 250)
+    assert (quick.train.lr, quick.train.sub_lr) == (1e-3, 1e-3)
     assert quick.model.latent_dim == 10 and quick.eval.protocol == "fast"
+    assert list(quick.eval.metrics) == ["mig", "dci", "factor_vae", "sap"]
     paper = effective("paper")
     assert (paper.train.steps, paper.train.batch_size, paper.train.optimizer, paper.train.lr,
             paper.train.sub_lr) == (300000, 256, "adam", 4.0e-4, 4.0e-4)

@@ -16,7 +16,6 @@ from analysis.floor import (
     floor_verdicts,
     load_floor,
     margin,
-    metrics_block,
     seed_verdict,
 )
 from tests.conftest import tiny_run_dict
@@ -74,16 +73,6 @@ def test_floor_verdicts_put_each_configuration_beside_its_floor() -> None:
     assert out.loc["c", "eval/mig/n"] == 1 and np.isnan(out.loc["c", "eval/mig/std"])
     # lower is better: 1 - v against a floor of 0.98: nobody halves it
     assert not out["eval/gaussian_total_correlation/above_floor"].any()
-
-
-def test_the_export_block_carries_floor_margin_and_verdict() -> None:
-    df = _trials({"a": [0.10, 0.12, 0.11]})
-    out = floor_verdicts(df, _floor([0.01, 0.02, 0.03]), ["eval/mig"])
-    block = metrics_block(out, "a", ["eval/mig"])
-    assert block == {"eval/mig/floor": pytest.approx(0.02), "eval/mig/margin": pytest.approx(5.5),
-                     "eval/mig/above_floor": True}
-    bare = metrics_block(floor_verdicts(df, None, ["eval/mig"]), "a", ["eval/mig"])
-    assert bare == {"eval/mig/floor": None, "eval/mig/margin": None, "eval/mig/above_floor": None}
 
 
 def test_floor_verdicts_without_a_floor_or_with_another_model_mark_nothing() -> None:

@@ -147,10 +147,26 @@ def ablate(*, sweep: str | None = None, config: str | None = None,
         rows, columns, metrics = list(spec.rows), list(spec.columns), list(spec.metrics)
     else:
         folder = Path(sweep)
+        saved = _saved_ablation(folder)
+        if saved.get("table") == "paper":  # an ablation run whose file asked for the paper's
+            return paper_table_text(folder, tuple(saved.get("metrics") or ()), fmt)
         rows = columns = metrics = None  # type: ignore[assignment]
     from tune.cli.analyze import ablation_text
 
     return ablation_text(folder, rows=rows, columns=columns, metrics=metrics, fmt=fmt)
+
+
+def _saved_ablation(folder: Path) -> dict[str, Any]:
+    """The ablation spec a run saved in its folder's sweep.yaml, or {} (a search sweep, an old
+    run, or no readable file: the plain ablation table is made then)."""
+    path = folder / "sweep.yaml"  # tune.sweep.driver.SPEC_FILE, which run_ablation writes
+    if not path.is_file():
+        return {}
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return raw if isinstance(raw, dict) and raw.get("kind") == "ablation" else {}
 
 
 def paper_table_text(folder: Path, metrics: tuple[str, ...], fmt: str) -> str:
