@@ -16,8 +16,6 @@ import ast
 import datetime as _dt
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis._files import atomic_write
 from analysis.errors import AnalysisError
 from analysis.rank import rank
 from analysis.sweep import _is_missing, config_columns, run_row
@@ -261,11 +260,7 @@ def export_best(
     )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        # analysis imports nothing of ours, so not tune's atomic_write: the same rename here
-        fd, tmp = tempfile.mkstemp(prefix=".best_config.", dir=out.parent)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, out)
+        atomic_write(out, lambda fh: fh.write(text), mode="w")
     except OSError as exc:
         raise AnalysisError(f"{out}: cannot write the best config ({exc.strerror})") from exc
     log.info(

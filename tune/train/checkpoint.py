@@ -31,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from analysis._files import atomic_write
 from tune.errors import DataFileError
 
 __all__ = [
@@ -218,28 +219,6 @@ def latest_complete(
     if not found:
         return None
     return max(found, key=lambda t: (t[0], t[1]))[2]
-
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[Any], Any], *,
-                 mode: str = "wb") -> Path:
-    """Write one file so that readers see the old file or the new one, never a mix: `write(fh)`
-    fills a hidden temporary file beside `path`, which is fsynced and then renamed over `path`.
-
-    Returns:
-        `path`. On any error the temporary file is removed and `path` is left as it was.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, mode) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def save_state(
