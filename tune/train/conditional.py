@@ -11,6 +11,7 @@ import numpy as np
 from analysis.metrics._utils import DerivedSampling
 from models import ModelConfig
 from models.errors import ConfigError
+from tune.config.run import check_condition_on
 
 __all__ = ["condition_columns", "with_condition_classes", "FreeFactors", "labels_at"]
 
@@ -25,12 +26,7 @@ def condition_columns(mcfg: ModelConfig, data: Any) -> list[int] | None:
     if not mcfg.condition_on:
         return None
     names = list(data.factor_names)
-    unknown = [n for n in mcfg.condition_on if n not in names]
-    if unknown:
-        raise ConfigError(
-            f"model.condition_on: {', '.join(map(repr, unknown))} is not a factor of dataset "
-            f"{data.name!r}; its factors are {', '.join(names)}"
-        )
+    check_condition_on(mcfg.condition_on, names, data.name)
     if len(mcfg.condition_on) == len(names):
         raise ConfigError(
             f"model.condition_on lists every factor of {data.name!r} ({', '.join(names)}); "
