@@ -278,7 +278,7 @@ class VAE(nn.Module):
         if self.needs_labels:  # the decoder reads z and the (true or predicted) condition
             if self.objective == "ifcvae":
                 label_logits = self.label_encoder(x)
-                cond = torch.cat([c.softmax(1) for c in torch.split(
+                cond = torch.cat([c.detach().softmax(1) for c in torch.split(
                     label_logits, list(self.condition_sizes), dim=1)], dim=1)
             else:
                 cond = self.one_hot(labels)
@@ -403,7 +403,7 @@ _MAIN: dict[str, Builder] = {
     "info_vae": lambda m, c: [KLTerm(1.0 - c.info_alpha), MMDTerm(c.info_alpha, c.info_lambda)],
     "cvae": lambda m, c: [KLTerm(1.0)],
     "ifcvae": lambda m, c: [KLTerm(1.0), IFCTerm(c.ifc_w_le, c.ifc_w_aux, m.condition_sizes,
-                                                 m.adversaries["ifc_aux"])],
+                                                 m.label_encoder, m.adversaries["ifc_aux"])],
     "commutative": lambda m, c: [KLTerm(1.0), LieGroupLoss(c.hy_hes, c.hy_commute, c.hy_rec)],
 }
 # The regulariser an objective adds when stacked with `loss_terms`.

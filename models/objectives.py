@@ -406,26 +406,32 @@ def label_cross_entropy(logits: Tensor, labels: Tensor, sizes: tuple[int, ...]) 
 
 @dataclass
 class IFCTerm(Objective):
-    """IFCVAE (Creswell et al.; disentanglement-pytorch's ifcvae): 'ifc_le' = the label encoder's
-    cross entropy of the true classes (weight w_le), 'ifc_aux' = minus the auxiliary classifier's
-    cross entropy of the classes from the pre-IPE z (weight w_aux): the encoder is trained to make
-    z useless to it. The auxiliary is applied with detached parameters; its own optimizer trains
-    it on the plus sign (`models._adversary.aux_classifier_loss`)."""
+    """IFCVAE (Creswell et al., as disentanglement-pytorch's `ifcvae`): 'ifc_le' = the label
+    encoder's cross entropy of the true classes on x, 'ifc_le_recon' = the same on the
+    reconstruction (both weight w_le; the decoder reads the label encoder's softmax detached, so
+    the first trains the label encoder alone), 'ifc_aux' = minus the auxiliary classifier's cross
+    entropy of the classes from the pre-IPE z (weight w_aux): the encoder is trained to make z
+    useless to it. The auxiliary is applied with detached parameters; its own optimizer trains it
+    on the plus sign (`models._adversary.aux_classifier_loss`)."""
 
     w_le: float = 1.0
     w_aux: float = 1.0
     sizes: tuple[int, ...] = ()
+    label_encoder: torch.nn.Module | None = None
     auxiliary: torch.nn.Module | None = None
 
     def __post_init__(self) -> None:
-        self.weights = {"ifc_le": self.w_le, "ifc_aux": self.w_aux}
+        self.weights = {"ifc_le": self.w_le, "ifc_le_recon": self.w_le, "ifc_aux": self.w_aux}
 
     def __call__(self, inp: LossInputs) -> dict[str, Tensor]:
-        if self.auxiliary is None or inp.labels is None or inp.label_logits is None:
-            raise RuntimeError("IFCTerm needs the auxiliary classifier, the labels and logits")
+        if (self.auxiliary is None or self.label_encoder is None or inp.labels is None
+                or inp.label_logits is None):
+            raise RuntimeError("IFCTerm needs the label encoder, the auxiliary and the labels")
         params = {n: p.detach() for n, p in self.auxiliary.named_parameters()}
         aux_logits = torch.func.functional_call(self.auxiliary, params, (inp.z,))
+        recon_logits = self.label_encoder(inp.recon).float()
         return {
             "ifc_le": label_cross_entropy(inp.label_logits.float(), inp.labels, self.sizes),
+            "ifc_le_recon": label_cross_entropy(recon_logits, inp.labels, self.sizes),
             "ifc_aux": -label_cross_entropy(aux_logits, inp.labels, self.sizes),
         }

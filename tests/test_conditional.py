@@ -5,6 +5,7 @@ classes, traversals of the condition, and metrics that score only the free facto
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 import models
 from conftest import tiny_run_dict
 from models import ConfigError, ModelConfig
+from models.objectives import label_cross_entropy
 from tune.config.run import RunConfig
 from tune.train.loop import evaluate_model, model_config_for
 
@@ -79,10 +81,22 @@ def test_every_parameter_gets_a_gradient(name: str) -> None:
     for n, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n
     if name == "ifcvae":
-        assert set(out.weights) == {"rec", "kld", "ifc_le", "ifc_aux"}
+        assert set(out.weights) == {"rec", "kld", "ifc_le", "ifc_le_recon", "ifc_aux"}
         assert float(out.terms["ifc_aux"]) < 0 < float(out.terms["ifc_le"])
         main = {id(p) for g in models.param_groups(model, 1e-3, 1e-3, 0.0) for p in g["params"]}
         assert all(id(p) in main for p in model.label_encoder.parameters())
+
+
+def test_label_cross_entropy_and_the_detached_condition() -> None:
+    logits, y = torch.zeros(5, 9), torch.tensor([[0, 5]] * 5)
+    value = label_cross_entropy(logits, y, SIZES)  # uniform: log 3 + log 6
+    assert math.isclose(float(value), math.log(3) + math.log(6), rel_tol=1e-6)
+    logits[:, 0], logits[:, 3 + 5] = 50.0, 50.0
+    assert float(label_cross_entropy(logits, y, SIZES)) < 1e-6
+    model = make("ifcvae")
+    x, y = batch()
+    model(x, labels=y).terms["rec"].backward()  # the decoder's condition carries no gradient
+    assert all(p.grad is None for p in model.label_encoder.parameters())
 
 
 def test_missing_labels_fail_clearly() -> None:
