@@ -217,3 +217,12 @@ def test_traversals_move_the_condition(dsprites, tmp_path: Path) -> None:
     assert np.allclose(tiles[0, 4], shape_row.permute(0, 2, 3, 1).numpy(), atol=1e-6)
     pics = write_images(model, dsprites, tmp_path, device=torch.device("cpu"), seed=0, steps=3)
     assert pics.paths["traversal_gif"].is_file() and "reconstruction" in pics.images
+
+
+def test_the_throughput_estimate_runs_a_conditional_model() -> None:
+    from tune.sweep.estimate import measure
+
+    cfg = RunConfig.from_dict(tiny_run_dict(
+        model={"name": "ifcvae", "num_ipe": 0, "condition_on": ["shape"]}))
+    rate, device = measure(cfg, steps=1)
+    assert rate > 0 and device == "cpu"
