@@ -224,5 +224,5 @@ def test_the_throughput_estimate_runs_a_conditional_model() -> None:
 
     cfg = RunConfig.from_dict(tiny_run_dict(
         model={"name": "ifcvae", "num_ipe": 0, "condition_on": ["shape"]}))
-    rate, device = measure(cfg, steps=1)
-    assert rate > 0 and device == "cpu"
+    rate, _ = measure(cfg, steps=1)
+    assert rate > 0
