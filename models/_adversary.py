@@ -16,11 +16,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.errors import ConfigError
+from models.objectives import label_cross_entropy
 
 if TYPE_CHECKING:
     from models._vae import VAE, ModelOutput
 
-__all__ = ["Adversaries", "FactorDiscriminator", "permute_dims", "factor_discriminator_loss"]
+__all__ = [
+    "Adversaries", "FactorDiscriminator", "permute_dims", "factor_discriminator_loss",
+    "AuxClassifier", "aux_classifier_loss",
+]
 
 
 class FactorDiscriminator(nn.Module):
@@ -53,6 +57,27 @@ def factor_discriminator_loss(disc: nn.Module, z: Tensor) -> Tensor:
     true = F.log_softmax(disc(z), dim=1)[:, 0]
     perm = F.log_softmax(disc(permute_dims(z)), dim=1)[:, 1]
     return -(0.5 * true.mean() + 0.5 * perm.mean())
+
+
+class AuxClassifier(nn.Module):
+    """IFCVAE's auxiliary: predicts the conditioned factors' classes from z (B, d) ->
+    logits (B, sum of class counts); two hidden Linear(width) + LeakyReLU(0.2)."""
+
+    def __init__(self, latent_dim: int, num_logits: int, width: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(latent_dim, width), nn.LeakyReLU(0.2), nn.Linear(width, width),
+            nn.LeakyReLU(0.2), nn.Linear(width, num_logits),
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z)
+
+
+def aux_classifier_loss(aux: nn.Module, z: Tensor, labels: Tensor,
+                        sizes: tuple[int, ...]) -> Tensor:
+    """The auxiliary's own loss: cross entropy of the true classes from the detached z."""
+    return label_cross_entropy(aux(z.detach().float()), labels, sizes)
 
 
 class Adversaries:

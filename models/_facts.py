@@ -65,6 +65,8 @@ _BETATC = ("alpha", "beta", "gamma", "tc_estimator", "dataset_size")
 _CAPACITY = ("capacity_gamma", "capacity_max", "capacity_steps")
 _DIP = ("dip_lambda_od", "dip_lambda_d")
 _INFO = ("info_alpha", "info_lambda")
+_COND = ("condition_on", "condition_classes")
+_IFC = ("ifc_w_le", "ifc_w_aux", "ifc_lr")
 
 OBJECTIVES: dict[str, ObjectiveFacts] = {o.name: o for o in [
     ObjectiveFacts("vae", _role(terms=["kld"]), None, "Kingma & Welling 2014"),
@@ -92,6 +94,12 @@ OBJECTIVES: dict[str, ObjectiveFacts] = {o.name: o for o in [
     ObjectiveFacts(
         "info_vae", _role(_INFO, _INFO, ["kld", "mmd"]), _role(_INFO, _INFO, ["mmd"]),
         "Zhao et al. 2019",
+    ),
+    ObjectiveFacts("cvae", _role(_COND, terms=["kld"]), None, "Sohn et al. 2015",
+                   needs_labels=True),
+    ObjectiveFacts(
+        "ifcvae", _role(_COND + _IFC, _IFC[:2], ["kld", "ifc_le", "ifc_le_recon", "ifc_aux"]), None,
+        "Creswell et al. 2017 (IFcVAE-GAN)", needs_labels=True,
     ),
     ObjectiveFacts(
         "commutative",
@@ -130,8 +138,8 @@ def _model_facts() -> dict[str, ModelFacts]:
         if obj.name == "commutative":
             continue
         out[name] = ModelFacts(name, name, 0)
-        if name == "vae":
-            continue  # mipet_vae is MIPET on beta-VAE, as in the paper
+        if name == "vae" or obj.needs_labels:
+            continue  # mipet_vae is MIPET on beta-VAE, as in the paper; MIPET is unsupervised
         mipet = "mipet_vae" if name == "beta_vae" else f"mipet_{name}"
         out[mipet] = ModelFacts(mipet, name, 3)
     return out

@@ -237,3 +237,17 @@ def make_decoder(kind: str, channels: int, hidden: int, latent_dim: int) -> nn.M
     if kind == "mlp":
         return MlpDecoder(channels, latent_dim)
     return Decoder(channels, hidden, latent_dim)
+
+
+class LabelEncoder(nn.Module):
+    """IFCVAE's label encoder: conv trunk -> Linear(256, hidden) + ReLU -> class logits
+    (B, num_logits), one block of logits per conditioned factor."""
+
+    def __init__(self, channels: int, hidden: int, num_logits: int) -> None:
+        super().__init__()
+        self.features = conv_trunk(channels)
+        self.dense = nn.Linear(FLAT, hidden)
+        self.logits = nn.Linear(hidden, num_logits)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.logits(torch.relu(self.dense(_flatten(self.features(x)))))

@@ -11,15 +11,18 @@ from typing import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from models._adversary import Adversaries, FactorDiscriminator, factor_discriminator_loss
+from models._adversary import (
+    Adversaries, AuxClassifier, FactorDiscriminator, aux_classifier_loss, factor_discriminator_loss,
+)
 from models._facts import MODEL_FACTS, loss_weight_fields
 from models._ipe import IPEBank
-from models._nets import LieDecoder, LieEncoder, make_decoder, make_encoder
+from models._nets import LabelEncoder, LieDecoder, LieEncoder, make_decoder, make_encoder
 from models._registry import register_model
 from models.config import ModelConfig
 from models.errors import ConfigError, NonFiniteLossError
 from models.objectives import (
-    BetaTC, CapacityTerm, DipTerm, EFRegulariser, FactorTC, KLTerm, LieGroupLoss, LossInputs,
+    BetaTC, CapacityTerm, DipTerm, EFRegulariser, FactorTC, IFCTerm, KLTerm, LieGroupLoss,
+    LossInputs,
     MMDTerm, Objective, Reconstruction, gaussian_kl,
 )
 from models.strict import nearest
@@ -39,6 +42,7 @@ class ModelOutput:
         z: pre-IPE sample (B, d).
         recon: reconstruction probabilities (B, C, 64, 64) in [0, 1] that `terms['rec']` scores.
         z_hat: IPE-transformed samples (K, B, d), or None for K = 0.
+        labels: the conditioned factors' classes (B, F_c) of a conditional model, else None.
     """
 
     loss: Tensor
@@ -49,6 +53,7 @@ class ModelOutput:
     z: Tensor
     recon: Tensor
     z_hat: Tensor | None = None
+    labels: Tensor | None = None
 
 
 class VAE(nn.Module):
@@ -64,6 +69,7 @@ class VAE(nn.Module):
     default_num_ipe: int = 0
     lie_group: bool = False
     config_fields: frozenset[str] = frozenset()
+    condition_sizes: tuple[int, ...] = ()  # class counts of the conditioned factors
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -75,8 +81,7 @@ class VAE(nn.Module):
             self.encoder: nn.Module = LieEncoder(c, h1, d, g, keep_dead=cfg.keep_dead_params)
             self.decoder: nn.Module = LieDecoder(c, d, g)
         else:
-            self.encoder = make_encoder(cfg.encoder, c, h1, d)
-            self.decoder = make_decoder(cfg.decoder, c, h1, d)
+            self._build_nets(cfg)
         self._init_weights()  # before the IPE maps: K = 0 and the baseline draw the same weights
         self.ipe = (
             IPEBank(
@@ -90,12 +95,37 @@ class VAE(nn.Module):
         self.adversaries = nn.ModuleDict()
         if "factor_vae" in (self.objective, *cfg.loss_terms):
             self.adversaries["factor"] = FactorDiscriminator(d)
+        if self.objective == "ifcvae":
+            self.adversaries["ifc_aux"] = AuxClassifier(d, sum(self.condition_sizes))
         self.losses: list[Objective] = build_objectives(self, cfg)
         self.check_finite = True
         self.channels_last = False
         self.set_channels_last(True)  # same maths, faster decoder on CPU (oneDNN)
 
     # -- construction ----------------------------------------------------------------------------
+    def _build_nets(self, cfg: ModelConfig) -> None:
+        """Encoder and decoder by name. A conditional model's decoder reads z and the one-hot
+        condition (B, d + n); a cvae's encoder also reads the condition, as n extra channels
+        tiled to the image size; an ifcvae has a label encoder predicting it from x."""
+        c, h1, d = cfg.image_channels, cfg.dense_dim[1], cfg.latent_dim
+        if self.needs_labels:
+            if len(cfg.condition_classes) != len(cfg.condition_on):
+                raise ConfigError(
+                    f"model.condition_classes is unset for {list(cfg.condition_on)}: the trainer "
+                    "sets the class counts from the dataset (or pass them, e.g. [3, 6])"
+                )
+            self.condition_sizes = tuple(cfg.condition_classes)
+        n = sum(self.condition_sizes)
+        self.encoder = make_encoder(cfg.encoder, c + (n if self.objective == "cvae" else 0), h1, d)
+        self.decoder = make_decoder(cfg.decoder, c, h1, d + n)
+        if self.objective == "ifcvae":
+            self.label_encoder = LabelEncoder(c, h1, n)
+
+    @property
+    def needs_labels(self) -> bool:
+        """Whether `forward`, `encode` and `decode` take the conditioned factors' classes."""
+        return MODEL_FACTS[self.registry_name].needs_labels
+
     def _init_weights(self) -> None:
         """Xavier-uniform (gain 1) on every weight with ndim >= 2; biases keep PyTorch defaults."""
         for name, p in self.named_parameters():
@@ -144,6 +174,10 @@ class VAE(nn.Module):
             opts["factor"] = torch.optim.Adam(
                 self.adversaries["factor"].parameters(), lr=self.cfg.factor_lr, betas=(0.5, 0.9)
             )
+        if "ifc_aux" in self.adversaries:
+            opts["ifc_aux"] = torch.optim.Adam(
+                self.adversaries["ifc_aux"].parameters(), lr=self.cfg.ifc_lr, betas=(0.5, 0.9)
+            )
         self._adversary_opts = Adversaries(self, opts)
         return self._adversary_opts
 
@@ -157,6 +191,10 @@ class VAE(nn.Module):
         """The loss that adversary `name` minimises, from a forward's (detached) record."""
         if name == "factor":
             return factor_discriminator_loss(self.adversaries["factor"], out.z)
+        if name == "ifc_aux":
+            assert out.labels is not None
+            return aux_classifier_loss(self.adversaries["ifc_aux"], out.z, out.labels,
+                                       self.condition_sizes)
         raise KeyError(f"no adversary {name!r}")
 
     def main_parameters(self) -> list[nn.Parameter]:
@@ -192,32 +230,38 @@ class VAE(nn.Module):
         return self
 
     # -- public API ----------------------------------------------------------------------------
-    def encode(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """x (B, C, 64, 64) float in [0, 1] -> (mu, logvar), each (B, d). Encoder only."""
-        mu, logvar, _ = self.encoder(x)
+    def encode(self, x: Tensor, labels: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x (B, C, 64, 64) float in [0, 1] -> (mu, logvar), each (B, d). Encoder only; a
+        conditional model takes the classes `labels` (B, F_c) of its `condition_on` factors."""
+        mu, logvar, _ = self.encoder(self._encoder_input(x, labels))
         return mu, logvar
 
-    def decode(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """Pre-IPE codes z (B, d) -> image probabilities (B, C, 64, 64): the K IPE maps, the
-        decoder, and the mean over K (the model's generative path, e.g. for traversals)."""
+        decoder, and the mean over K (the model's generative path, e.g. for traversals). A
+        conditional model decodes under the condition `labels` (B, F_c)."""
         b = z.shape[0]
         codes = self.ipe.transform(z) if self.ipe is not None else z.unsqueeze(0)  # (K', B, d)
-        probs, _ = self.decoder(codes.reshape(-1, z.shape[1]))
+        if self.needs_labels:
+            codes = _with_condition(codes, self.one_hot(self._check_labels(labels, b)))
+        probs, _ = self.decoder(codes.reshape(-1, codes.shape[-1]))
         return probs.view(codes.shape[0], b, *probs.shape[1:]).mean(0)
 
-    def forward(self, x: Tensor, eps: Tensor | None = None, *, step: int = 0) -> ModelOutput:
+    def forward(self, x: Tensor, eps: Tensor | None = None, *, step: int = 0,
+                labels: Tensor | None = None) -> ModelOutput:
         """Encode, sample, apply the K IPE maps, decode, and score.
 
         Args:
             x: images (B, C, 64, 64), float32 in [0, 1].
             eps: reparameterisation noise (B, d); drawn from torch's RNG when None.
             step: training steps done so far (the annealed VAE's capacity reads it).
+            labels: int64 (B, F_c) classes of the `condition_on` factors (conditional models).
         Returns:
-            ModelOutput (loss, terms, weights, mu, logvar, z, recon, z_hat).
+            ModelOutput (loss, terms, weights, mu, logvar, z, recon, z_hat, labels).
         Raises:
             NonFiniteLossError: when the loss is NaN or infinite (e.g. a NaN input).
         """
-        mu, logvar, g_e = self.encoder(x)
+        mu, logvar, g_e = self.encoder(self._encoder_input(x, labels))
         dev = x.device.type
         with torch.autocast(dev, enabled=False):  # latent maths and losses in float32
             mu, logvar = mu.float(), logvar.float()
@@ -230,6 +274,15 @@ class VAE(nn.Module):
             z = mu + torch.exp(0.5 * logvar) * eps  # (B, d), pre-IPE sample
             ipe = self.ipe(z, eps) if self.ipe is not None else None
         codes = ipe.z_hat if ipe is not None else z.unsqueeze(0)  # (K', B, d)
+        label_logits = None
+        if self.needs_labels:  # the decoder reads z and the (true or predicted) condition
+            if self.objective == "ifcvae":
+                label_logits = self.label_encoder(x)
+                cond = torch.cat([c.detach().softmax(1) for c in torch.split(
+                    label_logits, list(self.condition_sizes), dim=1)], dim=1)
+            else:
+                cond = self.one_hot(labels)
+            codes = _with_condition(codes, cond.to(codes.dtype))
         recon, g_d = self._reconstruct(codes, g_e)
         with torch.autocast(dev, enabled=False):
             inp = LossInputs(
@@ -238,6 +291,7 @@ class VAE(nn.Module):
                 group_e=None if g_e is None else g_e.float(),
                 group_d=None if g_d is None else g_d.float(),
                 lie_basis=self.decoder.lie_basis if self.lie_group else None, step=step,
+                labels=labels, label_logits=label_logits,
             )
             terms: dict[str, Tensor] = {"origin_kld": inp.kl_gauss.mean()}
             weights: dict[str, float] = {}
@@ -252,8 +306,40 @@ class VAE(nn.Module):
         if self.check_finite and not bool(torch.isfinite(loss)):
             raise NonFiniteLossError(_nonfinite_message(x, loss, terms))
         return ModelOutput(
-            loss, terms, weights, mu, logvar, z, inp.recon, None if ipe is None else codes
+            loss, terms, weights, mu, logvar, z, inp.recon, None if ipe is None else codes, labels
         )
+
+    # -- the condition of the conditional models -----------------------------------------------
+    def one_hot(self, labels: Tensor) -> Tensor:
+        """Classes (B, F_c) of the `condition_on` factors -> float one-hot (B, sum of counts)."""
+        return torch.cat([
+            torch.nn.functional.one_hot(labels[:, f].long(), size).float()
+            for f, size in enumerate(self.condition_sizes)
+        ], dim=1)
+
+    def _check_labels(self, labels: Tensor | None, b: int) -> Tensor:
+        want = (b, len(self.condition_sizes))
+        if labels is None or tuple(labels.shape) != want:
+            got = None if labels is None else tuple(labels.shape)
+            raise ValueError(
+                f"{self.registry_name!r} is conditional on {list(self.cfg.condition_on)}: pass "
+                f"labels of shape {want} (their classes), got {got}"
+            )
+        bad = (labels < 0) | (labels >= torch.as_tensor(self.condition_sizes, device=labels.device))
+        if bool(bad.any()):
+            raise ValueError(f"labels out of range for class counts {list(self.condition_sizes)}")
+        return labels
+
+    def _encoder_input(self, x: Tensor, labels: Tensor | None) -> Tensor:
+        """x itself, or (cvae) x with the one-hot condition as extra channels tiled to H x W."""
+        if not self.needs_labels:
+            return x
+        labels = self._check_labels(labels, x.shape[0])
+        if self.objective != "cvae":
+            return x
+        cond = self.one_hot(labels).to(x.dtype)
+        tiled = cond[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
+        return torch.cat([x, tiled], dim=1)
 
     def _reconstruct(self, codes: Tensor, g_e: Tensor | None) -> tuple[Tensor, Tensor | None]:
         """codes (K', B, d) -> mean over K' of the decoder's probabilities (B, C, 64, 64), g_D."""
@@ -261,6 +347,11 @@ class VAE(nn.Module):
         probs, g_d = self.decoder(codes.reshape(k * b, d))  # (K'B, C, 64, 64)
         recon = probs if k == 1 else probs.view(k, b, *probs.shape[1:]).mean(0)
         return recon, g_d
+
+
+def _with_condition(codes: Tensor, cond: Tensor) -> Tensor:
+    """codes (K', B, d) and a condition (B, n) -> (K', B, d + n), the decoder's input."""
+    return torch.cat([codes, cond.unsqueeze(0).expand(codes.shape[0], -1, -1)], dim=2)
 
 
 def _nonfinite_message(x: Tensor, loss: Tensor, terms: dict[str, Tensor]) -> str:
@@ -310,6 +401,9 @@ _MAIN: dict[str, Builder] = {
     "dip_vae_i": lambda m, c: [KLTerm(1.0), DipTerm("i", c.dip_lambda_od, c.dip_lambda_d)],
     "dip_vae_ii": lambda m, c: [KLTerm(1.0), DipTerm("ii", c.dip_lambda_od, c.dip_lambda_d)],
     "info_vae": lambda m, c: [KLTerm(1.0 - c.info_alpha), MMDTerm(c.info_alpha, c.info_lambda)],
+    "cvae": lambda m, c: [KLTerm(1.0)],
+    "ifcvae": lambda m, c: [KLTerm(1.0), IFCTerm(c.ifc_w_le, c.ifc_w_aux, m.condition_sizes,
+                                                 m.label_encoder, m.adversaries["ifc_aux"])],
     "commutative": lambda m, c: [KLTerm(1.0), LieGroupLoss(c.hy_hes, c.hy_commute, c.hy_rec)],
 }
 # The regulariser an objective adds when stacked with `loss_terms`.

@@ -103,6 +103,13 @@ class ModelConfig:
             covariance penalties; dip_lambda_d None = 10 x dip_lambda_od for DIP-VAE-I and
             1 x dip_lambda_od for DIP-VAE-II.
         info_alpha, info_lambda: InfoVAE: (1 - alpha) KL + (alpha + lambda - 1) MMD.
+        condition_on: factor names of the dataset a conditional model (cvae, ifcvae) is given,
+            e.g. [shape, scale]; the conditional models need it, the others refuse it.
+        condition_classes: the class count of each `condition_on` factor (the trainer sets them
+            from the dataset, as it sets dataset_size; empty until then).
+        ifc_w_le, ifc_w_aux: IFCVAE weights of the label encoder's cross entropy and of the
+            adversarial term (minus the auxiliary's cross entropy of the labels from z).
+        ifc_lr: learning rate of the IFCVAE auxiliary classifier's Adam (betas 0.5, 0.9).
     """
 
     name: str = "mipet_vae"
@@ -139,6 +146,11 @@ class ModelConfig:
     dip_lambda_d: float | None = None
     info_alpha: float = 0.0
     info_lambda: float = 2.0
+    condition_on: tuple[str, ...] = ()
+    condition_classes: tuple[int, ...] = ()
+    ifc_w_le: float = 1.0
+    ifc_w_aux: float = 1.0
+    ifc_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         cls = facts(self.name)  # plain data: no torch import
@@ -196,7 +208,8 @@ class ModelConfig:
     def _check_zoo(self) -> None:
         """The objective zoo's knobs, the networks, and the stack of loss terms."""
         object.__setattr__(self, "loss_terms", tuple(str(t) for t in self.loss_terms))
-        check_loss_terms(self.name, self.loss_terms)
+        check_loss_terms(self.name, self.loss_terms, has_labels=facts(self.name).needs_labels)
+        self._check_condition()
         for fld in ("encoder", "decoder"):
             value = getattr(self, fld)
             if value not in ARCHITECTURES:
@@ -227,6 +240,45 @@ class ModelConfig:
                 f"MMD weights 1 - alpha and alpha + lambda - 1 must be >= 0), got "
                 f"info_alpha={self.info_alpha}, info_lambda={self.info_lambda}"
             )
+
+    def _check_condition(self) -> None:
+        """`condition_on` exactly for the conditional models; ifc weights; class counts."""
+        if isinstance(self.condition_on, str):
+            object.__setattr__(self, "condition_on", (self.condition_on,))
+        for fld in ("condition_on", "condition_classes"):
+            value = getattr(self, fld)
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"model.{fld} must be a list, got {value!r}")
+        object.__setattr__(self, "condition_on", tuple(str(v) for v in self.condition_on))
+        object.__setattr__(self, "condition_classes",
+                           tuple(int(v) for v in self.condition_classes))
+        conditional = facts(self.name).needs_labels
+        if conditional and not self.condition_on:
+            raise ConfigError(
+                f"model {self.name!r} is conditional: set model.condition_on to the dataset "
+                "factors it is given, e.g. [shape, scale]"
+            )
+        if not conditional and self.condition_on:
+            raise ConfigError(
+                f"model.condition_on={list(self.condition_on)}: {self.name!r} takes no labels; "
+                "use a conditional model (cvae, ifcvae) or drop condition_on"
+            )
+        if len(set(self.condition_on)) != len(self.condition_on):
+            raise ConfigError(f"model.condition_on lists a factor twice: {list(self.condition_on)}")
+        if self.condition_classes and (
+            len(self.condition_classes) != len(self.condition_on)
+            or min(self.condition_classes) < 1
+        ):
+            raise ConfigError(
+                "model.condition_classes must give a class count >= 1 for each of "
+                f"{list(self.condition_on)}, got {list(self.condition_classes)}"
+            )
+        for fld in ("ifc_w_le", "ifc_w_aux"):
+            value = getattr(self, fld)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ConfigError(f"model.{fld} must be >= 0 and finite, got {value}")
+        if not (self.ifc_lr > 0 and math.isfinite(self.ifc_lr)):
+            raise ConfigError(f"model.ifc_lr must be > 0, got {self.ifc_lr}")
 
     def _check_lie(self) -> None:
         if len(self.subgroup_sizes) != 1 or len(self.subspace_sizes) != 1:

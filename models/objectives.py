@@ -29,7 +29,7 @@ __all__ = [
     "LossInputs", "Objective", "Reconstruction", "KLTerm", "EFRegulariser", "BetaTC",
     "LieGroupLoss", "gaussian_kl", "log_normal", "betatc_terms", "log_importance_weights",
     "model_kl", "capacity_target", "CapacityTerm", "dip_covariance", "dip_penalty", "DipTerm",
-    "mmd", "MMDTerm", "FactorTC",
+    "mmd", "MMDTerm", "FactorTC", "label_cross_entropy", "IFCTerm",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -51,6 +51,8 @@ class LossInputs:
         lie_basis: Lie algebra basis (d, m, m), or None.
         step: the training step (optimizer steps done before this forward), for objectives that
             depend on training progress.
+        labels: int64 (B, F_c) classes of the conditioned factors (conditional models), or None.
+        label_logits: the IFCVAE label encoder's logits (B, sum of class counts), or None.
     """
 
     x: Tensor
@@ -65,6 +67,8 @@ class LossInputs:
     group_d: Tensor | None = None
     lie_basis: Tensor | None = None
     step: int = 0
+    labels: Tensor | None = None
+    label_logits: Tensor | None = None
 
 
 @dataclass
@@ -389,3 +393,45 @@ class FactorTC(Objective):
         params = {n: p.detach() for n, p in self.discriminator.named_parameters()}
         logits = torch.func.functional_call(self.discriminator, params, (inp.z,))  # (B, 2)
         return {"factor_tc": (logits[:, 0] - logits[:, 1]).mean()}
+
+
+def label_cross_entropy(logits: Tensor, labels: Tensor, sizes: tuple[int, ...]) -> Tensor:
+    """Cross entropy of the classes `labels` (B, F_c) under `logits` (B, sum(sizes)), one
+    softmax per factor: summed over the factors, averaged over the batch."""
+    total = logits.new_zeros(())
+    for f, chunk in enumerate(torch.split(logits, list(sizes), dim=1)):
+        total = total + F.cross_entropy(chunk, labels[:, f])
+    return total
+
+
+@dataclass
+class IFCTerm(Objective):
+    """IFCVAE (Creswell et al., as disentanglement-pytorch's `ifcvae`): 'ifc_le' = the label
+    encoder's cross entropy of the true classes on x, 'ifc_le_recon' = the same on the
+    reconstruction (both weight w_le; the decoder reads the label encoder's softmax detached, so
+    the first trains the label encoder alone), 'ifc_aux' = minus the auxiliary classifier's cross
+    entropy of the classes from the pre-IPE z (weight w_aux): the encoder is trained to make z
+    useless to it. The auxiliary is applied with detached parameters; its own optimizer trains it
+    on the plus sign (`models._adversary.aux_classifier_loss`)."""
+
+    w_le: float = 1.0
+    w_aux: float = 1.0
+    sizes: tuple[int, ...] = ()
+    label_encoder: torch.nn.Module | None = None
+    auxiliary: torch.nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        self.weights = {"ifc_le": self.w_le, "ifc_le_recon": self.w_le, "ifc_aux": self.w_aux}
+
+    def __call__(self, inp: LossInputs) -> dict[str, Tensor]:
+        if (self.auxiliary is None or self.label_encoder is None or inp.labels is None
+                or inp.label_logits is None):
+            raise RuntimeError("IFCTerm needs the label encoder, the auxiliary and the labels")
+        params = {n: p.detach() for n, p in self.auxiliary.named_parameters()}
+        aux_logits = torch.func.functional_call(self.auxiliary, params, (inp.z,))
+        recon_logits = self.label_encoder(inp.recon).float()
+        return {
+            "ifc_le": label_cross_entropy(inp.label_logits.float(), inp.labels, self.sizes),
+            "ifc_le_recon": label_cross_entropy(recon_logits, inp.labels, self.sizes),
+            "ifc_aux": -label_cross_entropy(aux_logits, inp.labels, self.sizes),
+        }

@@ -12,7 +12,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
@@ -20,6 +20,7 @@ from models import ModelConfig, dataset_defaults, strict_yaml
 from models.errors import ConfigError
 from models.strict import check_keys, from_dict, nearest, to_dict
 from tune.data import DATASETS  # the one list of dataset names
+from tune.data._info import info_for
 
 SECTIONS = ("model", "data", "train", "eval", "seed")
 # Keys an exported best config carries besides the run config; `train --config` ignores them.
@@ -161,6 +162,9 @@ class RunConfig:
             model_d.setdefault(key, value)
         model_d.setdefault("name", "mipet_vae")
         model_cfg = ModelConfig.from_dict(model_d)
+        if model_cfg.condition_on:
+            check_condition_on(model_cfg.condition_on, info_for(data_cfg.name).factor_names,
+                               data_cfg.name)
         seed = data.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
@@ -206,6 +210,18 @@ class RunConfig:
 
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def check_condition_on(condition_on: Sequence[str], factor_names: Sequence[str],
+                       dataset: str) -> None:
+    """Refuse a conditioned factor that the dataset does not have, listing its factors; at
+    config time against the dataset's factor table, at run start against the opened data."""
+    unknown = [n for n in condition_on if n not in factor_names]
+    if unknown:
+        raise ConfigError(
+            f"model.condition_on: {', '.join(map(repr, unknown))} is not a factor of dataset "
+            f"{dataset!r}; its factors are {', '.join(factor_names)}"
+        )
 
 
 # ---- "/"-paths ---------------------------------------------------------------------------

@@ -212,12 +212,14 @@ class GroundTruthData:
     # --- training ----------------------------------------------------------------------------
     def loader(
         self, batch_size: int, seed: int | np.random.SeedSequence, device: str = "cpu",
-        drop_last: bool = False,
+        drop_last: bool = False, labels: list[int] | None = None,
     ) -> BatchLoader:
-        """An endless iterator of float32 (B, C, H, W) torch batches in a seeded order."""
+        """An endless iterator of float32 (B, C, H, W) torch batches in a seeded order (with
+        the classes of the factor columns `labels`, for a conditional model)."""
         from tune.data._loader import BatchLoader
 
-        return BatchLoader(self, batch_size, seed, device=device, drop_last=drop_last)
+        return BatchLoader(self, batch_size, seed, device=device, drop_last=drop_last,
+                           labels=labels)
 
 
 def _rebuild(info: DatasetInfo, store: Any, checksum: str, source: str | None,

@@ -29,11 +29,14 @@ class BatchLoader:
         seed: the run's data-order seed (an int or a SeedSequence).
         device: torch device for the batches.
         drop_last: skip the last, smaller batch of each epoch.
+        labels: factor columns whose classes come with each batch (a conditional model's
+            `condition_on`): batches are then (images, int64 (B, len(labels)) classes). None:
+            images alone (every unconditional model).
     """
 
     def __init__(self, data: GroundTruthData, batch_size: int,
                  seed: int | np.random.SeedSequence, *, device: str = "cpu",
-                 drop_last: bool = False) -> None:
+                 drop_last: bool = False, labels: list[int] | None = None) -> None:
         if int(batch_size) < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         if drop_last and batch_size > len(data):
@@ -45,6 +48,7 @@ class BatchLoader:
         self.data = data
         self.batch_size = int(batch_size)
         self.drop_last = drop_last
+        self.labels = None if labels is None else [int(c) for c in labels]
         self.device = torch.device(device)
         self._seed = seed if isinstance(seed, np.random.SeedSequence) else \
             np.random.SeedSequence(int(seed))
@@ -85,8 +89,16 @@ class BatchLoader:
         self.position += len(idx)
         return idx
 
-    def __next__(self) -> torch.Tensor:
-        images = self.data.images_at(self.next_indices())  # uint8 (B, H, W, C)
+    def __next__(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        idx = self.next_indices()
+        out = self._images(idx)
+        if self.labels is None:
+            return out
+        classes = self._torch.from_numpy(self.data.factors_of(idx)[:, self.labels])
+        return out, classes.to(out.device)
+
+    def _images(self, idx: np.ndarray) -> torch.Tensor:
+        images = self.data.images_at(idx)  # uint8 (B, H, W, C)
         torch = self._torch
         batch = torch.from_numpy(images).permute(0, 3, 1, 2)  # (B, C, H, W) view
         if self._pin:

@@ -51,21 +51,31 @@ def measure(cfg: RunConfig, *, steps: int = MEASURE_STEPS) -> tuple[float, str]:
 
     import torch
 
-    from models import DATASET_DEFAULTS, build_model
+    from models import build_model
+    from models.config import DATASET_DEFAULTS
     from tune.train.loop import build_optimizer, pick_device
 
     device = pick_device(cfg.train.device if cfg.train.device != "auto" else "auto")
     size = DATASET_DEFAULTS[cfg.data.name]["dataset_size"]
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(cfg.model, dataset_size=size)).to(device)
-    optimizer = build_optimizer(cfg, model)
+    mcfg = dataclasses.replace(cfg.model, dataset_size=size)
     x = torch.rand(cfg.train.batch_size, cfg.model.image_channels, 64, 64, device=device)
+    extra: dict[str, Any] = {}
+    if mcfg.condition_on:  # a conditional model: class counts from the factor table
+        from tune.data._info import info_for
+
+        info = info_for(cfg.data.name)
+        sizes = [info.factor_sizes[info.factor_names.index(n)] for n in mcfg.condition_on]
+        mcfg = mcfg.replace(condition_classes=sizes)
+        extra["labels"] = torch.stack([torch.randint(0, k, (len(x),)) for k in sizes], 1).to(device)
+    model = build_model(mcfg).to(device)
+    optimizer = build_optimizer(cfg, model)
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
                 if cfg.train.precision == "bf16" else nullcontext())
 
     def step() -> None:
         with autocast:
-            loss = model(x).loss
+            loss = model(x, **extra).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -78,7 +78,7 @@ def traversal_values(model: torch.nn.Module, data: Any, mu: torch.Tensor, steps:
     else:
         rng = np.random.RandomState((seed + 1) % (2**32))
         idx = np.sort(rng.choice(len(data), size=min(N_DATA_RANGE, len(data)), replace=False))
-        codes, _ = model.encode(_batch(data, idx, mu.device))
+        codes, _ = model.encode(_batch(data, idx, mu.device), _labels(model, data, idx, mu.device))
         lo, hi = codes.min(0).values.cpu(), codes.max(0).values.cpu()
     t = torch.linspace(0.0, 1.0, steps).unsqueeze(1)
     return (lo + (hi - lo) * t).to(mu.device)
@@ -89,17 +89,39 @@ def _batch(data: Any, idx: np.ndarray, device: torch.device) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).to(device)
 
 
-def _traverse(model: torch.nn.Module, mu: torch.Tensor, values: torch.Tensor) -> np.ndarray:
-    """Decoded traversals (n images, d latents, steps, H, W, C) of the codes `mu` (n, d).
+def _labels(model: torch.nn.Module, data: Any, idx: np.ndarray,
+            device: torch.device) -> torch.Tensor | None:
+    """The true classes of a conditional model's `condition_on` factors of rows `idx`."""
+    if not getattr(model, "needs_labels", False):
+        return None
+    from tune.train.conditional import condition_columns, labels_at
 
-    Conditional models (zoo's cvae) traverse their condition here too, as extra rows."""
+    return torch.from_numpy(labels_at(data, condition_columns(model.cfg, data), idx)).to(device)
+
+
+def _traverse(model: torch.nn.Module, mu: torch.Tensor, values: torch.Tensor,
+              labels: torch.Tensor | None = None) -> np.ndarray:
+    """Decoded traversals (n images, rows, steps, H, W, C) of the codes `mu` (n, d): one row per
+    latent; a conditional model (given each image's classes `labels` (n, F_c)) has one more row
+    per conditioned factor, moving its class from the first to the last at fixed z."""
     n, d = mu.shape
     steps = values.shape[0]
     codes = mu[:, None, None, :].repeat(1, d, steps, 1)  # (n, d, steps, d)
     for j in range(d):
         codes[:, j, :, j] = values[:, j]
-    out = model.decode(codes.reshape(-1, d)).float().clamp(0, 1).permute(0, 2, 3, 1)
-    return out.cpu().numpy().reshape(n, d, steps, *out.shape[1:])
+    rows = d
+    if labels is not None:
+        sizes = model.condition_sizes
+        cond = labels[:, None, None, :].repeat(1, d + len(sizes), steps, 1)  # (n, rows, steps, F)
+        for f, size in enumerate(sizes):
+            moved = torch.linspace(0, size - 1, steps, device=labels.device).round().long()
+            cond[:, d + f, :, f] = moved
+        codes = torch.cat([codes, mu[:, None, None, :].repeat(1, len(sizes), steps, 1)], dim=1)
+        rows = d + len(sizes)
+        labels = cond.reshape(-1, len(sizes))
+    out = model.decode(codes.reshape(-1, d), *([] if labels is None else [labels]))
+    out = out.float().clamp(0, 1).permute(0, 2, 3, 1)
+    return out.cpu().numpy().reshape(n, rows, steps, *out.shape[1:])
 
 
 def save_png(path: Path, image: np.ndarray) -> Path:
@@ -141,14 +163,16 @@ def write_images(model: torch.nn.Module, data: Any, folder: Path, *, device: tor
     try:
         names, idx = reference_images(data, seed)
         x = _batch(data, idx, device)
-        mu, _ = model.encode(x)
-        recon = model.decode(mu).float().clamp(0, 1)
+        labels = _labels(model, data, idx, device)
+        extra = [] if labels is None else [labels]
+        mu, _ = model.encode(x, *extra)
+        recon = model.decode(mu, *extra).float().clamp(0, 1)
         pair = torch.cat([x, recon]).permute(0, 2, 3, 1).cpu().numpy()
         pics = Pictures()
         folder = Path(folder)
         pics.images["reconstruction"] = grid(pair, 2, len(names))
         values = traversal_values(model, data, mu, steps, range_=range_, seed=seed)
-        tiles = _traverse(model, mu, values)  # (n, d, steps, H, W, C)
+        tiles = _traverse(model, mu, values, labels)  # (n, rows, steps, H, W, C)
         n, d = tiles.shape[:2]
         for i, name in enumerate(names):
             pics.images[f"traversal_{name}"] = grid(tiles[i].reshape(-1, *tiles.shape[3:]), d,

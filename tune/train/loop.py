@@ -33,6 +33,9 @@ import torch
 from models import ModelConfig, build_model, param_groups
 from models.errors import ConfigError, NonFiniteLossError
 from tune.config.run import RunConfig
+from tune.train.conditional import (
+    FreeFactors, condition_columns, labels_at, with_condition_classes,
+)
 from tune.train.scheduling import LRStepper, WeightSchedules
 
 log = logging.getLogger(__name__)
@@ -113,15 +116,16 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module) -> torch.optim.Optim
 
 
 def model_config_for(cfg: RunConfig, data: Any) -> ModelConfig:
-    """The model config with the dataset's size (the N of the beta-TC estimator) filled in, after
-    checking that the model's input channels fit the data."""
+    """The model config with the dataset's size (the N of the beta-TC estimator) and, for a
+    conditional model, the class counts of its `condition_on` factors filled in, after checking
+    that the model's input channels and conditioned factors fit the data."""
     channels = int(data.observation_shape[-1])
     if cfg.model.image_channels != channels:
         raise ConfigError(
             f"model.image_channels={cfg.model.image_channels} but dataset {cfg.data.name!r} has "
             f"{channels} channel(s); leave model.image_channels out to take the dataset's"
         )
-    return dataclasses.replace(cfg.model, dataset_size=len(data))
+    return with_condition_classes(dataclasses.replace(cfg.model, dataset_size=len(data)), data)
 
 
 def load_data(cfg: RunConfig) -> Any:
@@ -189,7 +193,7 @@ class Encoder:
         self.images = 0
 
     @torch.no_grad()
-    def __call__(self, images: np.ndarray):
+    def __call__(self, images: np.ndarray, labels: np.ndarray | None = None):
         was_training = self.model.training
         self.model.eval()
         mus, logvars = [], []
@@ -198,7 +202,11 @@ class Encoder:
                 chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size]))
                 x = chunk.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
                 x = x.float() / 255.0 if chunk.dtype == torch.uint8 else x.float()
-                mu, logvar = self.model.encode(x)
+                if labels is None:
+                    mu, logvar = self.model.encode(x)
+                else:  # a conditional model's encoder is given the true classes
+                    y = torch.from_numpy(labels[start:start + self.batch_size]).to(self.device)
+                    mu, logvar = self.model.encode(x, y)
                 mus.append(mu.float().cpu().numpy())
                 logvars.append(logvar.float().cpu().numpy())
         finally:
@@ -225,8 +233,19 @@ def evaluate_model(model, data, cfg: RunConfig, device: torch.device, *, protoco
     sample = cfg.eval.representation == "sample" or protocol == "mipet"
     encoder = Encoder(model, device, with_logvar=sample)
     names = list(metrics) if metrics else None
+    columns = condition_columns(model.cfg, data) if getattr(model, "needs_labels", False) else None
+    if columns is not None:
+        # Only the factors the model is not given are scored; its encoder gets each row's
+        # true classes of the others (no cache: those classes are drawn by the metrics).
+        full, data = data, FreeFactors(data, columns)
+        given = encoder
+
+        def encoder(rows: np.ndarray):  # type: ignore[no-redef]
+            rows = np.asarray(rows).reshape(-1)
+            return given(full.images_at(rows), labels_at(full, columns, rows))
+
     try:
-        if cfg.eval.cache:
+        if cfg.eval.cache and columns is None:
             return evaluate_encoder(data, encoder, metrics=names, seed=seed, protocol=protocol,
                                     sample=sample)
         noise = np.random.default_rng([seed, 1])
@@ -384,7 +403,9 @@ class Run:
         mcfg = model_config_for(cfg, data)
         torch.manual_seed(seeds[0])
         model = build_model(mcfg).to(device)
-        loader = data.loader(cfg.train.batch_size, seed=seeds[1], device=str(device))
+        columns = condition_columns(mcfg, data)  # a conditional model's batches carry classes
+        loader = data.loader(cfg.train.batch_size, seed=seeds[1], device=str(device),
+                             **({} if columns is None else {"labels": columns}))
         return cls(cfg, data=data, device=device, model=model, loader=loader, seeds=seeds, t0=t0,
                    **kwargs)
 
@@ -431,13 +452,18 @@ class Run:
             if due_report or due_ckpt or due_eval:
                 self.interval(evaluate=due_eval, checkpoint=due_ckpt and self.step < t.steps)
 
-    def train_step(self, x: torch.Tensor) -> None:
-        """One optimizer step on the batch `x` at step `self.step` (then counted): the scheduled
-        loss weights of this step, forward, backward, the optimizer and lr scheduler steps."""
+    def train_step(self, batch: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> None:
+        """One optimizer step on the batch (images `x`, or `(x, classes)` for a conditional
+        model) at step `self.step` (then counted): the scheduled loss weights of this step,
+        forward, backward, the optimizer and lr scheduler steps."""
+        x, labels = batch if isinstance(batch, tuple) else (batch, None)
         if self.schedules:
             self.model.set_loss_weights(self.schedules.values(self.step))
         with self.autocast:
-            out = self.model(x, step=self.step)
+            if labels is None:
+                out = self.model(x, step=self.step)
+            else:
+                out = self.model(x, step=self.step, labels=labels)
         loss = out.loss
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
