@@ -82,9 +82,9 @@ def floor_configs(configs: Iterable[RunConfig]) -> list[RunConfig]:
     return list(seen.values())
 
 
-def floor_table(configs: Iterable[RunConfig], *, seeds: int = FLOOR_SEEDS):
+def floor_table(configs: Iterable[RunConfig], *, seeds: int | None = None):
     """The floor rows (see `analysis.floor`) of each (model, dataset) pair in `configs`, at the
-    pair's first seed and the `seeds - 1` after it.
+    pair's first seed and the `seeds - 1` after it (`FLOOR_SEEDS` unless given).
 
     Models whose encoders start identical (the same probe codes: the baselines and their MIPET
     versions share the encoder and its init stream) are evaluated once and their rows copied.
@@ -93,6 +93,7 @@ def floor_table(configs: Iterable[RunConfig], *, seeds: int = FLOOR_SEEDS):
 
     from analysis.floor import floor_rows
 
+    seeds = FLOOR_SEEDS if seeds is None else seeds
     rows = []
     datasets: dict[tuple, Any] = {}
     done: dict[tuple, dict[str, float]] = {}
