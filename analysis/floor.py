@@ -172,17 +172,23 @@ def floor_verdicts(df: pd.DataFrame, floor: pd.DataFrame | None,
         fs = out.get(f"{m}/std/floorsum") if summary is not None else None
         f = f if f is not None else pd.Series(np.nan, index=out.index)
         fs = fs if fs is not None else pd.Series(np.nan, index=out.index)
-        mode = direction(m)
-        out[f"{m}/floor"] = f.astype(float)
-        out[f"{m}/floor_std"] = fs.astype(float)
-        out[f"{m}/margin"] = [margin(v, fl, mode=mode)
-                              for v, fl in zip(out[f"{m}/mean"], out[f"{m}/floor"])]
-        out[f"{m}/above_floor"] = [
-            clearly_above(v, fl, spread=s, floor_spread=sf, mode=mode)
-            for v, s, fl, sf in zip(out[f"{m}/mean"], out[f"{m}/std"], out[f"{m}/floor"],
-                                    out[f"{m}/floor_std"])]
+        _verdict_columns(out, m, f.astype(float), fs.astype(float))
     return out.drop(columns=[c for c in out.columns if c.endswith("/floorsum")] +
                     (["n_floor_seeds"] if "n_floor_seeds" in out.columns else []))
+
+
+def _verdict_columns(table: pd.DataFrame, m: str, floor: Any, floor_std: Any) -> None:
+    """Add `<m>/floor`, `/floor_std`, `/margin` and `/above_floor` to `table`, which has
+    `<m>/mean` and `<m>/std` per configuration (the rule of `clearly_above`)."""
+    mode = direction(m)
+    table[f"{m}/floor"] = floor
+    table[f"{m}/floor_std"] = floor_std
+    table[f"{m}/margin"] = [margin(v, fl, mode=mode)
+                            for v, fl in zip(table[f"{m}/mean"], table[f"{m}/floor"])]
+    table[f"{m}/above_floor"] = [
+        clearly_above(v, fl, spread=s, floor_spread=sf, mode=mode)
+        for v, s, fl, sf in zip(table[f"{m}/mean"], table[f"{m}/std"], table[f"{m}/floor"],
+                                table[f"{m}/floor_std"])]
 
 
 def _zero_if_nan(x: float) -> float:
@@ -290,17 +296,9 @@ def add_floor_columns(table: pd.DataFrame, used: pd.DataFrame, floor: pd.DataFra
     here = own.loc[table["config_id"]].reset_index(drop=True)
     matched = here.merge(summary, on=keys, how="left")
     for m in metrics:
-        mode = direction(m)
         f = matched.get(f"{m}/mean", pd.Series(np.nan, index=matched.index)).astype(float)
         fs = matched.get(f"{m}/std", pd.Series(np.nan, index=matched.index)).astype(float)
-        table[f"{m}/floor"] = f.to_numpy()
-        table[f"{m}/floor_std"] = fs.to_numpy()
-        table[f"{m}/margin"] = [margin(v, fl, mode=mode)
-                                for v, fl in zip(table[f"{m}/mean"], table[f"{m}/floor"])]
-        table[f"{m}/above_floor"] = [
-            clearly_above(v, fl, spread=s, floor_spread=sf, mode=mode)
-            for v, s, fl, sf in zip(table[f"{m}/mean"], table[f"{m}/std"], table[f"{m}/floor"],
-                                    table[f"{m}/floor_std"])]
+        _verdict_columns(table, m, f.to_numpy(), fs.to_numpy())
     met = summary.merge(here.drop_duplicates(), on=keys, how="inner")
     cols = keys + [f"{m}/{s}" for m in metrics for s in ("mean", "std", "n")
                    if f"{m}/{s}" in met.columns]
