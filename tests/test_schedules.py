@@ -102,6 +102,34 @@ def test_schedule_fields_are_config_paths() -> None:
     assert RunConfig.from_dict(cfg.to_dict()) == cfg
 
 
+def _plateau_lrs(monitor: str) -> list[float]:
+    """The lr after each of 6 windows of a ReduceLROnPlateau (patience 0) watching `monitor`,
+    fed a loss that rises (a beta ramp) while its reconstruction term falls."""
+    import torch
+
+    from tune.train.scheduling import LRStepper
+
+    plateau = {"name": "ReduceLROnPlateau", "factor": 0.5, "patience": 0, "window": 2,
+               "monitor": monitor}
+    cfg = RunConfig.from_dict(tiny_run_dict(model={"name": "beta_vae", "num_ipe": 0},
+                                            train={"lr_scheduler": plateau}))
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    stepper = LRStepper(cfg, optimizer, lambda step: 1.0)
+    lrs = []
+    for step in range(12):
+        stepper.step(torch.tensor(100.0 + step), {"rec": torch.tensor(90.0 - step)})
+        if step % 2 == 1:
+            lrs.append(stepper.lr)
+    return lrs
+
+
+def test_plateau_watches_the_loss_or_the_reconstruction() -> None:
+    assert RunConfig.from_dict(tiny_run_dict(train={"lr_scheduler": {
+        "name": "ReduceLROnPlateau"}})).train.lr_scheduler["monitor"] == "loss"
+    assert _plateau_lrs("loss") == [1.0, 0.5, 0.25, 0.125, 0.0625, 0.03125]  # rising: cut
+    assert _plateau_lrs("rec") == [1.0] * 6  # falling reconstruction: kept
+
+
 @pytest.mark.parametrize("train, message", [
     ({"schedules": {"model/betaa": {"kind": "constant", "start": 1}}},
      "'model/betaa' is not a loss weight of model 'beta_vae'; did you mean 'model/beta'"),
@@ -121,6 +149,10 @@ def test_schedule_fields_are_config_paths() -> None:
     ({"lr_scheduler": {"name": "StepLR", "step_size": 2, "gama": 0.5}},
      "StepLR has no argument 'gama'; its arguments are step_size, gamma, window"),
     ({"lr_scheduler": {"name": "StepLR"}}, "StepLR() is refused by torch"),
+    ({"lr_scheduler": {"name": "ReduceLROnPlateau", "monitor": "kld"}},
+     "monitor must be one of loss, rec, got 'kld'"),
+    ({"lr_scheduler": {"name": "StepLR", "step_size": 2, "monitor": "rec"}},
+     "monitor is for ReduceLROnPlateau only"),
     ({"lr_scheduler": {"name": "ReduceLROnPlateau", "mode": "sideways"}}, "refused by torch"),
     ({"lr_scheduler": {"name": "StepLR", "step_size": 2}, "lr_schedule": "cosine"},
      "replaces train.lr_schedule"),

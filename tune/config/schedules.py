@@ -14,6 +14,10 @@ Every field of a schedule is a config path of its own, `train/schedules/<weight 
 (for example `train/schedules/model/beta/end`), so `--set` and search spaces name them like any
 other key; the nested form `{model: {beta: {...}}}` that those paths build is read as `model/beta`.
 
+The lr scheduler is stepped once per `window` optimizer steps; ReduceLROnPlateau is given the
+mean over those steps of its `monitor`: `loss` (the default, the objective) or `rec` (the
+reconstruction term, which weight schedules do not raise).
+
 Kinds (`v(t)` at step t; `p` = progress `clip((t - warmup) / steps, 0, 1)`; before `warmup` every
 kind but `constant` holds `start`):
     constant: `start`.
@@ -199,6 +203,10 @@ LR_SCHEDULERS = (
     "LinearLR", "MultiStepLR", "OneCycleLR", "PolynomialLR", "ReduceLROnPlateau", "StepLR",
 )
 _NOT_ARGS = ("optimizer", "last_epoch", "scale_fn", "verbose")
+# What ReduceLROnPlateau watches: the objective (`loss`, the library's "epoch objective"), or
+# the reconstruction term alone (`rec`), which weight schedules leave alone: a β or capacity
+# ramp raises the objective while the model improves, and would read as a plateau.
+MONITORS = ("loss", "rec")
 
 
 def _lr_arguments(name: str) -> list[str]:
@@ -226,18 +234,28 @@ def normalise_lr_scheduler(raw: Any) -> dict[str, Any] | None:
     window = _number(spec.pop("window", 1), "train.lr_scheduler/window", integer=True)
     if window < 1:
         raise ConfigError(f"train.lr_scheduler/window must be >= 1, got {window}")
+    monitor = spec.pop("monitor", None)
+    if monitor is not None and name != "ReduceLROnPlateau":
+        raise ConfigError(f"train.lr_scheduler/monitor is for ReduceLROnPlateau only; {name} "
+                          f"does not watch a loss")
+    if monitor is not None and monitor not in MONITORS:
+        raise ConfigError(f"train.lr_scheduler/monitor must be one of {', '.join(MONITORS)}, "
+                          f"got {monitor!r}")
     spec.pop("name")
     valid = _lr_arguments(name)
+    ours = ["window", "monitor"] if name == "ReduceLROnPlateau" else ["window"]
     for key in spec:
         if key not in valid:
             raise ConfigError(f"train.lr_scheduler: {name} has no argument {key!r}; its "
-                              f"arguments are {', '.join(valid + ['window'])}")
+                              f"arguments are {', '.join(valid + ours)}")
     try:
         build_torch_lr_scheduler(name, spec)
     except (TypeError, ValueError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"train.lr_scheduler: {name}({_shown(spec)}) is refused by torch: "
                           f"{first}") from None
+    if name == "ReduceLROnPlateau":
+        return {"name": name, "window": window, "monitor": monitor or "loss", **spec}
     return {"name": name, "window": window, **spec}
 
 
@@ -258,5 +276,6 @@ def _shown(spec: Mapping[str, Any]) -> str:
 def lr_scheduler_paths() -> list[str]:
     """Every "/"-path of `train/lr_scheduler` (name, window and every scheduler's arguments)."""
     args = sorted({a for name in LR_SCHEDULERS for a in _lr_arguments(name)})
-    return ["train/lr_scheduler/name", "train/lr_scheduler/window"] + [
+    return ["train/lr_scheduler/name", "train/lr_scheduler/window",
+            "train/lr_scheduler/monitor"] + [
         f"train/lr_scheduler/{a}" for a in args]

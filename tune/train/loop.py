@@ -471,7 +471,7 @@ class Run:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
         self.optimizer.step()
         out.terms.update(self.adversaries.step(out))  # after the main step, on its detached z
-        self.scheduler.step(loss)
+        self.scheduler.step(loss, out.terms)
         self.step += 1
         terms = out.terms if "loss" in out.terms else {**out.terms, "loss": loss}
         self.window.add(terms, x.shape[0])

@@ -39,8 +39,8 @@ class LRStepper:
 
     Without `train.lr_scheduler`: a LambdaLR of `lr_factor` (constant, linear or cosine decay,
     warm-up), stepped every step. With it: the named torch scheduler, stepped once per `window`
-    optimizer steps; ReduceLROnPlateau is given the mean loss of those steps (the library's
-    "epoch objective").
+    optimizer steps; ReduceLROnPlateau is given the mean of its `monitor` over those steps: the
+    loss (the library's "epoch objective") or the reconstruction term.
     """
 
     def __init__(self, cfg: RunConfig, optimizer: torch.optim.Optimizer,
@@ -48,20 +48,23 @@ class LRStepper:
         self.optimizer = optimizer
         spec = cfg.train.lr_scheduler
         if spec is None:
-            self.window, self.plateau = 1, False
+            self.window, self.plateau, self.monitor = 1, False, "loss"
             self.scheduler: Any = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
         else:
-            args = {k: v for k, v in spec.items() if k not in ("name", "window")}
+            args = {k: v for k, v in spec.items() if k not in ("name", "window", "monitor")}
             self.window = int(spec["window"])
             self.plateau = spec["name"] == "ReduceLROnPlateau"
+            self.monitor = spec.get("monitor", "loss")
             self.scheduler = build_torch_lr_scheduler(spec["name"], args, optimizer)
         self.loss_sum: torch.Tensor | None = None
         self.count = 0
 
-    def step(self, loss: torch.Tensor) -> None:
-        """After one optimizer step with this (scalar) loss."""
+    def step(self, loss: torch.Tensor, terms: dict[str, torch.Tensor] | None = None) -> None:
+        """After one optimizer step with this (scalar) loss and the step's loss terms (for
+        `monitor: rec`)."""
         if self.plateau:
-            v = loss.detach().float()
+            watched = loss if self.monitor == "loss" else (terms or {})[self.monitor]
+            v = watched.detach().float()
             self.loss_sum = v if self.loss_sum is None else self.loss_sum + v
         self.count += 1
         if self.count < self.window:
