@@ -92,6 +92,29 @@ def test_scheduled_weights_are_logged_and_used(dsprites) -> None:
     assert reports[0]["train/loss"] < plain[0]["train/loss"]
 
 
+def test_a_capacity_run_logs_and_uses_its_schedules(dsprites) -> None:
+    # capacity_gamma 0 for the first window (4 steps), then 100; C = capacity_max(step), a
+    # linear ramp 0 -> 8 over 8 steps (capacity_steps 1: C is capacity_max from step 1 on)
+    cfg = RunConfig.from_dict(tiny_run_dict(
+        model={"name": "annealed_vae", "num_ipe": 0, "capacity_steps": 1},
+        train={"steps": 8, "report_every": 4, "checkpoint_every": 8, "schedules": {
+            "model/capacity_gamma": {"kind": "linear", "start": 0.0, "end": 100.0, "steps": 1,
+                                     "warmup": 3},
+            "model/capacity_max": {"kind": "linear", "start": 0.0, "end": 8.0, "steps": 8}}}))
+    reports = []
+    run_training(cfg, data=dsprites, report=lambda m, ck: reports.append(m))
+    first, second = reports
+    assert first["schedule/model/capacity_gamma"] == 0.0  # step 3, still warming up
+    assert second["schedule/model/capacity_gamma"] == 100.0  # from step 4 on
+    assert second["schedule/model/capacity_max"] == pytest.approx(7.0)
+    # gamma 0: the objective is the reconstruction alone; then the capacity term counts
+    assert first["train/loss"] == pytest.approx(first["train/rec"], rel=1e-6)
+    assert second["train/loss"] > second["train/rec"] + 1.0
+    # C of each step is the scheduled capacity_max: mean of 0, 1, 2, 3 and of 4, 5, 6, 7
+    assert first["train/capacity_c"] == pytest.approx(1.5)
+    assert second["train/capacity_c"] == pytest.approx(5.5)
+
+
 def test_schedule_fields_are_config_paths() -> None:
     d = apply_overrides(_scheduled(), ["train/schedules/model/beta/end=8",
                                        "train/lr_scheduler/factor=0.25"])
