@@ -437,8 +437,8 @@ def test_yaml_round_trip(name: str, tmp_path: Path) -> None:
 def test_a_python_module_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_spaces_mod.py").write_text(
         textwrap.dedent("""
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, """
-                        """IntDistribution
+        from optuna.distributions import (
+            CategoricalDistribution, FloatDistribution, IntDistribution)
         from search_spaces import SearchSpace
 
         BETA_SPACE = {
