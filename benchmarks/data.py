@@ -138,7 +138,8 @@ def main() -> None:
         anon_pss = sum(r.get("Pss_Anon", 0) for r in rolls)
         print(f"5. four processes holding every page of the {summary['bytes'] / 2**20:.0f} MiB "
               f"cache: PSS {pss / 2**20:.0f} MiB in total (file-backed {file_pss / 2**20:.0f} "
-              f"MiB, anonymous {anon_pss / 2**20:.0f} MiB: interpreters and libraries), RSS {rss / 2**20:.0f} MiB in total; per process PSS "
+              f"MiB, anonymous {anon_pss / 2**20:.0f} MiB: interpreters and libraries), "
+              f"RSS {rss / 2**20:.0f} MiB in total; per process PSS "
               + ", ".join(f"{r['Pss'] / 2**20:.0f}" for r in rolls) + " MiB")
 
         parts = []

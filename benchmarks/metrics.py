@@ -52,7 +52,8 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
 def synthetic_reps(
     data: SyntheticData,
 ) -> dict[str, Callable[[], Callable[[np.ndarray], np.ndarray]]]:
-    """Factories of three 10-latent codes (a fresh factory draws the same noise again) of the 4-factor synthetic data.
+    """Factories of three 10-latent codes (a fresh factory draws the same noise again) of the
+    4-factor synthetic data.
 
     "discrete": 4 factor latents + 6 latents that are functions of the image (the data set has
     only 1,440 images, so every latent takes at most 1,440 values); "mixed": 4 factor latents
@@ -149,7 +150,8 @@ def bench_model(args: argparse.Namespace) -> None:
     cfg = models.ModelConfig.from_dict({"name": "beta_vae", **models.dataset_defaults("dsprites")})
     model = models.build_model(cfg).eval()
     probe = np.arange(8)
-    scale = float(np.max(data.observations_at(probe))) / max(float(np.max(data.images_at(probe))), 1)
+    scale = (float(np.max(data.observations_at(probe)))
+             / max(float(np.max(data.images_at(probe))), 1))
 
     def encode(images: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(images))

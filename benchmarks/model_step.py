@@ -139,7 +139,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="rounds; the best round counts")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--modes", nargs="+", default=["fp32"], choices=["fp32", "nchw", "tf32", "bf16"])
+    p.add_argument("--modes", nargs="+", default=["fp32"],
+                   choices=["fp32", "nchw", "tf32", "bf16"])
     p.add_argument(
         "--clock", choices=["wall", "cpu"], default="wall",
         help="cpu: rates per CPU-second of this process (per core; robust when the machine is "

@@ -88,7 +88,8 @@ def main() -> None:
           f"{100 * train / slots:.1f}%  (target >= 85%)")
     print(f"per-trial start-up: in-trial setup {setup:.2f} s; slot time not training "
           f"{(slots - train) / max(1, len(df)):.2f} s per trial")
-    print(f"driver memory: peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"
+    print(f"driver memory: peak RSS "
+          f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}"
           f" MiB, peak PSS {peak_pss[0]:.0f} MiB")
     print(f"sweep folder: {result.folder}")
 

@@ -38,7 +38,8 @@ _LAZY = {
 }
 
 __all__ = [
-    "MODELS", "VAE", "Adversaries", "ConfigError", "LossInputs", "MipetTuneError", "ModelConfig", "ModelOutput",
+    "MODELS", "VAE", "Adversaries", "ConfigError", "LossInputs", "MipetTuneError",
+    "ModelConfig", "ModelOutput",
     "NonFiniteLossError", "Objective", "build_model", "dataset_defaults", "load_paper_state_dict",
     "param_groups", "register_model", "to_paper_state_dict", "used_fields", "loss_weight_fields",
 ]

@@ -98,7 +98,8 @@ OBJECTIVES: dict[str, ObjectiveFacts] = {o.name: o for o in [
     ObjectiveFacts("cvae", _role(_COND, terms=["kld"]), None, "Sohn et al. 2015",
                    needs_labels=True),
     ObjectiveFacts(
-        "ifcvae", _role(_COND + _IFC, _IFC[:2], ["kld", "ifc_le", "ifc_le_recon", "ifc_aux"]), None,
+        "ifcvae",
+        _role(_COND + _IFC, _IFC[:2], ["kld", "ifc_le", "ifc_le_recon", "ifc_aux"]), None,
         "Creswell et al. 2017 (IFcVAE-GAN)", needs_labels=True,
     ),
     ObjectiveFacts(

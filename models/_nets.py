@@ -152,7 +152,7 @@ class LieDecoder(nn.Module):
         return torch.sigmoid(self.logits(g)), g
 
 
-# -- networks by name, independent of the objective -------------------------------------------------
+# -- networks by name, independent of the objective -----------------------------------------------
 
 
 class Conv64Encoder(nn.Module):

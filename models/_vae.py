@@ -12,7 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from models._adversary import (
-    Adversaries, AuxClassifier, FactorDiscriminator, aux_classifier_loss, factor_discriminator_loss,
+    Adversaries, AuxClassifier, FactorDiscriminator, aux_classifier_loss,
+    factor_discriminator_loss,
 )
 from models._facts import MODEL_FACTS, loss_weight_fields
 from models._ipe import IPEBank
@@ -325,7 +326,9 @@ class VAE(nn.Module):
                 f"{self.registry_name!r} is conditional on {list(self.cfg.condition_on)}: pass "
                 f"labels of shape {want} (their classes), got {got}"
             )
-        bad = (labels < 0) | (labels >= torch.as_tensor(self.condition_sizes, device=labels.device))
+        bad = (labels < 0) | (
+            labels >= torch.as_tensor(self.condition_sizes, device=labels.device)
+        )
         if bool(bad.any()):
             raise ValueError(f"labels out of range for class counts {list(self.condition_sizes)}")
         return labels
@@ -429,7 +432,7 @@ def build_objectives(model: VAE, cfg: ModelConfig) -> list[Objective]:
     return out
 
 
-# -- the registered models --------------------------------------------------------------------------
+# -- the registered models ------------------------------------------------------------------------
 
 
 @register_model("mipet_vae")

@@ -229,7 +229,9 @@ class ModelConfig:
         if self.dip_lambda_d is not None and not (
             self.dip_lambda_d >= 0 and math.isfinite(self.dip_lambda_d)
         ):
-            raise ConfigError(f"model.dip_lambda_d must be >= 0 (or null), got {self.dip_lambda_d}")
+            raise ConfigError(
+                f"model.dip_lambda_d must be >= 0 (or null), got {self.dip_lambda_d}"
+            )
         if self.capacity_steps < 1:
             raise ConfigError(f"model.capacity_steps must be >= 1, got {self.capacity_steps}")
         if not (self.factor_lr > 0 and math.isfinite(self.factor_lr)):
@@ -264,7 +266,9 @@ class ModelConfig:
                 "use a conditional model (cvae, ifcvae) or drop condition_on"
             )
         if len(set(self.condition_on)) != len(self.condition_on):
-            raise ConfigError(f"model.condition_on lists a factor twice: {list(self.condition_on)}")
+            raise ConfigError(
+                f"model.condition_on lists a factor twice: {list(self.condition_on)}"
+            )
         if self.condition_classes and (
             len(self.condition_classes) != len(self.condition_on)
             or min(self.condition_classes) < 1

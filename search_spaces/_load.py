@@ -1,4 +1,5 @@
-"""`load_space`: presets, YAML files and Python modules, validated against the config and models."""
+"""`load_space`: presets, YAML files and Python modules, validated against the config and
+models."""
 
 from __future__ import annotations
 

@@ -392,7 +392,8 @@ def parse_param(path: str, spec: Any, where: str) -> Param:
             if isinstance(c, float) and not math.isfinite(c):
                 raise ConfigError(f"{here}: choice {c!r} is not finite")
         if len(_unique(choices)) != len(choices):
-            dup = next(c for i, c in enumerate(choices) if any(same_value(c, d) for d in choices[:i]))
+            dup = next(c for i, c in enumerate(choices)
+                       if any(same_value(c, d) for d in choices[:i]))
             raise ConfigError(f"{here}: choice {dup!r} is listed twice")
         return Param(path, "categorical", choices=tuple(choices), when=when)
 
@@ -669,7 +670,8 @@ class SearchSpace:
                 raise ConfigError(f"{label(self.name)}: no grid: {p.path} is a continuous range")
             if size > limit:
                 raise ConfigError(
-                    f"{label(self.name)}: no grid: {p.path} alone has {size} values (limit {limit})"
+                    f"{label(self.name)}: no grid: {p.path} alone has {size} values "
+                    f"(limit {limit})"
                 )
         rows = self._rows(lambda p: p.all_values(), full=True, limit=limit)
         if rows is None:

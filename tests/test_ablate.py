@@ -34,7 +34,8 @@ def test_an_impossible_cell_fails_before_anything_runs(tmp_path: Path) -> None:
     path = tmp_path / "a.yaml"
     path.write_text(yaml.safe_dump({"variants": [{"model/name": "beta_vae"}],
                                     "grid": {"model/num_ipe": [1, 2]}}))
-    with pytest.raises(ConfigError, match=r"ablation cell \{model/name=beta_vae, model/num_ipe=1\}"):
+    with pytest.raises(ConfigError,
+                       match=r"ablation cell \{model/name=beta_vae, model/num_ipe=1\}"):
         AblationSpec.load(path).configs()
     path.write_text(yaml.safe_dump({"grid": {"model/nm_ipe": [1]}}))
     with pytest.raises(ConfigError, match="did you mean 'model/num_ipe'"):

@@ -86,7 +86,9 @@ def test_a_preset_sets_each_key_in_one_layer(name: str) -> None:
     space = read_space(spec.space)
     in_space = set(space.fixed) | {p.path for p in space.params}
     twice = sorted(set(flatten(spec.base)) & in_space)
-    assert not twice, f"preset {name!r}: {twice} set by both the sweep and its space {spec.space!r}"
+    assert not twice, (
+        f"preset {name!r}: {twice} set by both the sweep and its space {spec.space!r}"
+    )
 
 
 def test_presets_keep_their_effective_budgets() -> None:

@@ -84,7 +84,8 @@ def test_training_on_cuda_gives_finite_losses_and_metrics(precision: str) -> Non
 
 @pytest.fixture(scope="module")
 def gpu_ray():
-    """Ray with the real GPU count (the session fixture fakes 2 GPUs, which one GPU cannot back)."""
+    """Ray with the real GPU count (the session fixture fakes 2 GPUs, which one GPU cannot
+    back)."""
     _require_cuda()  # before Ray starts (this fixture is set up before the autouse one)
     from tune.sweep.driver import set_ray_env
 

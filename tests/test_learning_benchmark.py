@@ -1,4 +1,5 @@
-"""benchmarks/learning.py at a tiny budget: the product's loop, the table with its floor, the PNG."""
+"""benchmarks/learning.py at a tiny budget: the product's loop, the table with its floor, the
+PNG."""
 
 from __future__ import annotations
 

@@ -58,7 +58,9 @@ def test_dip_penalty_known_values() -> None:
     term = DipTerm("i", lambda_od=2.0)  # lambda_d defaults to 10 x lambda_od for DIP-VAE-I
     assert term.lambda_d == 20.0 and DipTerm("ii", lambda_od=2.0).lambda_d == 2.0
     assert math.isclose(float(term(inputs(tied))["dip"]), 2.0 * 2)
-    ii = DipTerm("ii", lambda_od=1.0, lambda_d=4.0)(inputs(SIGNS, torch.full((4, 2), math.log(0.5))))
+    ii = DipTerm("ii", lambda_od=1.0, lambda_d=4.0)(
+        inputs(SIGNS, torch.full((4, 2), math.log(0.5)))
+    )
     assert math.isclose(float(ii["dip"]), 4.0 * 2 * 0.25)
 
 
@@ -330,7 +332,7 @@ def test_rec_weight_default_keeps_the_paper_losses() -> None:
     assert math.isclose(ob.loss.item() - oa.loss.item(), oa.terms["rec"].item(), rel_tol=1e-5)
 
 
-# -- encoders and decoders by name ------------------------------------------------------------------
+# -- encoders and decoders by name ----------------------------------------------------------------
 
 
 def _conv64_counts(c: int, d: int) -> tuple[int, int]:

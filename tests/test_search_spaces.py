@@ -250,13 +250,15 @@ BETA_WHEN = {"model/name": ["mipet_vae", "mipet_betatcvae"]}
         (
             {"model/name": NAMES, "model/latent_dim": {"choices": [4, 10]}},
             {},
-            r"\{model/name='mipet_commutative', model/latent_dim=4\} fails: model.latent_dim must equal",
+            r"\{model/name='mipet_commutative', model/latent_dim=4\} fails: "
+            r"model.latent_dim must equal",
         ),
         ({"train/weight_decay": {"low": -1.0, "high": 0.0}}, {}, "weight_decay must be >= 0"),
         (
             {"train/steps": {"low": 100.0, "high": 200.0}},
             {},
-            r"train/steps=13\d\.\d+ \(inside the range\) fails: .*declare the range with `type: int`",
+            r"train/steps=13\d\.\d+ \(inside the range\) fails: "
+            r".*declare the range with `type: int`",
         ),
         (
             {"train/optimizer": {"choices": ["adam", "adamw"]}},
@@ -435,7 +437,8 @@ def test_yaml_round_trip(name: str, tmp_path: Path) -> None:
 def test_a_python_module_space(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "my_spaces_mod.py").write_text(
         textwrap.dedent("""
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+        from optuna.distributions import (
+            CategoricalDistribution, FloatDistribution, IntDistribution)
         from search_spaces import SearchSpace
 
         BETA_SPACE = {

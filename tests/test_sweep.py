@@ -63,14 +63,17 @@ def test_two_trial_sweep_end_to_end_with_conditional_params(ray_session, tmp_pat
         "model/hy_rec": {"low": 0.01, "high": 1.0, "log": True,
                          "when": {"model/name": "mipet_commutative"}},
     }}
-    base = {**TINY_BASE, "model": {"latent_dim": 10}, "train": {**TINY_BASE["train"], "images": True}}
-    spec = _spec(tmp_path, space=space, base=base, num_samples=4, sampler={"kind": "random", "seed": 3})
+    base = {**TINY_BASE, "model": {"latent_dim": 10},
+            "train": {**TINY_BASE["train"], "images": True}}
+    spec = _spec(tmp_path, space=space, base=base, num_samples=4,
+                 sampler={"kind": "random", "seed": 3})
     folder = run_sweep(spec, verbose=0).folder
     df = pd.read_parquet(folder / "trials.parquet")
     assert len(df) == 4 and (df["status"] == "TERMINATED").all() and not df["failed"].any()
     for col in ("trial_id", "config_id", "seed", "config/model/name", "config/model/beta",
                 "config/model/hy_rec", "config/train/steps", "config/seed", "eval/mig",
-                "eval/mig", "train/loss", "time_total_s", "node", "checkpoint_path", "artifact_dir"):
+                "eval/mig", "train/loss", "time_total_s", "node", "checkpoint_path",
+                "artifact_dir"):
         assert col in df.columns, col
     assert df["eval/mig"].between(0, 1).all()
     assert (df["config/train/steps"] == 4).all()

@@ -1,4 +1,5 @@
-"""The plain training loop (no Ray): determinism, exact resume, NaN handling, evaluation, images."""
+"""The plain training loop (no Ray): determinism, exact resume, NaN handling, evaluation,
+images."""
 
 from __future__ import annotations
 

@@ -110,13 +110,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train one configuration (e.g. an exported best config)")
     p.add_argument("--config", required=True, help="a run-config YAML (e.g. best_config.yaml)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the last checkpoint in --out")
     _add_set(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("rank", help="print a sweep's ranked table")
     p.add_argument("sweep", help="the sweep folder")
-    p.add_argument("--by", nargs="+", metavar="METRIC", help="metrics to rank by (default: the sweep's)")
+    p.add_argument("--by", nargs="+", metavar="METRIC",
+                   help="metrics to rank by (default: the sweep's)")
     p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
     p.set_defaults(func=cmd_rank)
 
@@ -127,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join a running Ray cluster (with --config)")
     p.add_argument("--format", choices=["md", "latex", "csv"], default="md")
     p.add_argument("--dry-run", action="store_true",
-                   help="with --config: print the cells, trial count and estimated time; run nothing")
+                   help="with --config: print the cells, trial count and estimated time; "
+                        "run nothing")
     p.add_argument("--throughput", action="append", default=[], metavar="[MODEL[@DATA]=]IMG_S",
                    help="images/s for the --dry-run estimate (default: measured here)")
     _add_set(p)

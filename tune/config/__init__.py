@@ -1,4 +1,5 @@
-"""The configs of a run and of a sweep, read strictly (unknown keys fail with the nearest known one).
+"""The configs of a run and of a sweep, read strictly (unknown keys fail with the nearest known
+one).
 
 - `tune.config.run`: `RunConfig` (model, data, train, eval, seed), "/"-paths and `--set` overrides.
 - `tune.config.sweep`: `SweepSpec` (search space, budget, resources, scheduler) and its presets.

@@ -3,7 +3,8 @@
 A run config is five frozen parts: `model` (`models.ModelConfig`), `data`, `train`, `eval` and the
 `seed`. It is read strictly from nested dicts (YAML, Ray's trial config) or from "/"-paths
 (`"model/beta"`, as search spaces and `--set` name them), and written back with `to_dict()`, so the
-Ray trial dict, the checkpoint, the exported best config and `train --config` all hold the same thing.
+Ray trial dict, the checkpoint, the exported best config and `train --config` all hold the same
+thing.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         from analysis.metrics import METRIC_KEYS
 
-        for where, names in (("eval.metrics", self.metrics), ("eval.fast_metrics", self.fast_metrics)):
+        for where, names in (("eval.metrics", self.metrics),
+                             ("eval.fast_metrics", self.fast_metrics)):
             for name in names:
                 if name not in METRIC_KEYS:
                     raise ConfigError(
@@ -266,7 +268,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     return path.strip().replace(".", "/"), strict_yaml.scalar(raw)
 
 
-def apply_overrides(d: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+def apply_overrides(
+    d: Mapping[str, Any], overrides: list[str] | tuple[str, ...]
+) -> dict[str, Any]:
     """Apply `--set model/beta=4` style overrides (values parsed as YAML scalars) to a dict."""
     out = json.loads(json.dumps(d, default=list)) if d else {}
     paths = known_paths()

@@ -41,7 +41,9 @@ class SchedulerSpec:
 
     def __post_init__(self) -> None:
         if self.reduction_factor < 2:
-            raise ConfigError(f"scheduler.reduction_factor must be >= 2, got {self.reduction_factor}")
+            raise ConfigError(
+                f"scheduler.reduction_factor must be >= 2, got {self.reduction_factor}"
+            )
         if self.grace_period < 0:
             raise ConfigError(f"scheduler.grace_period must be >= 0, got {self.grace_period}")
         if not (self.metric.startswith("train/") or self.metric.startswith("fast/")):
@@ -135,7 +137,9 @@ class SweepSpec:
             if isinstance(data.get(key), str):
                 data[key] = [data[key]]
         if "base" in data and data["base"] is not None and not isinstance(data["base"], Mapping):
-            raise ConfigError(f"base must be a mapping (a partial run config), got {data['base']!r}")
+            raise ConfigError(
+                f"base must be a mapping (a partial run config), got {data['base']!r}"
+            )
         spec = from_dict(cls, data)
         spec.run_config()  # a bad base fails here, with its path
         return spec
@@ -197,7 +201,9 @@ def read_preset(name: str) -> dict[str, Any]:
     return strict_yaml.loads(text, f"preset {name!r}") or {}
 
 
-def apply_sweep_overrides(raw: Mapping[str, Any], overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+def apply_sweep_overrides(
+    raw: Mapping[str, Any], overrides: list[str] | tuple[str, ...]
+) -> dict[str, Any]:
     out = dict(raw)
     base = apply_overrides(dict(out.get("base") or {}), [])  # a deep copy
     changed_base = False

@@ -80,13 +80,19 @@ class AblationSpec:
                 raise ConfigError(f"grid: {key} needs a non-empty list of values, got {values!r}")
         for i, variant in enumerate(self.variants):
             if not isinstance(variant, Mapping):
-                raise ConfigError(f"variants[{i}] must be a mapping of config paths, got {variant!r}")
+                raise ConfigError(
+                    f"variants[{i}] must be a mapping of config paths, got {variant!r}"
+                )
             for key in variant:
                 if key not in paths:
-                    raise ConfigError(f"variants[{i}]: unknown config path {key!r}; {nearest(key, paths)}")
+                    raise ConfigError(
+                        f"variants[{i}]: unknown config path {key!r}; {nearest(key, paths)}"
+                    )
         for key in (*self.rows, *self.columns):
             if key != "seed" and key not in paths:
-                raise ConfigError(f"rows/columns: unknown config path {key!r}; {nearest(key, paths)}")
+                raise ConfigError(
+                    f"rows/columns: unknown config path {key!r}; {nearest(key, paths)}"
+                )
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> AblationSpec:

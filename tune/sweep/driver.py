@@ -214,7 +214,8 @@ def prepare(spec: SweepSpec) -> tuple[RunConfig, Any]:
     base = spec.run_config()
     space = load_space_for(spec, base)
     _check_objectives(spec, base)
-    if spec.scheduler.kind == "asha" and spec.scheduler.metric.startswith("fast/") and not base.train.eval_every:
+    if (spec.scheduler.kind == "asha" and spec.scheduler.metric.startswith("fast/")
+            and not base.train.eval_every):
         raise ConfigError(
             f"scheduler.metric={spec.scheduler.metric!r} needs fast metrics during training: "
             "set base train/eval_every (steps between evaluations)"

@@ -67,7 +67,9 @@ def measure(cfg: RunConfig, *, steps: int = MEASURE_STEPS) -> tuple[float, str]:
         info = info_for(cfg.data.name)
         sizes = [info.factor_sizes[info.factor_names.index(n)] for n in mcfg.condition_on]
         mcfg = mcfg.replace(condition_classes=sizes)
-        extra["labels"] = torch.stack([torch.randint(0, k, (len(x),)) for k in sizes], 1).to(device)
+        extra["labels"] = torch.stack(
+            [torch.randint(0, k, (len(x),)) for k in sizes], 1
+        ).to(device)
     model = build_model(mcfg).to(device)
     optimizer = build_optimizer(cfg, model)
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)

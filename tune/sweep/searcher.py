@@ -734,7 +734,8 @@ def _trial_with_params_of(config: Mapping[str, Any] | None, trials: Sequence[Any
         return None
     flat = flatten(config)
     for cand in reversed(trials):
-        if cand.params and all(k in flat and same_value(flat[k], v) for k, v in cand.params.items()):
+        if cand.params and all(k in flat and same_value(flat[k], v)
+                               for k, v in cand.params.items()):
             return cand
     return None
 

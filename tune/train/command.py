@@ -19,7 +19,8 @@ RESULT_FILE = "result.yaml"
 
 
 def run_folder(out: str | Path, cfg: RunConfig) -> Path:
-    """Runs are named by model, config hash and seed, so runs of different configs never collide."""
+    """Runs are named by model, config hash and seed, so runs of different configs never
+    collide."""
     return Path(out).expanduser().resolve() / f"{cfg.model.name}-{cfg.config_id()}-seed{cfg.seed}"
 
 
@@ -45,7 +46,8 @@ def train_from_file(config: str | Path, *, overrides: list[str] | tuple[str, ...
     ckpt_root = folder / "checkpoints"
     resume_from = latest_checkpoint(ckpt_root) if resume else None
     if not resume and ckpt_root.exists() and any(ckpt_root.iterdir()):
-        log.info("%s has checkpoints from an earlier run; starting over (use --resume to continue)",
+        log.info("%s has checkpoints from an earlier run; starting over "
+                 "(use --resume to continue)",
                  folder)
         shutil.rmtree(ckpt_root)
     folder.mkdir(parents=True, exist_ok=True)

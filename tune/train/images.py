@@ -50,7 +50,9 @@ def grid(tiles: np.ndarray, rows: int, cols: int, pad: int = 2) -> np.ndarray:
     return np.clip(out, 0.0, 1.0)
 
 
-def reference_images(data: Any, seed: int, n_random: int = N_RANDOM) -> tuple[list[str], np.ndarray]:
+def reference_images(
+    data: Any, seed: int, n_random: int = N_RANDOM
+) -> tuple[list[str], np.ndarray]:
     """The names and indices of the fixed reference images, then `n_random` random ones."""
     names_f = [n.lower() for n in data.factor_names]
     sizes = data.factors_num_values

@@ -74,7 +74,9 @@ def pick_device(requested: str, gpu_ids: list | None = None) -> torch.device:
     if gpu_ids is not None:
         if not gpu_ids:
             if requested == "cuda":
-                raise ConfigError("train.device=cuda but the trial was given no GPU (resources gpu=0)")
+                raise ConfigError(
+                    "train.device=cuda but the trial was given no GPU (resources gpu=0)"
+                )
             return torch.device("cpu")
         if torch.cuda.is_available():
             return torch.device("cuda:0")  # Ray restricts CUDA_VISIBLE_DEVICES to the assigned ids
@@ -188,7 +190,9 @@ class Encoder:
 
     def __init__(self, model: torch.nn.Module, device: torch.device, *, batch_size: int = 1024,
                  with_logvar: bool = False) -> None:
-        self.model, self.device, self.batch_size, self.with_logvar = model, device, batch_size, with_logvar
+        self.model, self.device, self.batch_size, self.with_logvar = (
+            model, device, batch_size, with_logvar
+        )
         self.calls = 0
         self.images = 0
 
@@ -199,7 +203,9 @@ class Encoder:
         mus, logvars = [], []
         try:
             for start in range(0, len(images), self.batch_size):
-                chunk = torch.from_numpy(np.ascontiguousarray(images[start:start + self.batch_size]))
+                chunk = torch.from_numpy(
+                    np.ascontiguousarray(images[start:start + self.batch_size])
+                )
                 x = chunk.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
                 x = x.float() / 255.0 if chunk.dtype == torch.uint8 else x.float()
                 if labels is None:
@@ -358,7 +364,9 @@ class Run:
                  report: Report | None, checkpoint_meta: CheckpointMeta | None,
                  seeds: tuple[int, int, int], t0: float,
                  progress: Callable[[int], None] | None = None) -> None:
-        self.cfg, self.data, self.device, self.model, self.loader = cfg, data, device, model, loader
+        self.cfg, self.data, self.device, self.model, self.loader = (
+            cfg, data, device, model, loader
+        )
         self.optimizer = build_optimizer(cfg, model)
         self.adversaries = model.build_adversaries()  # their own optimizers; empty for most models
         self.scheduler = LRStepper(cfg, self.optimizer, lr_lambda(cfg))
