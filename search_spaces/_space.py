@@ -825,11 +825,12 @@ class SearchSpace:
                             f"{p.path}: when {parent}: a condition needs a categorical or int "
                             f"parameter, and {parent} is a continuous float range"
                         )
+                    domain = " or ".join(q.domain() for q in alts)
                     for value in allowed:
                         if not any(q.can_take(value) for q in alts):
                             raise ConfigError(
                                 f"{p.path}: when {parent} = {value!r}: {parent} never takes "
-                                f"that value; its domain is {' or '.join(q.domain() for q in alts)}"
+                                f"that value; its domain is {domain}"
                             )
                 elif parent in self.fixed:
                     if not any(same_value(self.fixed[parent], a) for a in allowed):
