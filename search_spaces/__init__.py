@@ -16,6 +16,14 @@ The YAML form::
       train/weight_decay: {choices: [0.0, 1.0e-4]}
     fixed:                                    # merged into every trial's config
       train/lr: 4.0e-4
+
+A path whose range depends on a condition is a list of alternatives, each with its own `when`;
+at most one may apply in a trial, and all share kind, `log` and choices (Optuna keeps one
+distribution per name, still the path)::
+
+      model/beta:
+        - {low: 1.0, high: 16.0, log: true, when: {model/name: [beta_vae, mipet_vae]}}
+        - {low: 1.0, high: 10.0, log: true, when: {model/name: [betatcvae, mipet_betatcvae]}}
 """
 
 from __future__ import annotations

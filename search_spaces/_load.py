@@ -140,7 +140,9 @@ def load_space(
             unknown path (with the nearest valid one), an empty range, a log range touching zero,
             a step that does not fit, empty or duplicated choices, a condition naming an unknown
             parameter or value, a parameter that the model(s) it applies to ignore, a corner
-            that `check` rejects.
+            that `check` rejects; for a path declared as a list of alternatives, an alternative
+            without `when`, two that can apply in one trial, alternatives differing in kind,
+            `log` or choices, or a list of fewer than two.
     """
     space = read_space(source)
     validate(space, known_paths=known_paths, check=check, model_names=model_names)

@@ -5,6 +5,11 @@ named by a `"model/beta"`-style path into the run config and optionally active o
 parameters take given values) plus `fixed` constants merged into every trial's config. Everything
 here is plain, frozen and picklable with the standard `pickle`, so a space travels inside Ray's
 searcher checkpoints and into `sweep.yaml` (`to_dict`/`from_dict`).
+
+One path may be declared as a list of alternatives, each with its own `when` and range (beta
+1-16 for beta-VAE, 1-10 for beta-TCVAE): they are consecutive Params with the same path, at most
+one of them active in any trial, all of one kind, `log` and choices (Optuna keeps one
+distribution per parameter name in a study), so the Optuna name stays the path.
 """
 
 from __future__ import annotations
@@ -141,6 +146,7 @@ class Param:
 
     Attributes:
         path: the "/"-path into the run config, also the Optuna parameter name (`"model/beta"`).
+            Alternatives of one path are several Params with that path (see `SearchSpace`).
         kind: "float", "int" or "categorical".
         low, high: the range, both ends inclusive (Optuna's convention, unlike Tune's `randint`).
         log: sample on a log scale (`low > 0`).
@@ -352,17 +358,54 @@ def parse_when(spec: Any, where: str) -> FrozenMap:
     return FrozenMap(out)
 
 
-def parse_param(path: str, spec: Any, where: str) -> Param:
+def parse_declaration(path: str, spec: Any, where: str) -> list[Param]:
+    """The Params of one `params:` entry: one spec (see `parse_param`), or a list of alternatives.
+
+    A list of mappings declares alternatives, `[{low: 1.0, high: 16.0, when: {...}}, {...}]`;
+    any other list is the choices shorthand. `SearchSpace` checks that the alternatives exclude
+    each other and agree on kind, `log` and choices.
+
+    Raises:
+        ConfigError: an empty list, a list of one mapping, a list mixing mappings and values,
+            or a bad spec (see `parse_param`).
+    """
+    here = f"{where}: {path}"
+    if not isinstance(spec, (list, tuple)) or (
+        spec and not any(isinstance(s, Mapping) for s in spec)
+    ):
+        return [parse_param(path, spec, where)]
+    if not spec:
+        raise ConfigError(
+            f"{here}: an empty list declares nothing; declare it as one mapping, such as "
+            "{low: 1.0, high: 16.0} or {choices: [a, b]}"
+        )
+    if len(spec) == 1:
+        raise ConfigError(
+            f"{here}: a list with a single alternative; declare it as one mapping (a list is "
+            "for two or more alternatives, each with its own `when`)"
+        )
+    for i, s in enumerate(spec, 1):
+        if not isinstance(s, Mapping):
+            raise ConfigError(
+                f"{here}: alternative {i} is {s!r}, not a mapping; a list of alternatives holds "
+                "only mappings such as {low: 1.0, high: 10.0, when: {model/name: betatcvae}} "
+                "(choices go under `choices: [...]`)"
+            )
+    return [parse_param(path, s, where, alternative=i) for i, s in enumerate(spec, 1)]
+
+
+def parse_param(path: str, spec: Any, where: str, *, alternative: int | None = None) -> Param:
     """Build a Param from its YAML form.
 
     Forms: `{choices: [a, b]}` (or just `[a, b]`); `{low: 1.0, high: 16.0, log: true}` (a float
     range); `{low: 1, high: 5, type: int, step: 1}`; each may carry `when: {path: value(s)}`.
+    `alternative` (1, 2, ...) numbers one alternative of a path in the error messages.
 
     Raises:
         ConfigError: unknown keys, an empty range, a log range touching zero, a step that does
             not fit the range, empty or duplicated choices, choices Optuna cannot hold.
     """
-    here = f"{where}: {path}"
+    here = f"{where}: {path}" + ("" if alternative is None else f" (alternative {alternative})")
     if isinstance(spec, (list, tuple)):
         spec = {"choices": list(spec)}
     if not isinstance(spec, Mapping):
@@ -519,9 +562,12 @@ class SearchSpace:
         for key, spec in raw_params.items():
             path = norm_path(key, f"{where}: params")
             if path in seen:
-                raise ConfigError(f"{where}: parameter {path!r} is declared twice")
+                raise ConfigError(
+                    f"{where}: parameter {path!r} is declared twice; declare it once, as a "
+                    "list of alternatives if its range depends on a condition"
+                )
             seen.add(path)
-            params.append(parse_param(path, spec, where))
+            params += parse_declaration(path, spec, where)
         fixed = _flatten_fixed(data.get("fixed"), where)
         return cls(tuple(params), FrozenMap(fixed), name=name, description=description)
 
@@ -532,7 +578,10 @@ class SearchSpace:
             out["name"] = self.name
         if self.description:
             out["description"] = self.description
-        out["params"] = {p.path: p.to_dict() for p in self.params}
+        out["params"] = {
+            path: alts[0].to_dict() if len(alts) == 1 else [p.to_dict() for p in alts]
+            for path, alts in self.groups().items()
+        }
         out["fixed"] = {k: _thaw(v) for k, v in self.fixed.items()}
         return out
 
@@ -545,15 +594,40 @@ class SearchSpace:
     @property
     def paths(self) -> tuple[str, ...]:
         """Every path a trial's config may receive: the parameters', then the fixed ones."""
-        return tuple(p.path for p in self.params) + tuple(self.fixed)
+        return tuple(self.groups()) + tuple(self.fixed)
+
+    def groups(self) -> dict[str, tuple[Param, ...]]:
+        """`{path: its Params}` in declaration order: one Param, or a path's alternatives."""
+        out: dict[str, tuple[Param, ...]] = {}
+        for p in self.params:
+            out[p.path] = out.get(p.path, ()) + (p,)
+        return out
+
+    def alternatives(self, path: str) -> tuple[Param, ...]:
+        """The Params declared for `path` (one, or its alternatives); () if none."""
+        return tuple(p for p in self.params if p.path == path)
+
+    def active(self, path: str, values: Mapping[str, Any]) -> Param | None:
+        """The Param of `path` that applies given the `values` of earlier parameters, or None."""
+        return next(
+            (p for p in self.params if p.path == path and p.is_active(values, self.fixed)), None
+        )
 
     def fixed_dict(self) -> dict[str, Any]:
         """The fixed values as a fresh dict (lists, not tuples)."""
         return {k: _thaw(v) for k, v in self.fixed.items()}
 
     def distributions(self) -> dict[str, BaseDistribution]:
-        """`{path: optuna distribution}` for every parameter, conditional ones included."""
-        return {p.path: p.distribution() for p in self.params}
+        """`{path: optuna distribution}` for every parameter, conditional ones included.
+
+        A path declared as alternatives gets the union of their domains: the lowest low, the
+        highest high, and a step on which every alternative's values lie (none for floats whose
+        grids differ). It has the kind, `log` and choices of each alternative, so Optuna accepts
+        it for the name alongside theirs, and it holds every value that name takes in any trial
+        (for `create_trial(distributions=...)` or saving the space as JSON). A trial is asked
+        with the active alternative's own `Param.distribution()`.
+        """
+        return {path: _union_distribution(alts) for path, alts in self.groups().items()}
 
     # -- define-by-run -------------------------------------------------------------------------
     def suggest(self, trial: Any) -> dict[str, Any]:
@@ -633,8 +707,9 @@ class SearchSpace:
     def _corner_values(self) -> Callable[[Param], Sequence[Any]]:
         parents = self._parents()
 
-        def values_for(p: Param) -> Sequence[Any]:
-            return _unique(p.corner_values() + parents.get(p.path, ()))
+        def values_for(p: Param) -> Sequence[Any]:  # a value conditions name, if p can take it
+            named = tuple(v for v in parents.get(p.path, ()) if p.can_take(v))
+            return _unique(p.corner_values() + named)
 
         return values_for
 
@@ -682,7 +757,12 @@ class SearchSpace:
     # -- text ----------------------------------------------------------------------------------
     def describe(self) -> str:
         """A short text table of the parameters, conditions and fixed values."""
-        title = f"{label(self.name)}: {len(self.params)} parameters, {len(self.fixed)} fixed"
+        groups = self.groups()
+        title = f"{label(self.name)}: {len(groups)} parameters, {len(self.fixed)} fixed"
+        split = [f"{path} ({len(alts)} alternatives)" for path, alts in groups.items()
+                 if len(alts) > 1]
+        if split:
+            title += "; " + ", ".join(split)
         if self.description:
             title += "\n" + textwrap.fill(
                 " ".join(self.description.split()),
@@ -722,13 +802,17 @@ class SearchSpace:
         validate(self, known_paths=known_paths, check=check, model_names=model_names)
 
     def _check_structure(self) -> None:
-        declared: dict[str, Param] = {}
+        declared: dict[str, list[Param]] = {}
         all_names = [p.path for p in self.params]
+        last = None
         for p in self.params:
             if not isinstance(p, Param):
                 raise ConfigError(f"parameters must be Param objects, got {p!r}")
-            if p.path in declared:
-                raise ConfigError(f"parameter {p.path!r} is declared twice")
+            if p.path in declared and p.path != last:
+                raise ConfigError(
+                    f"parameter {p.path!r} is declared twice apart; declare alternatives of a "
+                    "path one after another (one list in YAML)"
+                )
             if p.path in self.fixed:
                 raise ConfigError(
                     f"{p.path!r} is both a parameter and a fixed value; keep one of them"
@@ -737,17 +821,18 @@ class SearchSpace:
                 if parent == p.path:
                     raise ConfigError(f"{p.path}: a parameter cannot be conditioned on itself")
                 if parent in declared:
-                    q = declared[parent]
-                    if q.kind == "float" and q.step is None:
+                    alts = declared[parent]
+                    if any(q.kind == "float" and q.step is None for q in alts):
                         raise ConfigError(
                             f"{p.path}: when {parent}: a condition needs a categorical or int "
                             f"parameter, and {parent} is a continuous float range"
                         )
+                    domain = " or ".join(q.domain() for q in alts)
                     for value in allowed:
-                        if not q.can_take(value):
+                        if not any(q.can_take(value) for q in alts):
                             raise ConfigError(
                                 f"{p.path}: when {parent} = {value!r}: {parent} never takes "
-                                f"that value; its domain is {q.domain()}"
+                                f"that value; its domain is {domain}"
                             )
                 elif parent in self.fixed:
                     if not any(same_value(self.fixed[parent], a) for a in allowed):
@@ -765,16 +850,106 @@ class SearchSpace:
                         f"{p.path}: when {parent!r}: no such parameter or fixed value; "
                         f"{nearest(parent, all_names + list(self.fixed))}"
                     )
-            declared[p.path] = p
+            declared.setdefault(p.path, []).append(p)
+            last = p.path
+        for path, alts in declared.items():
+            if len(alts) > 1:
+                _check_alternatives(path, alts)
         if self.params:
             rows = self._rows(self._corner_values(), full=False, limit=100 * DEFAULT_CORNER_LIMIT)
             if rows is not None:
                 seen = {path for row in rows for path in row}
                 for p in self.params:
-                    if p.path not in seen:
+                    if p.path not in seen or (
+                        len(declared[p.path]) > 1
+                        and not any(p.is_active(row, self.fixed) for row in rows)
+                    ):
                         raise ConfigError(
                             f"{p.path}: its conditions ({p.condition()}) can never all hold"
                         )
+
+
+_KIND_NAMES = {"float": "a float range", "int": "an int range", "categorical": "a choice"}
+
+
+def _check_alternatives(path: str, alts: Sequence[Param]) -> None:
+    """Alternatives of one path: each has a `when`, at most one is active in any trial, and all
+    have the kind, `log` and choices that Optuna keeps for the name (ranges may differ)."""
+    bare = [i for i, p in enumerate(alts, 1) if not p.when]
+    if len(bare) == len(alts):
+        raise ConfigError(
+            f"parameter {path!r} is declared twice; declare it once, or give each alternative "
+            "a `when` so that at most one applies in a trial"
+        )
+    if bare:
+        raise ConfigError(
+            f"{path}: alternative {bare[0]} has no `when`; each alternative of a path needs one, "
+            "such as when: {model/name: [betatcvae]}"
+        )
+    first = alts[0]
+    for i, p in enumerate(alts[1:], 2):
+        if p.kind != first.kind:
+            raise ConfigError(
+                f"{path}: alternative {i} is {_KIND_NAMES[p.kind]} but alternative 1 is "
+                f"{_KIND_NAMES[first.kind]}; "
+                "alternatives must share their kind (Optuna keeps one per parameter name)"
+            )
+        if p.log != first.log:
+            raise ConfigError(
+                f"{path}: alternative {i} has log: {str(p.log).lower()} but alternative 1 has "
+                f"log: {str(first.log).lower()}; alternatives must agree on `log` (Optuna "
+                "refuses a changed log for one parameter name); only ranges may differ"
+            )
+        if p.kind == "categorical" and not (
+            len(p.choices) == len(first.choices)
+            and all(same_value(a, b) for a, b in zip(p.choices, first.choices))
+        ):
+            raise ConfigError(
+                f"{path}: alternative {i} has choices {_fmt(p.choices)} but alternative 1 has "
+                f"{_fmt(first.choices)}; alternatives need the same choices in the same order "
+                "(Optuna refuses changed choices for one parameter name)"
+            )
+    for (i, a), (j, b) in itertools.combinations(enumerate(alts, 1), 2):
+        shared = [parent for parent in a.when if parent in b.when]
+        overlaps = {
+            parent: [v for v in a.when[parent] if any(same_value(v, w) for w in b.when[parent])]
+            for parent in shared
+        }
+        if all(overlaps.values()):  # no shared parent with disjoint values
+            if not shared:
+                why = "their `when`s share no parent"
+            else:
+                why = "both apply when " + " and ".join(
+                    f"{parent} in {{{', '.join(_fmt(x) for x in v)}}}"
+                    for parent, v in overlaps.items()
+                )
+            raise ConfigError(
+                f"{path}: alternatives {i} and {j} can be active in the same trial ({why}); "
+                "condition them on one parent with disjoint values, such as model/name"
+            )
+
+
+def _union_distribution(alts: Sequence[Param]) -> BaseDistribution:
+    """One distribution holding every value of `alts` (one path's Params; same kind and log)."""
+    first = alts[0]
+    if len(alts) == 1 or first.kind == "categorical":
+        return first.distribution()
+    low = min(float(p.low or 0) for p in alts)
+    high = max(float(p.high or 0) for p in alts)
+    if first.kind == "int":
+        step = 0
+        for p in alts:  # a grid through every alternative's low and step
+            step = math.gcd(step, int(p.step or 1), int(p.low or 0) - int(low))
+        return IntDistribution(int(low), int(high), log=first.log, step=step)
+    steps = _unique(p.step for p in alts)
+    step = steps[0] if len(steps) == 1 else None
+    if step is not None:
+        for p in alts:
+            n = (float(p.low or 0) - low) / step
+            if abs(n - round(n)) > 1e-9 * max(1.0, abs(n)):
+                step = None
+                break
+    return FloatDistribution(low, high, log=first.log, step=step)
 
 
 def _flatten_fixed(raw: Any, where: str) -> dict[str, Any]:

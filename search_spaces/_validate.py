@@ -12,7 +12,7 @@ from typing import Any
 
 from models.errors import ConfigError
 from models.strict import nearest
-from search_spaces._space import SearchSpace, label
+from search_spaces._space import Param, SearchSpace, label
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +60,14 @@ def _check_models(space: SearchSpace, model_names: list[str] | None) -> None:
         return
     fields, hints, registry, used_fields = _model_api()
     known = [f"model/{f}" for f in fields]
-    params = {p.path: p for p in space.params}
+    groups = space.groups()  # a path's Params: one, or its alternatives
     stacked = space.fixed.get("model/loss_terms") or ()  # their knobs are read too
     stacked = (stacked,) if isinstance(stacked, str) else tuple(stacked)
 
     # Which models can a trial of this space build?
     names: tuple[str, ...] | None
-    if "model/name" in params:
-        name_param = params["model/name"]
+    if "model/name" in groups:
+        name_param = groups["model/name"][0]  # alternatives share their choices
         if name_param.kind != "categorical":
             raise ConfigError(f"{where}: model/name must be given as `choices: [...]`")
         names = tuple(name_param.choices)
@@ -87,30 +87,44 @@ def _check_models(space: SearchSpace, model_names: list[str] | None) -> None:
         field_name = path[len("model/") :]
         if field_name not in fields:
             raise ConfigError(f"{where}: unknown config path {path!r}; {nearest(path, known)}")
-        p = params.get(path)
-        if p is not None and p.kind == "float" and _is_int_type(hints.get(field_name)):
+        alts = groups.get(path, ())
+        if any(p.kind == "float" for p in alts) and _is_int_type(hints.get(field_name)):
             raise ConfigError(
                 f"{where}: {path} takes whole numbers; declare the range with `type: int`"
             )
         if names is None or field_name == "name":
             continue
-        applies = names
-        if p is not None and "model/name" in p.when:
-            applies = tuple(n for n in names if n in p.when["model/name"])
-        readers = [n for n in applies if field_name in used_fields(n, stacked)]
-        ignoring = [n for n in applies if n not in readers]
-        if not readers:
-            who = applies[0] if len(applies) == 1 else "the models " + ", ".join(applies)
-            raise ConfigError(
-                f"{where}: {path}: {who} {'ignores' if len(applies) == 1 else 'ignore'} it; "
-                "drop it, or search it only for a model that reads it"
-            )
-        if p is not None and ignoring:
-            raise ConfigError(
-                f"{where}: {path}: {', '.join(ignoring)} "
-                f"{'ignores' if len(ignoring) == 1 else 'ignore'} it; add "
-                f"`when: {{model/name: [{', '.join(readers)}]}}`"
-            )
+        for p in alts or (None,):  # each alternative applies to the models its `when` names
+            _check_readers(where, path, p, names, stacked, used_fields)
+
+
+def _check_readers(
+    where: str,
+    path: str,
+    p: Param | None,
+    names: tuple[str, ...],
+    stacked: tuple[str, ...],
+    used_fields: Callable[..., Any],
+) -> None:
+    """`path` (searched by `p`, or fixed when None) must be read by the models it applies to."""
+    field_name = path[len("model/") :]
+    applies = names
+    if p is not None and "model/name" in p.when:
+        applies = tuple(n for n in names if n in p.when["model/name"])
+    readers = [n for n in applies if field_name in used_fields(n, stacked)]
+    ignoring = [n for n in applies if n not in readers]
+    if not readers:
+        who = applies[0] if len(applies) == 1 else "the models " + ", ".join(applies)
+        raise ConfigError(
+            f"{where}: {path}: {who} {'ignores' if len(applies) == 1 else 'ignore'} it; "
+            "drop it, or search it only for a model that reads it"
+        )
+    if p is not None and ignoring:
+        raise ConfigError(
+            f"{where}: {path}: {', '.join(ignoring)} "
+            f"{'ignores' if len(ignoring) == 1 else 'ignore'} it; add "
+            f"`when: {{model/name: [{', '.join(readers)}]}}`"
+        )
 
 
 def _check_known(space: SearchSpace, known_paths: list[str]) -> None:
@@ -147,7 +161,7 @@ def _check_configs(space: SearchSpace, check: Check) -> None:
     for p in space.params:
         if p.kind != "float" or p.step is not None:
             continue
-        base = next((c for c in corners if p.path in c), None)
+        base = next((c for c in corners if p.path in c and p.is_active(c, space.fixed)), None)
         if base is None:
             continue
         probe = dict(base)

@@ -14,6 +14,8 @@ import pytest
 
 from models.errors import ConfigError
 from search_spaces import (
+    FrozenMap,
+    Param,
     DefineByRun,
     SearchSpace,
     define_by_run,
@@ -509,3 +511,230 @@ def test_interior_value_is_inside_and_not_whole() -> None:
         if p.kind == "float":
             v = p.interior_value()
             assert p.low < v < p.high and not float(v).is_integer() and math.isfinite(v)
+
+
+# ---- alternatives: one path, a range per condition -------------------------------------------
+TC = ["betatcvae", "mipet_betatcvae"]
+VAE = ["beta_vae", "mipet_vae"]
+FOUR = {"choices": VAE + TC}
+BETA_VAE = {"low": 1.0, "high": 16.0, "log": True, "when": {"model/name": VAE}}
+ON_TC = {"model/name": TC}
+BETA_TC = {"low": 1.0, "high": 10.0, "log": True, "when": ON_TC}
+
+
+def alternatives_space(**params: Any) -> dict[str, Any]:
+    return {"params": {"model/name": FOUR, "model/beta": [BETA_VAE, BETA_TC], **params}}
+
+
+def test_alternatives_suggest_only_the_active_range_under_the_path_name() -> None:
+    space = load(alternatives_space())
+    assert [(p.path, p.high) for p in space.params[1:]] == [
+        ("model/beta", 16.0),
+        ("model/beta", 10.0),
+    ]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    highs = set()
+    for _ in range(40):
+        trial = study.ask()
+        config = space.suggest(trial)
+        dist = trial.distributions["model/beta"]
+        assert dist.high == (10.0 if config["model/name"] in TC else 16.0)
+        assert list(trial.params) == ["model/name", "model/beta"]
+        highs.add(dist.high)
+        build(config)
+    assert highs == {10.0, 16.0}
+
+
+@pytest.mark.parametrize(
+    "beta, match",
+    [
+        ([BETA_VAE, {**BETA_TC, "when": None}], r"model/beta: alternative 2 has no `when`"),
+        (
+            [BETA_VAE, {**BETA_TC, "when": {"model/name": ["betatcvae", "mipet_vae"]}}],
+            r"model/beta: alternatives 1 and 2 can be active in the same trial \(both apply "
+            r"when model/name in \{mipet_vae\}\)",
+        ),
+        (
+            [BETA_VAE, {**BETA_TC, "when": {"train/weight_decay": 0.0}}],
+            r"model/beta: alternatives 1 and 2 can be active in the same trial \(their `when`s "
+            "share no parent",
+        ),
+        (
+            [BETA_VAE, {**BETA_TC, "log": False}],
+            r"model/beta: alternative 2 has log: false but alternative 1 has log: true; "
+            "alternatives must agree on `log`",
+        ),
+        (
+            [BETA_VAE, {"low": 1, "high": 10, "type": "int", "log": True, "when": ON_TC}],
+            "model/beta: alternative 2 is an int range but alternative 1 is a float range",
+        ),
+        (
+            [{"choices": [1.0, 4.0], "when": {"model/name": VAE}},
+             {"choices": [1.0, 2.0], "when": {"model/name": TC}}],
+            r"model/beta: alternative 2 has choices \[1, 2\] but alternative 1 has \[1, 4\]; "
+            "alternatives need the same choices",
+        ),
+        ([BETA_VAE], "model/beta: a list with a single alternative; declare it as one mapping"),
+        ([], "model/beta: an empty list declares nothing; declare it as one mapping"),
+        ([BETA_VAE, 4.0], "model/beta: alternative 2 is 4.0, not a mapping"),
+        (
+            [BETA_VAE, {**BETA_TC, "low": 0.0}],
+            r"model/beta \(alternative 2\): a log range must stay above zero",
+        ),
+        (
+            [BETA_VAE, {**BETA_TC, "when": {"model/name": ["betatcvae", "factor_vae"]}}],
+            "model/beta: when model/name = 'factor_vae': model/name never takes that value",
+        ),
+    ],
+)
+def test_bad_alternatives_fail_at_load_time_in_one_line(beta: list, match: str) -> None:
+    params = {"model/name": FOUR, "train/weight_decay": {"choices": [0.0, 1e-4]},
+              "model/beta": beta}
+    with pytest.raises(ConfigError, match=match) as err:
+        load({"params": params})
+    assert "\n" not in str(err.value)
+
+
+def test_alternatives_read_by_no_model_they_apply_to_fail() -> None:
+    names = {"choices": VAE + TC + ["factor_vae"]}
+    beta = [{**BETA_VAE, "when": {"model/name": VAE + ["factor_vae"]}}, BETA_TC]  # not the last
+    with pytest.raises(ConfigError, match=r"model/beta: factor_vae ignores it; add `when: "
+                                          r"\{model/name: \[beta_vae, mipet_vae\]\}`"):
+        load({"params": {"model/name": names, "model/beta": beta}})
+
+
+def test_a_path_declared_twice_without_conditions_is_refused() -> None:
+    name = Param("model/name", "categorical", choices=("beta_vae", "betatcvae"))
+    beta = Param("model/beta", "float", low=1.0, high=16.0)
+    with pytest.raises(ConfigError, match="parameter 'model/beta' is declared twice; declare it "
+                                          "once, or give each alternative a `when`"):
+        SearchSpace((name, beta, beta))
+    apart = [Param("model/beta", "float", low=1.0, high=h, when=FrozenMap({"model/name": (n,)}))
+             for h, n in ((16.0, "beta_vae"), (10.0, "betatcvae"))]
+    other = Param("train/lr", "float", low=1e-4, high=1e-3)
+    with pytest.raises(ConfigError, match="'model/beta' is declared twice apart; declare "
+                                          "alternatives of a path one after another"):
+        SearchSpace((name, apart[0], other, apart[1]))
+    assert len(SearchSpace((name, *apart, other)).alternatives("model/beta")) == 2
+
+
+def test_an_alternative_that_can_never_apply_is_refused_beside_one_that_can() -> None:
+    params = {
+        "model/name": FOUR,
+        "train/weight_decay": {"choices": [0.0, 1e-4], "when": {"model/name": VAE}},
+        "model/beta": [BETA_VAE, {**BETA_TC, "when": {**ON_TC, "train/weight_decay": 0.0}}],
+    }
+    with pytest.raises(ConfigError, match=r"model/beta: its conditions \(model/name in "
+                                          r"\{betatcvae, mipet_betatcvae\} and "
+                                          r"train/weight_decay = 0\) can never all hold"):
+        SearchSpace.from_dict({"params": params})
+
+
+def test_alternatives_round_trip_through_to_dict_and_yaml(tmp_path: Path) -> None:
+    space = load(alternatives_space())
+    data = space.to_dict()
+    beta = data["params"]["model/beta"]
+    assert isinstance(beta, list) and [b["high"] for b in beta] == [16.0, 10.0]
+    assert SearchSpace.from_dict(data) == space
+    path = tmp_path / "alt.yaml"
+    path.write_text(space.to_yaml())
+    assert load(path).params == space.params
+    assert pickle.loads(pickle.dumps(space)) == space
+
+
+def test_grid_and_corners_enumerate_each_alternative_under_its_own_condition() -> None:
+    stepped = [{"low": 1.0, "high": 16.0, "step": 5.0, "when": {"model/name": VAE}},
+               {"low": 1.0, "high": 10.0, "step": 3.0, "when": {"model/name": TC}}]
+    space = load({"params": {"model/name": FOUR, "model/beta": stepped}})
+
+    def by_model(rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+        out: dict[str, list[float]] = {}
+        for row in rows:
+            out.setdefault(row["model/name"], []).append(row["model/beta"])
+        return out
+
+    grid = by_model(space.grid())
+    assert grid == {"beta_vae": [1.0, 6.0, 11.0, 16.0], "mipet_vae": [1.0, 6.0, 11.0, 16.0],
+                    "betatcvae": [1.0, 4.0, 7.0, 10.0], "mipet_betatcvae": [1.0, 4.0, 7.0, 10.0]}
+    corners = by_model(space.corners())
+    assert corners == {"beta_vae": [1.0, 16.0], "mipet_vae": [1.0, 16.0],
+                       "betatcvae": [1.0, 10.0], "mipet_betatcvae": [1.0, 10.0]}
+
+
+def test_a_condition_on_a_path_with_alternatives_sees_every_alternative() -> None:
+    params = {
+        "model/name": {"choices": ["mipet_vae", "mipet_betatcvae"]},
+        "model/num_ipe": [
+            {"low": 1, "high": 3, "type": "int", "when": {"model/name": "mipet_vae"}},
+            {"low": 2, "high": 5, "type": "int", "when": {"model/name": "mipet_betatcvae"}},
+        ],
+        "model/beta": {"low": 1.0, "high": 4.0, "when": {"model/num_ipe": 5}},
+    }
+    space = load({"params": params})  # 5 is only in the second alternative's range
+    with_beta = [c["model/name"] for c in space.corners() if "model/beta" in c]
+    assert with_beta == ["mipet_betatcvae"] * 2
+    params["model/beta"] = {"low": 1.0, "high": 4.0, "when": {"model/num_ipe": 6}}
+    with pytest.raises(ConfigError, match=r"model/num_ipe never takes that value; its domain is "
+                                          r"int \[1, 3\] or int \[2, 5\]"):
+        load({"params": params})
+
+
+def test_describe_lists_each_alternative_with_its_condition() -> None:
+    text = load(alternatives_space()).describe()
+    assert "2 parameters, 0 fixed; model/beta (2 alternatives)" in text
+    lines = [line.split() for line in text.splitlines() if line.strip().startswith("model/beta")]
+    assert [line[:5] for line in lines] == [["model/beta", "float", "[1,", "16]", "log"],
+                                            ["model/beta", "float", "[1,", "10]", "log"]]
+    assert text.count("model/name in {betatcvae, mipet_betatcvae}") == 1
+
+
+def test_distributions_of_alternatives_are_their_union_and_optuna_accepts_it() -> None:
+    space = load(alternatives_space())
+    union = space.distributions()["model/beta"]
+    assert union == optuna.distributions.FloatDistribution(1.0, 16.0, log=True)
+    assert list(space.distributions()) == ["model/name", "model/beta"]
+    for p in space.alternatives("model/beta"):
+        optuna.distributions.check_distribution_compatibility(union, p.distribution())
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(lambda t: space.suggest(t)["model/beta"], n_trials=6)
+    study.add_trial(optuna.trial.create_trial(  # a record under the union, beside the asked ones
+        params={"model/name": "beta_vae", "model/beta": 12.0},
+        distributions=space.distributions(), value=12.0,
+    ))
+    assert study.get_trials()[-1].params["model/beta"] == 12.0
+    ints = SearchSpace.from_dict({"params": {
+        "a": {"choices": [0, 1]},
+        "k": [{"low": 2, "high": 8, "type": "int", "step": 2, "when": {"a": 0}},
+              {"low": 3, "high": 9, "type": "int", "step": 3, "when": {"a": 1}}],
+    }})
+    k = ints.distributions()["k"]
+    assert (k.low, k.high, k.step) == (2, 9, 1)  # holds 2, 4, 6, 8 and 3, 6, 9
+    floats = SearchSpace.from_dict({"params": {
+        "a": {"choices": [0, 1]},
+        "x": [{"low": 0.0, "high": 1.0, "step": 0.5, "when": {"a": 0}},
+              {"low": 0.5, "high": 2.0, "step": 0.5, "when": {"a": 1}}],
+    }})
+    x = floats.distributions()["x"]
+    assert x == optuna.distributions.FloatDistribution(0.0, 2.0, step=0.5)
+    text = optuna.distributions.distribution_to_json(union)
+    assert optuna.distributions.json_to_distribution(text) == union
+
+
+@pytest.mark.parametrize("multivariate", [False, True])
+def test_tpe_runs_a_study_over_alternatives(multivariate: bool) -> None:
+    space = load(alternatives_space())
+    sampler = optuna.samplers.TPESampler(seed=0, n_startup_trials=5, multivariate=multivariate)
+    study = optuna.create_study(sampler=sampler)
+
+    def objective(trial: optuna.Trial) -> float:
+        config = space.suggest(trial)
+        return abs(math.log(config["model/beta"]) - (1.0 if config["model/name"] in TC else 2.0))
+
+    study.optimize(objective, n_trials=20)
+    trials = study.get_trials()
+    assert len(trials) == 20
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for t in trials:
+        high = 10.0 if t.params["model/name"] in TC else 16.0
+        assert 1.0 <= t.params["model/beta"] <= high
+        assert t.distributions["model/beta"].high == high
