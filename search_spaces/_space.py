@@ -605,7 +605,7 @@ class SearchSpace:
 
     def alternatives(self, path: str) -> tuple[Param, ...]:
         """The Params declared for `path` (one, or its alternatives); () if none."""
-        return tuple(p for p in self.params if p.path == path)
+        return self.groups().get(path, ())
 
     def active(self, path: str, values: Mapping[str, Any]) -> Param | None:
         """The Param of `path` that applies given the `values` of earlier parameters, or None."""
