@@ -74,6 +74,17 @@ def test_resume_under_schedules_and_plateau_is_exact(dsprites, tmp_path: Path) -
     assert lrs[0] == pytest.approx(4e-4) and lrs[-1] == pytest.approx(4e-4 * 0.5 ** 2)
 
 
+def test_the_loop_feeds_the_plateau_its_monitor(dsprites) -> None:
+    # the loop hands the step's loss terms to the lr scheduler: with `monitor: rec` the plateau
+    # is fed the reconstruction (no window improves 10-fold, so the lr halves per window)
+    plateau = {"name": "ReduceLROnPlateau", "factor": 0.5, "patience": 0, "threshold": 10.0,
+               "window": 3, "monitor": "rec"}
+    reports = []
+    run_training(RunConfig.from_dict(_scheduled(lr_scheduler=plateau)), data=dsprites,
+                 report=lambda m, ck: reports.append(m))
+    assert reports[-1]["lr"] == pytest.approx(4e-4 * 0.5 ** 2)
+
+
 def test_scheduled_weights_are_logged_and_used(dsprites) -> None:
     cfg = RunConfig.from_dict(_scheduled(lr_scheduler=None))
     reports = []
