@@ -421,7 +421,7 @@ def from_distributions(
     name: str = "",
     fixed: Mapping[str, Any] | None = None,
 ) -> SearchSpace:
-    """A space from `{path: optuna distribution}` (the form of STYLE.md 2.6), no conditions."""
+    """A space from `{path: optuna distribution}` (what `OptunaSearch` takes), no conditions."""
     params: dict[str, Any] = {}
     for key, dist in dists.items():
         if isinstance(dist, CategoricalDistribution):
