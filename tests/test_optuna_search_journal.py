@@ -99,7 +99,7 @@ def test_a_sound_missing_or_empty_journal_passes(tmp_path: Path) -> None:
 
 
 def test_sweep_resume_refuses_a_damaged_journal_before_any_work(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from test_sweep import _spec as tiny_sweep_spec  # the tiny sweep of tests/test_sweep.py
 
@@ -117,4 +117,34 @@ def test_sweep_resume_refuses_a_damaged_journal_before_any_work(
     monkeypatch.setattr(driver, "_start_cluster", no_work)
     monkeypatch.setattr(driver, "_fit", no_work)
     with pytest.raises(DataFileError, match=r"damaged Optuna journal: line \d+ \(from byte"):
+        driver.run_sweep(resume=folder)
+
+    from tune.cli.commands import main
+
+    assert main(["sweep", "--resume", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mipet-tune sweep: error: ") and "\n" not in err
+    assert f"{path}: damaged Optuna journal" in err and "Traceback" not in err
+
+
+def test_sweep_resume_with_a_sound_journal_goes_on_to_start_ray(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from test_sweep import _spec as tiny_sweep_spec
+
+    from tune.sweep import driver
+
+    spec = tiny_sweep_spec(tmp_path)
+    base, space = driver.prepare(spec)
+    folder = driver._new_sweep_folder(spec, base, space)
+    _journal_with_trials(folder)
+
+    class Started(Exception):
+        pass
+
+    def started(*args, **kwargs):
+        raise Started
+
+    monkeypatch.setattr(driver, "_start_cluster", started)
+    with pytest.raises(Started):
         driver.run_sweep(resume=folder)
