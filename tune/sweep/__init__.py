@@ -2,7 +2,10 @@
 
 - `tune.sweep.driver`: `run_sweep`, a `SweepSpec` in, a sweep folder out.
 - `tune.sweep.trainable`: the function trainable that runs a trial's seeds through `tune.train`.
-- `tune.sweep.searcher`: `SafeOptunaSearch` and the study's journal storage.
+- `tune.sweep.searcher`: `SafeOptunaSearch`, the Optuna searcher that survives restores.
+- `tune.sweep.study`, `.journal`, `.reconcile`: where the study lives (and the refusal of a
+  damaged journal), its append-only journal for optuna-dashboard, its reconciliation with
+  Tune's trials after `fit()` (these three import no Ray).
 - `tune.sweep.ablate`: ablation grids run through Ray without a searcher.
 - `tune.sweep.connect`, `.resources`, `.storage`, `.nodes`: joining a cluster, checking resource
   requests, resolving the storage, preparing the data on every node.

@@ -241,8 +241,10 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
         folder = _new_sweep_folder(spec, base, space)
     else:
         from tune.sweep.storage import check_writable
+        from tune.sweep.study import check_study
 
         check_writable(folder)
+        check_study(folder)  # a damaged optuna.journal fails here, before Ray starts
     checksum = _start_cluster(spec, base, folder, address)
     grid = _fit(spec, base, space, folder, resumed=resume is not None, verbose=verbose)
     _reconcile_study(spec, folder, grid)
