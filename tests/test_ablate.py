@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import tiny_sweep_base
 from models.errors import ConfigError
 from tune.sweep.ablate import AblationSpec, run_ablation
 from tune.config.sweep import SweepSpec
@@ -47,10 +48,7 @@ def test_an_ablation_grid_runs_and_writes_its_table(ray_session, tmp_path: Path)
     path = tmp_path / "abl.yaml"
     path.write_text(yaml.safe_dump({
         "name": "abl",
-        "base": {"model": {"latent_dim": 4},
-                 "train": {"steps": 3, "batch_size": 16, "report_every": 3,
-                           "checkpoint_every": 3, "num_threads": 1, "images": False},
-                 "eval": {"protocol": "fast", "metrics": ["mig"]}},
+        "base": tiny_sweep_base(3, 3, images=False),
         "variants": [{"model/name": "beta_vae"}, {"model/name": "mipet_vae"}],
         "seeds": 2,
         "rows": ["model/name"],

@@ -14,13 +14,6 @@ from tune.train.loop import run_training
 
 
 @pytest.fixture(scope="module")
-def dsprites():
-    from tune.data import load_dataset
-
-    return load_dataset("dsprites")
-
-
-@pytest.fixture(scope="module")
 def run_dir(dsprites, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("run")
     cfg = RunConfig.from_dict(tiny_run_dict(

@@ -14,13 +14,6 @@ from tune.config.schedules import Schedule
 from tune.train.loop import run_training
 
 
-@pytest.fixture(scope="module")
-def dsprites():
-    from tune.data import load_dataset
-
-    return load_dataset("dsprites")
-
-
 @pytest.mark.parametrize("spec, expected", [
     ({"kind": "constant", "start": 2.0}, {0: 2.0, 50: 2.0, 10_000: 2.0}),
     ({"kind": "linear", "start": 0.0, "end": 4.0, "steps": 100},

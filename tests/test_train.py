@@ -14,13 +14,6 @@ from tune.config.run import RunConfig
 from tune.train.loop import run_training, seed_streams
 
 
-@pytest.fixture(scope="module")
-def dsprites():
-    from tune.data import load_dataset
-
-    return load_dataset("dsprites")
-
-
 def _losses(reports):
     return [(r["step"], r["train/loss"]) for r in reports if "train/loss" in r]
 
