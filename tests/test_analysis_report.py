@@ -173,6 +173,8 @@ def test_report_of_a_single_configuration(tmp_path: Path) -> None:
     index = write_report(write_sweep(one, tmp_path / "one"), metrics=["mig", "recon"])
     md = index.read_text()
     assert "(No importance: no searched parameters" in md
-    assert "(No correlation: a rank correlation needs 3 or more configs" in md
+    assert "Too early for the agreement between metrics: a rank correlation needs at least 10 " \
+        "configurations with both values, and this sweep has 1." in md
+    assert "metric_correlation.png" not in md
     assert "![Pareto front](plots/pareto.png)" in md
     assert (index.parent / "best_config.yaml").is_file()

@@ -51,8 +51,11 @@ def export(folder: Path, *, to: str | Path | None = None, by: Sequence[str] | No
 
 def report(folder: Path, *, by: Sequence[str] | None = None) -> Path:
     from analysis import write_report
+    from tune.sweep.importance import report_importance  # Optuna's fANOVA, for the report
 
-    return write_report(_sweep(folder), by=by, model_fields=used_fields)
+    folder = _sweep(folder)
+    return write_report(folder, by=by, model_fields=used_fields,
+                        importance=report_importance(folder, by=by))
 
 
 def ablation_text(folder: Path, *, rows=None, columns=None, metrics=None, fmt: str = "md") -> str:
