@@ -42,6 +42,7 @@ from analysis.plots import (
     plot_pareto,
 )
 from analysis.rank import (
+    RECONSTRUCTION,
     default_metrics,
     excluded_line,
     floor_csv_rows,
@@ -274,9 +275,9 @@ def _pareto(doc: _Doc, sweep: _Sweep) -> None:
         doc.para(
             f"{len(front)} of {len(both)} configurations are not beaten on both "
             f"{pair[0]} and {pair[1]} (seed means)."
-            + (" The reconstruction term stands for the loss: the total loss weighs its other "
-               "terms by beta, so it does not compare across trials." if pair[1].startswith(
-                   "train/") else "")
+            + (" The second objective is the reconstruction term, not the total loss: that "
+               "weighs its other terms by beta, so it does not compare across trials."
+               if pair[1] in RECONSTRUCTION else "")
         )
         doc.table(*_front_rows(front, pair))
         doc.image(path, "Pareto front")
@@ -373,7 +374,10 @@ def _importance(doc: _Doc, sweep: _Sweep) -> None:
 
 
 def _interval(value: float, low: float, high: float) -> str:
-    return f"{fmt.num(value, 2)} [{fmt.num(low, 2)}, {fmt.num(high, 2)}]"
+    """A share and its interval, two decimals (shares lie in [0, 1])."""
+    if any(pd.isna(v) for v in (value, low, high)):
+        return fmt.DASH
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def _agreement(doc: _Doc, sweep: _Sweep) -> None:
