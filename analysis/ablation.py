@@ -12,9 +12,10 @@ in the CSV. Failed, non-finite, unfinished and early-stopped trials are left out
 A continuous parameter (a float range in the sweep's search space, such as beta in [4, 10]; in
 a table without a saved space, a float column with more than `bins` distinct values) gets
 quantile bins instead of one row per sampled value: `bins` (default `BINS` = 4) bins holding
-about equally many trials, fewer when there are fewer than two distinct values per bin, labelled
-by their range, `[4.0, 5.3)`, the last one closed, `[8.1, 10]`. Integer and categorical
-parameters, and float grids, keep one row per value. `bins=0` turns binning off.
+about equally many trials, labelled by their range, `[4, 5.3)`, the last one closed,
+`[8.1, 10]`; at most one bin per two distinct values (four sampled values make two bins, three
+keep one row each). Integer and categorical parameters, and float grids, keep one row per
+value. `bins=0` turns binning off.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ class Bin:
 
 def _declared_float_ranges(df: pd.DataFrame) -> dict[str, bool] | None:
     """{config column: continuous?} from the search space saved in sweep.yaml; None if none."""
-    space = ((df.attrs.get("spec") or {}).get("resolved") or {}).get("space")
+    spec = df.attrs.get("spec") or {}
+    space = (spec.get("resolved") or {}).get("space") or spec.get("space")
     if not isinstance(space, dict) or not isinstance(space.get("params"), dict):
         return None
     out = {}

@@ -69,8 +69,10 @@ MIN_TRIALS = 4
 MIN_IMPORTANCE_TRIALS = 10
 #: The fewest points (configurations, or trials) for a metric pair's rank correlation.
 MIN_AGREEMENT_POINTS = 10
-#: Bootstrap resamples of the trials for an importance interval.
-N_BOOT = 30
+#: Bootstrap resamples of the trials for an importance interval: the 95% interval's ends are
+#: then about the 3rd and the 98th of 100 sorted values. fANOVA on 36 trials and 6 metrics
+#: takes 18 s of CPU with 100 (16 trees on each resample).
+N_BOOT = 100
 #: The variance factor of Fisher's z for Spearman's rho (Fieller, Hartley and Pearson, 1957).
 SPEARMAN_VARIANCE = 1.06
 
@@ -127,7 +129,11 @@ def importance(
     n_estimators: int = 64,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Hyperparameter importance for each metric.
+    """Hyperparameter importance for each metric by a random forest, point values only.
+
+    The fallback without Optuna and without an interval; `importance_intervals` adds the
+    bootstrap interval and the minimum of trials, and the sweep's report uses Optuna's fANOVA
+    (`tune.sweep.importance.sweep_importance`).
 
     Args:
         df: trials from `load_sweep`; only finished, healthy trials are used, seeds as

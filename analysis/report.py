@@ -5,7 +5,9 @@
                               importance, metric agreement, plots, best trials' images
     ranked.csv, ranked.md     the full ranked table
     ablation_<param>.{md,tex,csv}
-    importance.csv, metric_correlation.csv
+    importance.csv            per metric and parameter: the share, the bootstrap mean and
+                              95% interval, the trials (left out below 10 trials)
+    metric_correlation.csv    per pair of metrics: Spearman rho, n, 95% interval, shown
     best_config.yaml          the best trial's complete run config (see analysis.export)
     plots/*.png
 The HTML page embeds its images (base64), so it can be mailed or archived alone.
@@ -334,8 +336,11 @@ def _importance(doc: _Doc, sweep: _Sweep) -> None:
     method = imp.attrs.get("method", "forest")
     minimum = imp.attrs.get("min_trials", MIN_IMPORTANCE_TRIALS)
     early = imp.attrs.get("too_early", {})
+    if imp.empty and not early:
+        doc.para("(No importance: no metric varies across the finished trials.)")
+        return
     if imp.empty:
-        counts = sorted(set(early.values())) or [0]
+        counts = sorted(set(early.values()))
         doc.para(
             f"Too early for importance: it needs at least {minimum} finished trials with a "
             f"value of the metric, and this sweep has {fmt.value(max(counts))}. Below that the "
@@ -367,6 +372,10 @@ def _importance(doc: _Doc, sweep: _Sweep) -> None:
     notes = [f"{metric_label(m)} ({n} trials)" for m, n in early.items()]
     if notes:
         doc.para(f"Too early (fewer than {minimum} trials): " + ", ".join(notes) + ".")
+    constant = imp.attrs.get("constant") or []
+    if constant:
+        doc.para("Left out, the same in every trial: "
+                 + ", ".join(metric_label(m) for m in constant) + ".")
     left = imp.attrs.get("left_out") or {}
     if left:
         doc.para("Left out: " + "; ".join(f"{p} ({why})" for p, why in left.items()) + ".")

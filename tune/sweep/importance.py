@@ -3,7 +3,7 @@
 `analysis` imports no Optuna, so the report's importance is computed here and handed to it as
 plain numbers (`analysis.report.write_report(..., importance=...)`):
 
-    table = sweep_importance(load_sweep(folder))          # fANOVA, 30 resamples
+    table = sweep_importance(load_sweep(folder))          # fANOVA, 100 resamples
     write_report(folder, importance=table)
 
 For each metric an in-memory Optuna study is built from the trials table (one `create_trial`
