@@ -14,8 +14,8 @@ a table without a saved space, a float column with more than `bins` distinct val
 quantile bins instead of one row per sampled value: `bins` (default `BINS` = 4) bins holding
 about equally many trials, labelled by their range, `[4, 5.3)`, the last one closed,
 `[8.1, 10]`; at most one bin per two distinct values (four sampled values make two bins, three
-keep one row each). Integer and categorical parameters, and float grids, keep one row per
-value. `bins=0` turns binning off.
+keep one row each). Integer and categorical parameters, float grids and every parameter of
+an ablation grid (`mipet-tune ablate`) keep one row per value. `bins=0` turns binning off.
 """
 
 from __future__ import annotations
@@ -99,8 +99,8 @@ def continuous_params(
     Returns:
         {config column: bins, lowest first}; empty for `bins` < 2.
     """
-    if bins < 2:
-        return {}
+    if bins < 2 or (df.attrs.get("spec") or {}).get("kind") == "ablation":
+        return {}  # an ablation grid's values are chosen, not sampled: one row each
     declared = _declared_float_ranges(df)
     out = {}
     for col in params:

@@ -163,6 +163,10 @@ def test_ablation_bins_a_continuous_parameter() -> None:
     binned = ablation_table(few, rows="beta", metrics="mig")
     assert [str(b) for b in binned.binned["config/model/beta"]] == ["[1, 2.5)", "[2.5, 4]"]
     assert binned.stats["n"].tolist() == [2, 2]
+    grid = table(rows)  # an ablation grid's values are chosen: one row each, however many
+    grid.attrs["spec"] = {"kind": "ablation", "grid": {"model/beta": [float(b) for b in
+                                                                     range(1, 13)]}}
+    assert len(ablation_table(grid, rows="beta", metrics="mig").stats) == 12
 
 
 def test_pareto_front_is_on_the_reconstruction_term(tmp_path: Path) -> None:
