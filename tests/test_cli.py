@@ -95,3 +95,66 @@ def test_version_is_the_installed_distributions(capsys) -> None:
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out == f"mipet-tune {version('mipet-tune')}\n"
+
+
+# ---- sweep --dry-run -----------------------------------------------------------------------
+def test_sweep_dry_run_counts_trials_and_floor_and_estimates_hours(tmp_path: Path,
+                                                                    capsys) -> None:
+    before = set(sys.modules)
+    assert main(["sweep", "--preset", "quick", "--dry-run", "--out", str(tmp_path / "runs"),
+                 "--set", "num_samples=6", "--set", "seeds=2", "--throughput", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("quick: 6 configurations x 2 seeds = 12 trials\n")
+    # the quick space picks betatcvae and mipet_betatcvae on dsprites: 2 floors of 3 seeds
+    assert "noise floor: 2 model and dataset pairs x 3 seeds = up to 6 evaluations" in out
+    # each trial: 500 steps x 64 images at 1,000 img/s = 32 s; 12 trials = 384 s
+    assert "| dsprites betatcvae | 6 | 500 x 64 | 1,000 | 0.01 | --throughput |" in out
+    assert "estimated training time: 0.11 device-hours" in out
+    assert not (tmp_path / "runs").exists()  # nothing written
+    assert not {m for m in set(sys.modules) - before if m == "ray" or m.startswith("ray.")}
+
+
+def test_sweep_dry_run_weighs_each_model_equally(tmp_path: Path, capsys) -> None:
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(
+        "base: {data: {name: dsprites}, train: {steps: 1000, batch_size: 100}}\n"
+        "space:\n"
+        "  params:\n"
+        "    model/name: {choices: [beta_vae, mipet_vae]}\n"
+        "    model/num_ipe: {low: 1, high: 4, type: int, when: {model/name: mipet_vae}}\n"
+        "num_samples: 10\n"
+        "scheduler: {kind: asha, metric: train/loss}\n"
+    )
+    assert main(["sweep", "--config", str(cfg), "--dry-run", "--throughput", "100",
+                 "--throughput", "mipet_vae=50"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("s: 10 configurations x 1 seeds = 10 trials\n")
+    assert "| dsprites beta_vae | 5 | 1000 x 100 | 100 | 0.28 | --throughput |" in out
+    assert "| dsprites mipet_vae, num_ipe=1 | 2.5 | 1000 x 100 | 50 | 0.56 |" in out
+    assert "| dsprites mipet_vae, num_ipe=4 | 2.5 |" in out
+    # 5 x 1000 s + 5 x 2000 s = 15,000 s; all at the fastest 10,000 s, the slowest 20,000 s
+    assert "estimated training time: 4.2 device-hours" in out
+    assert "fastest corner: 2.8; at the slowest: 5.6 device-hours" in out
+    assert "asha stops some trials early" in out
+
+
+def test_sweep_dry_run_measures_here_without_throughput(capsys) -> None:
+    assert main(["sweep", "--preset", "quick", "--dry-run", "--set", "train/batch_size=4"]) == 0
+    out = capsys.readouterr().out
+    assert "| 500 x 4 |" in out and "| measured here on cpu |" in out
+    assert "measured on this machine's CPU, not a GPU" in out
+
+
+def test_sweep_dry_run_refuses_resume_and_a_bad_space(tmp_path: Path, capsys) -> None:
+    assert main(["sweep", "--resume", str(tmp_path), "--dry-run"]) == 2
+    assert "--dry-run estimates a new sweep" in capsys.readouterr().err
+    assert main(["sweep", "--preset", "quick", "--dry-run", "--throughput", "1",
+                 "--set", "space=quik"]) == 2
+    assert "unknown search space 'quik'" in capsys.readouterr().err
+
+
+def test_a_directory_as_config_says_so(tmp_path: Path, capsys) -> None:
+    for command in (["sweep", "--dry-run"], ["ablate"]):
+        assert main([*command, "--config", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"--config {tmp_path}: is a directory" in err and "\n" not in err
