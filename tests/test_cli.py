@@ -158,3 +158,70 @@ def test_a_directory_as_config_says_so(tmp_path: Path, capsys) -> None:
         assert main([*command, "--config", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()
         assert f"--config {tmp_path}: is a directory" in err and "\n" not in err
+
+
+# ---- rank, report: what a user gets wrong or the folder does -------------------------------
+@pytest.mark.parametrize("top", ["-1", "0", "two"])
+def test_rank_top_must_be_a_positive_integer(sweep: Path, top: str, capsys) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["rank", str(sweep), f"--top={top}"])
+    assert done.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert f"argument --top: expected a positive integer, got '{top}'" in err
+    assert "\n" not in err
+
+
+def test_rank_top_one_prints_one_configuration(sweep: Path, capsys) -> None:
+    assert main(["rank", str(sweep), "--by", "mig", "--top", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
+    assert [r[:5] for r in rows] == ["| 1 |"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not parquet"])
+def test_rank_goes_on_without_an_unreadable_floor(sweep: Path, damage: str, capsys) -> None:
+    floor = sweep / "floor.parquet"
+    if damage == "truncated":
+        floor.write_bytes(floor.read_bytes()[: floor.stat().st_size // 2])
+    else:
+        floor.write_text("not a table\n")
+    assert main(["rank", str(sweep), "--by", "mig"]) == 0
+    out, err = capsys.readouterr()
+    assert "| rank |" in out and "No noise floor was computed" in out
+    warnings = [ln for ln in err.splitlines() if ln.startswith("WARNING")]
+    assert len(warnings) == 1
+    assert f"{floor}: not a readable Parquet file" in warnings[0]
+    assert "going on without the noise floor" in warnings[0]
+
+
+def test_report_into_an_unwritable_place_is_one_line(sweep: Path, capsys) -> None:
+    (sweep / "report").write_text("a file where the report folder goes\n")
+    assert main(["-q", "report", str(sweep)]) == 2  # -q: no INFO lines around it
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("mipet-tune report: error: ")
+    assert f"{sweep / 'report'}" in err and "cannot write the report" in err
+    assert "\n" not in err and "Traceback" not in err
+
+
+@pytest.fixture()
+def read_only_sweep(tmp_path: Path):
+    """The synthetic sweep on a tmpfs remounted read-only (root with mount rights only: chmod
+    does not stop root's writes)."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root with mount rights)")
+    try:
+        folder = write_sweep(synthetic_trials(), mnt / "sweep")
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        yield folder
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+def test_report_on_a_read_only_mount_is_one_line(read_only_sweep: Path, capsys) -> None:
+    assert main(["-q", "report", str(read_only_sweep)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"mipet-tune report: error: {read_only_sweep / 'report'}")
+    assert "Read-only file system" in err and "\n" not in err
+    assert main(["rank", str(read_only_sweep), "--by", "mig"]) == 0  # reading still works

@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 log = logging.getLogger("mipet_tune")
 
@@ -100,8 +100,26 @@ def _version() -> str:
         return "(not installed: no version; pip install -e . gives one)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (its `--help` has the usage), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mipet-tune",
         description="Hyperparameter search for disentangling VAEs (MIPET) with Ray Tune + Optuna.",
     )
@@ -136,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", help="the sweep folder")
     p.add_argument("--by", nargs="+", metavar="METRIC",
                    help="metrics to rank by (default: the sweep's)")
-    p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
+    p.add_argument("--top", type=_positive_int, default=20,
+                   help="configurations to print (default 20)")
     p.set_defaults(func=cmd_rank)
 
     p = sub.add_parser("ablate", help="an ablation table from a sweep, or run an ablation grid")
