@@ -225,3 +225,20 @@ def test_report_on_a_read_only_mount_is_one_line(read_only_sweep: Path, capsys) 
     assert err.startswith(f"mipet-tune report: error: {read_only_sweep / 'report'}")
     assert "Read-only file system" in err and "\n" not in err
     assert main(["rank", str(read_only_sweep), "--by", "mig"]) == 0  # reading still works
+
+
+@pytest.mark.parametrize("section, typo, known", [
+    ("model", "latnt_dim", "latent_dim"), ("train", "stpes", "steps"),
+    ("data", "nmae", "name"), ("eval", "protocl", "protocol"),
+])
+def test_unknown_keys_are_named_as_set_names_them(tmp_path: Path, section: str, typo: str,
+                                                  known: str, capsys) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"{section}: {{{typo}: 3}}\n")
+    assert main(["train", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"unknown key '{section}/{typo}'; did you mean '{section}/{known}'?" in err
+    cfg.write_text("seed: 0\n")
+    assert main(["train", "--config", str(cfg), "--set", f"{section}/{typo}=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert f"'{section}/{typo}': unknown config path; did you mean '{section}/{known}'?" in err
