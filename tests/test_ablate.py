@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from models.errors import ConfigError
-from tune.sweep.ablate import AblationSpec, run_ablation
+from tune.cli.commands import main
 from tune.config.sweep import SweepSpec
+from tune.sweep.ablate import AblationSpec, run_ablation
 from tune.sweep.driver import prepare
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -43,8 +44,6 @@ def test_an_impossible_cell_fails_before_anything_runs(tmp_path: Path) -> None:
 
 
 def test_ablate_dry_run_applies_set_and_counts_cells_trials_and_floor(capsys) -> None:
-    from tune.cli.commands import main
-
     assert main(["ablate", "--config", str(EXAMPLES / "ablation.yaml"), "--dry-run",
                  "--set", "train/steps=1000", "--throughput", "256"]) == 0
     out = capsys.readouterr().out
