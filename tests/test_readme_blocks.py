@@ -18,10 +18,12 @@ A block's kind is read from its top-level keys:
   declare (`model/name`, typically): the minimal sweep then declares that parent first, as a
   choice of every value the fragment's conditions name.
 
-Any other block fails, naming its file and line. A block that is deliberately not a config (a
-piece of a larger file that cannot stand alone) is marked by the HTML comment
-`<!-- not-a-config -->` on the nearest non-blank line above its opening fence; it must still
-parse as YAML.
+Blocks are loaded from the repository's root, so a block may name a file of the repo
+(`space: examples/...`) as a user there would. Any other block fails, naming its file and line.
+
+A block that is deliberately not a config (a piece of a larger file that cannot stand alone) is
+marked by the HTML comment `<!-- not-a-config -->` on the nearest non-blank line above its
+opening fence; it must still parse as YAML.
 """
 
 from __future__ import annotations
@@ -166,7 +168,9 @@ def test_the_documents_have_yaml_blocks() -> None:
 
 
 @pytest.mark.parametrize("block", BLOCKS, ids=[b.where for b in BLOCKS])
-def test_yaml_block_loads_through_the_cli(block: Block, tmp_path: Path, capsys) -> None:
+def test_yaml_block_loads_through_the_cli(block: Block, tmp_path: Path, capsys,
+                                          monkeypatch) -> None:
+    monkeypatch.chdir(ROOT)  # a block may name a file of the repo (examples/...) as a user would
     check_block(block, tmp_path, capsys)
 
 
