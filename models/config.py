@@ -302,7 +302,7 @@ class ModelConfig:
             )
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None, *, where: str = "model.") -> ModelConfig:
+    def from_dict(cls, data: Mapping[str, Any] | None, *, where: str = "model/") -> ModelConfig:
         """Strict construction: unknown keys raise ConfigError naming the nearest known key."""
         return from_dict(cls, data, where=where)
 

@@ -63,7 +63,7 @@ def test_defaults_are_the_paper_run() -> None:
 @pytest.mark.parametrize(
     ("data", "match"),
     [
-        ({"bta": 2.0}, r"did you mean '(model\.)?beta'"),
+        ({"bta": 2.0}, "unknown key 'model/bta'; did you mean 'model/beta'"),
         ({"name": "mipet_vea"}, "did you mean 'mipet_vae'"),
         ({"beta": -1}, r"model.beta must be > 0, got -1"),
         ({"image_channels": 2}, "model.image_channels"),
