@@ -42,6 +42,7 @@ __all__ = [
     "is_complete",
     "latest_complete",
     "read_marker",
+    "sha256",
     "save_state",
     "load_state",
 ]
@@ -71,7 +72,8 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -124,7 +126,7 @@ def write_checkpoint(
             _fsync_path(path)
             files[path.relative_to(tmp).as_posix()] = {
                 "size": path.stat().st_size,
-                "sha256": _sha256(path),
+                "sha256": sha256(path),
             }
         marker = {
             "format": _FORMAT,
@@ -186,7 +188,7 @@ def is_complete(path: str | os.PathLike[str], *, verify: bool = False) -> bool:
                 return False
         except OSError:
             return False
-        if verify and _sha256(file) != meta.get("sha256"):
+        if verify and sha256(file) != meta.get("sha256"):
             return False
     return True
 
