@@ -42,12 +42,6 @@ def run_folder(out: str | Path, cfg: RunConfig) -> Path:
     return Path(out).expanduser().resolve() / f"{cfg.model.name}-{cfg.run_id()}-seed{cfg.seed}"
 
 
-def latest_checkpoint(folder: Path) -> Path | None:
-    from tune.train.checkpoint import latest_complete
-
-    return latest_complete(folder) if folder.is_dir() else None
-
-
 def train_from_file(config: str | Path, *, overrides: list[str] | tuple[str, ...] = (),
                     out: str | Path = "runs/train", resume: bool = False,
                     restart: bool = False, from_checkpoint: str | Path | None = None,
