@@ -194,6 +194,10 @@ def test_resume_with_nothing_to_resume_refuses(tmp_path: Path, capsys) -> None:
     assert _train(config, tmp_path / "out", "--resume") == 2
     assert "no checkpoint of this configuration" in _one_line(capsys.readouterr().err)
     assert not (tmp_path / "out").exists()
+    folder = run_folder(tmp_path / "out", RunConfig.from_yaml(config))
+    folder.mkdir(parents=True)  # a run killed before its first checkpoint
+    assert _train(config, tmp_path / "out", "--resume") == 2
+    assert "stopped before its first" in _one_line(capsys.readouterr().err)
 
 
 def test_run_identity_leaves_out_steps_only() -> None:

@@ -196,19 +196,22 @@ def _nothing_to_resume(cfg: RunConfig, folder: Path, out: str | Path) -> str:
     that there is none."""
     from tune.train.run_checkpoint import checkpoints_in
 
+    if folder.is_dir():  # this run began but was stopped before it wrote a checkpoint
+        return (f"--resume: {folder} has no checkpoint (the run stopped before its first, due "
+                f"every train/checkpoint_every={cfg.train.checkpoint_every} steps); drop --resume "
+                "to start it from step 0")
     best: tuple[int, Path, list[str]] | None = None
     parent = folder.parent
     for other in sorted(parent.iterdir()) if parent.is_dir() else ():
         saved = folder_config(other)
-        if other == folder or saved is None or not checkpoints_in(other / CHECKPOINTS):
+        if saved is None or not checkpoints_in(other / CHECKPOINTS):
             continue
         changes = config_changes(saved, cfg)
         if best is None or len(changes) < best[0]:
             best = (len(changes), other, changes)
     if best is None:
-        stopped = " (the run stopped before its first checkpoint)" if folder.is_dir() else ""
-        return (f"--resume: no checkpoint of this configuration in {out}{stopped}; drop "
-                "--resume to start it from step 0")
+        return (f"--resume: no checkpoint of this configuration in {out}; drop --resume to "
+                "start it from step 0")
     _, other, changes = best
     shown = "; ".join(changes[:6]) + (f"; and {len(changes) - 6} more" if changes[6:] else "")
     return (f"--resume: no checkpoint of this configuration in {out}; the nearest run there, "
