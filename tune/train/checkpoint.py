@@ -234,10 +234,23 @@ def save_state(
 
     Returns:
         The file written.
+
+    Raises:
+        OSError: the file cannot be written (a full disk, for example).
     """
     import torch
 
-    return atomic_write(Path(folder) / filename, lambda fh: torch.save(state, fh))
+    def write(fh: Any) -> None:
+        try:
+            torch.save(state, fh)
+        except RuntimeError as exc:
+            # torch's zip writer reports a failed write (ENOSPC) as "unexpected pos ...": raise
+            # the disk's error that it hides.
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from exc
+            raise
+
+    return atomic_write(Path(folder) / filename, write)
 
 
 def load_state(
@@ -268,7 +281,7 @@ def load_state(
         if read_marker(path) is not None and not is_complete(path, verify=verify):
             raise DataFileError(
                 f"{path}: incomplete or corrupt checkpoint (files differ from its {MARKER} "
-                "marker); use an older checkpoint"
+                "marker); use an older checkpoint (`mipet-tune train --from CHECKPOINT`)"
             )
         path = path / filename
     try:
