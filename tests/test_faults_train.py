@@ -289,3 +289,13 @@ def test_out_on_a_read_only_or_full_mount_is_one_line(tmp_path: Path, capsys, op
         assert not list(mount.rglob("checkpoint_*"))  # no half-written checkpoint published
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_changed_steps_under_a_decaying_lr_warn_that_the_curve_changes(tmp_path: Path,
+                                                                       capsys) -> None:
+    config = _write_config(tmp_path / "run.yaml", train={"lr_schedule": "cosine"})
+    assert _train(config, tmp_path / "out") == 0
+    capsys.readouterr()
+    assert _train(config, tmp_path / "out", "--resume", "--set", "train/steps=9") == 0
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "train/lr_schedule=cosine decays over train/steps" in err
