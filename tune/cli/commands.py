@@ -53,7 +53,8 @@ def _config_file(path: str | None, what: str) -> str | None:
 def cmd_train(args: argparse.Namespace) -> int:
     from tune.train.command import train_from_file
 
-    result = train_from_file(args.config, overrides=args.set, out=args.out, resume=args.resume)
+    result = train_from_file(args.config, overrides=args.set, out=args.out, resume=args.resume,
+                             restart=args.restart, from_checkpoint=args.from_checkpoint)
     print(result)
     return 0
 
@@ -142,11 +143,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(p)
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("train", help="train one configuration (e.g. an exported best config)")
+    p = sub.add_parser(
+        "train", help="train one configuration (e.g. an exported best config)",
+        description="Train one configuration into OUT/<model>-<run id>-seed<seed>. The run id "
+                    "hashes the config but the seed and train/steps, so a run trained longer "
+                    "keeps its folder. A folder that already holds checkpoints is never "
+                    "overwritten: give --resume, --from or --restart.")
     p.add_argument("--config", required=True, help="a run-config YAML (e.g. best_config.yaml)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint in --out")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue this run from its newest readable checkpoint (a changed "
+                            "train/steps trains it to the new length; any other change refuses, "
+                            "listing the changed keys)")
+    again.add_argument("--from", dest="from_checkpoint", metavar="CHECKPOINT",
+                       help="continue this run from the checkpoint folder CHECKPOINT (e.g. "
+                            "OUT/<run>/checkpoints/checkpoint_00005000), when --resume refuses "
+                            "to choose one")
+    again.add_argument("--restart", action="store_true",
+                       help="remove this run's earlier checkpoints, TensorBoard files and "
+                            "images, and train it again from step 0")
     _add_set(p)
     p.set_defaults(func=cmd_train)
 

@@ -24,6 +24,9 @@ from tune.data import DATASETS  # the one list of dataset names
 from tune.data._info import info_for
 
 SECTIONS = ("model", "data", "train", "eval", "seed")
+MAX_STEPS = 1_000_000_000  # train/steps above this is a typo (1e30), not a run
+# The one key a resumed run may change: a run trained longer is the same run (`run_id`).
+RESUMABLE_KEYS = ("train/steps",)
 # Keys an exported best config carries besides the run config; `train --config` ignores them.
 EXPORT_EXTRA_KEYS = ("metrics", "provenance")
 
@@ -84,6 +87,11 @@ class TrainConfig:
         for name in ("steps", "batch_size", "report_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps > MAX_STEPS:
+            raise ConfigError(
+                f"train.steps={self.steps:.4g} is past the limit of {MAX_STEPS:.0e} optimizer "
+                "steps; give a whole number of steps, for example 300000"
+            )
         if self.batch_size < 2:
             raise ConfigError(f"train.batch_size must be >= 2, got {self.batch_size}")
         for name in ("lr", "sub_lr"):
@@ -210,8 +218,42 @@ class RunConfig:
 
         return config_hash(self.to_dict())
 
+    def run_id(self) -> str:
+        """A short hash of everything but the seed and `train/steps`: the identity of one run
+        (its folder under `mipet-tune train --out`), which it keeps when trained longer."""
+        from analysis.trials import config_hash
+
+        d = self.to_dict()
+        d["train"] = {k: v for k, v in d["train"].items() if k != "steps"}
+        return config_hash(d)
+
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def config_changes(old: Mapping[str, Any], new: RunConfig, *,
+                   ignore: Sequence[str] = RESUMABLE_KEYS) -> list[str]:
+    """What changed from the run config dict `old` (a checkpoint's or a run folder's, as
+    `to_dict` wrote it) to `new`, one `"model/beta: 4.0 -> 6.0"` per "/"-path, in `new`'s
+    order; paths in `ignore` are left out."""
+    from analysis.trials import flatten
+
+    before, after = flatten(old), new.flat()
+    absent = object()
+
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True, default=list) == json.dumps(
+            b, sort_keys=True, default=list)
+
+    def shown(v: Any) -> str:
+        return "(absent)" if v is absent else json.dumps(v, default=list)
+
+    out = []
+    for key in list(after) + [k for k in before if k not in after]:
+        a, b = before.get(key, absent), after.get(key, absent)
+        if key not in ignore and (a is absent or b is absent or not same(a, b)):
+            out.append(f"{key}: {shown(a)} -> {shown(b)}")
+    return out
 
 
 def check_condition_on(condition_on: Sequence[str], factor_names: Sequence[str],
