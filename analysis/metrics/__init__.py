@@ -123,4 +123,6 @@ def __getattr__(name: str) -> Any:
         value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
+    if name in METRIC_KEYS or name in GROUP_METRIC_KEYS:  # any registered metric, by its name
+        return get(name).load()
     raise AttributeError(f"module 'analysis.metrics' has no attribute {name!r}")
