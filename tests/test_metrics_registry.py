@@ -115,6 +115,21 @@ def test_the_registry_and_run_configs_import_no_scikit_learn_scipy_or_pandas() -
     assert done.stdout.strip() == ""
 
 
+def test_analysis_loads_lazily_and_keeps_its_function_names() -> None:
+    code = (
+        "import sys, types\n"
+        "import analysis\n"
+        "assert 'pandas' not in sys.modules\n"
+        "import analysis.plots, analysis.rank, analysis.importance\n"
+        "from analysis import importance, rank, load_sweep\n"
+        "assert all(isinstance(f, types.FunctionType) for f in (importance, rank, load_sweep))\n"
+        "assert analysis.rank is rank\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+
+
 def test_non_finite_codes_are_told_by_class_not_by_words() -> None:
     from analysis.metrics import NonFiniteCodesError, mig_from_codes
 

@@ -94,6 +94,8 @@ def test_udr_from_codes_refuses_bad_input() -> None:
     bad[0, 0] = np.nan
     with pytest.raises(NonFiniteCodesError):
         udr_from_codes([GRID, bad], [ONES, ONES])
+    with pytest.raises(NonFiniteCodesError, match="non-finite KL"):
+        udr_from_codes([GRID, GRID], [ONES, np.array([1.0, np.inf, 1, 1])])
 
 
 class _Encoder:

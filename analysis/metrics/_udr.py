@@ -60,7 +60,13 @@ from sklearn.linear_model import Lasso
 from sklearn.preprocessing import StandardScaler
 
 from analysis.errors import AnalysisError
-from analysis.metrics._utils import CHUNK_BYTES, check_codes, check_positive, check_random_state
+from analysis.metrics._utils import (
+    CHUNK_BYTES,
+    NonFiniteCodesError,
+    check_codes,
+    check_positive,
+    check_random_state,
+)
 
 #: dlib's fixed threshold below which a latent's codes are zeroed (independent of kl_threshold).
 DEAD_KL = 0.01
@@ -142,10 +148,15 @@ def udr_from_codes(
     kls = []
     for m, (rep, k) in enumerate(zip(reps, kl, strict=True)):
         k = np.asarray(k, dtype=np.float64).reshape(-1)
-        if rep.shape[0] != num or k.shape != (rep.shape[1],) or not np.isfinite(k).all():
+        if rep.shape[0] != num or k.shape != (rep.shape[1],):
             raise AnalysisError(
                 f"udr: model {m} has codes {rep.shape} and kl {np.shape(kl[m])}; expected "
-                f"({num}, d) codes and d finite KL values."
+                f"({num}, d) codes and d KL values."
+            )
+        if not np.isfinite(k).all():
+            raise NonFiniteCodesError(
+                f"udr: model {m} has {int((~np.isfinite(k)).sum())} non-finite KL values; a "
+                "diverged model cannot be scored."
             )
         kls.append(k)
     scaled = [StandardScaler().fit_transform(r) * (k > DEAD_KL) for r, k in zip(reps, kls,

@@ -70,7 +70,7 @@ def _resolve(ref: str) -> Callable[..., Any]:
         raise AnalysisError(f"metric function {ref!r} cannot be loaded: {exc}") from exc
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, eq=False)
 class Metric:
     """One metric, all the rest of the code needs to know about it.
 
