@@ -21,6 +21,14 @@ ROOT = Path(__file__).resolve().parents[1]
 RECORDS = registry.registered()
 
 
+def _fresh(code: str) -> str:
+    """Run ``code`` in a fresh interpreter; its stdout (it must succeed)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
 def _params(fn) -> dict[str, inspect.Parameter]:
     return dict(inspect.signature(fn).parameters)
 
@@ -109,10 +117,7 @@ def test_the_registry_and_run_configs_import_no_scikit_learn_scipy_or_pandas() -
         "RunConfig.from_dict({'eval': {'metrics': ['mig', 'unsupervised']}})\n"
         "print(' '.join(sorted({'sklearn', 'scipy', 'pandas'} & set(sys.modules))))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == ""
+    assert _fresh(code) == ""
 
 
 def test_analysis_loads_lazily_and_keeps_its_function_names() -> None:
@@ -125,9 +130,7 @@ def test_analysis_loads_lazily_and_keeps_its_function_names() -> None:
         "assert all(isinstance(f, types.FunctionType) for f in (importance, rank, load_sweep))\n"
         "assert analysis.rank is rank\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=ROOT, check=False)
-    assert done.returncode == 0, done.stderr
+    _fresh(code)
 
 
 def test_non_finite_codes_are_told_by_class_not_by_words() -> None:
