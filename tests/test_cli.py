@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from analysis.synthetic import synthetic_trials, write_sweep
+from _synthetic import synthetic_trials, write_sweep
 from tune.cli.commands import main
 from tune.config.run import RunConfig
 

@@ -94,7 +94,7 @@ def test_the_sweep_report_shows_the_gifs_of_the_best_trials(tmp_path: Path) -> N
     from analysis.rank import rank
     from analysis.report import write_report
     from analysis.sweep import load_sweep
-    from analysis.synthetic import synthetic_trials, write_sweep
+    from _synthetic import synthetic_trials, write_sweep
     from tune.train.images import save_gif
 
     folder = write_sweep(synthetic_trials(n_seeds=1, broken=False), tmp_path / "s", images=True)

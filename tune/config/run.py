@@ -17,6 +17,7 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
+from analysis.metrics.registry import METRIC_KEYS  # light: names and keys, no scikit-learn
 from models import ModelConfig, dataset_defaults, strict_yaml
 from models.errors import ConfigError
 from models.strict import check_keys, from_dict, nearest, to_dict
@@ -123,8 +124,6 @@ class EvalConfig:
     cache: bool = True  # encode each distinct image once per evaluation
 
     def __post_init__(self) -> None:
-        from analysis.metrics import METRIC_KEYS
-
         for where, names in (("eval.metrics", self.metrics),
                              ("eval.fast_metrics", self.fast_metrics)):
             for name in names:
