@@ -18,22 +18,25 @@ KNOBS = (
 FIELDS = [k.name for k in KNOBS]
 
 
-def dip_terms(kind: str, cfg: Any) -> list:
-    """The DIP penalty of kind 'i' or 'ii' with the config's weights."""
-    from models.objectives import DipTerm
+def dip_spec(kind: str, summary: str) -> ObjectiveSpec:
+    """The record of DIP-VAE of `kind` 'i' or 'ii' (both read these knobs)."""
 
-    return [DipTerm(kind, cfg.dip_lambda_od, cfg.dip_lambda_d)]
+    def stacked(model: Any, cfg: Any) -> list:
+        from models.objectives import DipTerm
+
+        return [DipTerm(kind, cfg.dip_lambda_od, cfg.dip_lambda_d)]
+
+    def build(model: Any, cfg: Any) -> list:
+        from models.objectives import KLTerm
+
+        return [KLTerm(1.0), *stacked(model, cfg)]
+
+    return ObjectiveSpec(
+        name=f"dip_vae_{kind}", reference="Kumar et al. 2018", summary=summary,
+        knobs=KNOBS, main=role(FIELDS, FIELDS, ["kld", "dip"]), build=build,
+        stacked=role(FIELDS, FIELDS, ["dip"]), build_stacked=stacked,
+        mipet=Mipet(f"mipet_dip_vae_{kind}"),
+    )
 
 
-def build(model: Any, cfg: Any) -> list:
-    from models.objectives import KLTerm
-
-    return [KLTerm(1.0), *dip_terms("i", cfg)]
-
-
-SPEC = ObjectiveSpec(
-    name="dip_vae_i", reference="Kumar et al. 2018", summary="rec + KL + DIP-I(cov of mu)",
-    knobs=KNOBS, main=role(FIELDS, FIELDS, ["kld", "dip"]), build=build,
-    stacked=role(FIELDS, FIELDS, ["dip"]), build_stacked=lambda m, c: dip_terms("i", c),
-    mipet=Mipet("mipet_dip_vae_i"),
-)
+SPEC = dip_spec("i", "rec + KL + DIP-I(cov of mu)")
