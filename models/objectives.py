@@ -6,7 +6,8 @@ factor (terms without a weight are diagnostics, logged only). The total loss is
 sum(weight * term). The objective zoo (controlled capacity, Factor-VAE, DIP-VAE, InfoVAE) are
 classes here too; each objective's record (`models._objectives`) builds them from the config, and
 the MIPET parts stay untouched. With IPE maps and EF conversion a model's KL is the EF KL
-(`model_kl`), while the zoo's regularisers read the pre-IPE posterior and sample, as MIPET-beta-TCVAE does.
+(`model_kl`), while the zoo's regularisers read the pre-IPE posterior and sample, as
+MIPET-beta-TCVAE does.
 
 Every reduction is as in the paper code: reconstruction summed over pixels and channels and
 divided by the batch size; KL terms summed over latent units and averaged over the batch.
