@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_models import _one_thread  # noqa: F401  (the autouse fixture applies)
 
 import models
 from models import ModelConfig
@@ -26,14 +27,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with require
 NAMES = list(OBJECTIVES)
 FIELDS = {f.name: f for f in dataclasses.fields(ModelConfig)}
 PACKAGE = Path(models.__file__).parent
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def config(name: str, **kw: object) -> ModelConfig:

@@ -33,7 +33,8 @@ def tree(tmp_path: Path) -> Path:
     shutil.copytree(ROOT / "models", tmp_path / "models",
                     ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "tests").mkdir()
-    shutil.copy(ROOT / "tests" / "test_objective_registry.py", tmp_path / "tests")
+    for name in ("test_objective_registry.py", "test_models.py"):  # the contract, its fixture
+        shutil.copy(ROOT / "tests" / name, tmp_path / "tests")
     return tmp_path
 
 
