@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import textwrap
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
@@ -76,7 +77,8 @@ def with_objective_knobs(cls: type) -> type:
         setattr(cls, name, knob.default)
     for spec in OBJECTIVES.values():
         check_spec(spec, common_fields=own)
-    docs = "\n".join(f"        {name}: {knob.doc}" for name, knob in KNOBS.items())
+    docs = "\n".join(textwrap.fill(f"{name}: {knob.doc}", 99, initial_indent=" " * 8,
+                                    subsequent_indent=" " * 12) for name, knob in KNOBS.items())
     cls.__doc__ = (cls.__doc__ or "") + f"""
     Objective fields (each objective's record in models/_objectives/ defines its own):
 {docs}
