@@ -29,14 +29,13 @@ from models.strict import nearest
 __all__ = ["ModelOutput", "VAE", "LieGroupVAE", "build_objectives"]
 
 
-
 class VAE(nn.Module):
     """Shared machinery: encoder, optional K IPE maps, decoder, and a list of objectives.
 
     A registered subclass gets its objective, default K and fields from `models._facts`; its
     losses come from `build_objectives`, its adversaries and conditioning from its objective's
-    record (`spec`). Call `forward(x, eps=None, step=0)` for the training
-    record, `encode(x)` for (mu, logvar), `decode(z)` for images from pre-IPE codes.
+    record (`spec`). Call `forward(x, eps=None, step=0)` for the training record, `encode(x)` for
+    (mu, logvar), `decode(z)` for images from pre-IPE codes.
     """
 
     registry_name: str = ""
@@ -67,8 +66,8 @@ class VAE(nn.Module):
             if self.num_ipe > 0 else None
         )
         # Adversarial parts: trained by their own optimizers (`build_adversaries`), never by the
-        # main one (`param_groups` leaves out every name under `adversaries.`).
-        # Those of the model's own objective and of the stacked ones, in registry order.
+        # main one (`param_groups` leaves out every name under `adversaries.`): those of the
+        # model's own objective and of the stacked ones, in registry order.
         self.adversaries = nn.ModuleDict()
         self._adversary_specs: dict[str, Adversary] = {}
         active = (self.objective, *cfg.loss_terms)
