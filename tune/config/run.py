@@ -17,11 +17,11 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from models import ModelConfig, dataset_defaults, strict_yaml
+from models import ModelConfig, strict_yaml
 from models.errors import ConfigError
 from models.strict import check_keys, from_dict, nearest, to_dict
 from tune.data import DATASETS  # the one list of dataset names
-from tune.data._info import info_for
+from tune.data._registry import info_for, model_defaults
 
 SECTIONS = ("model", "data", "train", "eval", "seed")
 # Keys an exported best config carries besides the run config; `train --config` ignores them.
@@ -160,7 +160,7 @@ class RunConfig:
                 raise ConfigError(f"{key} must be a mapping of settings, got {data[key]!r}")
         data_cfg = from_dict(DataConfig, data.get("data"), where="data/")
         model_d = dict(data.get("model") or {})
-        for key, value in dataset_defaults(data_cfg.name).items():
+        for key, value in model_defaults(data_cfg.name).items():
             model_d.setdefault(key, value)
         model_d.setdefault("name", "mipet_vae")
         model_cfg = ModelConfig.from_dict(model_d)

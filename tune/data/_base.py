@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from tune.data._info import DatasetInfo
-
-if TYPE_CHECKING:
-    from tune.data._loader import BatchLoader
+from tune.data._loader import BatchLoader
 
 
 class MemmapStore:
@@ -216,8 +214,6 @@ class GroundTruthData:
     ) -> BatchLoader:
         """An endless iterator of float32 (B, C, H, W) torch batches in a seeded order (with
         the classes of the factor columns `labels`, for a conditional model)."""
-        from tune.data._loader import BatchLoader
-
         return BatchLoader(self, batch_size, seed, device=device, drop_last=drop_last,
                            labels=labels)
 
