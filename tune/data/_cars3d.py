@@ -178,7 +178,7 @@ def read_folder(path: Path, record: Dataset) -> _real.Reader:
             if progress is not None:
                 progress(n_azim * n_elev)
 
-    return _real.Reader(info, (64, 64, 3), False, fill)
+    return _real.Reader(info, fill)
 
 
 DATASET = Dataset(

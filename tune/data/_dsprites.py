@@ -161,9 +161,7 @@ def _reader(path: Path, info: DatasetInfo, classes: np.ndarray,
             raise DataFileError(f"{path}: dSprites pixels must be 0 or 1")
         arr[start:stop] = np.packbits(rows.reshape(len(rows), -1).astype(bool), axis=1)
 
-    h, w, _ = info.observation_shape
-    return _real.Reader(info, (h * w // 8,), True,
-                        _real.chunked_fill(path, info.num_images, write))
+    return _real.Reader(info, _real.chunked_fill(path, info.num_images, write))
 
 
 def read_npz(path: Path, record: Dataset) -> _real.Reader:

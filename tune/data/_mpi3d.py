@@ -171,8 +171,7 @@ def read_npz(path: Path, record: Dataset) -> _real.Reader:
     def write(arr: np.ndarray, start: int, stop: int) -> None:
         arr[start:stop] = member.read(stop - start)
 
-    return _real.Reader(info, (64, 64, 3), False,
-                        _real.chunked_fill(path, info.num_images, write))
+    return _real.Reader(info, _real.chunked_fill(path, info.num_images, write))
 
 
 def _record(name: str, title: str) -> Dataset:

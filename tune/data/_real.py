@@ -8,6 +8,7 @@ dataset whole (Cars3D, 206 MiB at 64x64, is the exception: its files are per obj
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import zipfile
 import zlib
@@ -106,15 +107,20 @@ def expect(path: Path, what: str, shapes: dict[str, tuple[tuple[int, ...], str]]
                                 f"{hint}")
 
 
+@dataclasses.dataclass(frozen=True)
 class Reader:
-    """A validated real file: its factor table and a function that fills the cache rows."""
+    """A validated real file: its factor table and the function that converts it.
 
-    def __init__(self, info: DatasetInfo, row_shape: tuple[int, ...], packed: bool,
-                 fill: Callable[[np.ndarray, Callable[[int], None] | None], None]) -> None:
-        self.info = info
-        self.row_shape = row_shape
-        self.packed = packed
-        self.fill = fill
+    Attributes:
+        info: the factor table the file holds (the record's, or one of its variants).
+        fill: `fill(arr, progress)` writes every row of the cache array `arr`, uint8 (N, H, W, C)
+            (bit-packed (N, H*W/8) for a binary dataset), in storage order, and calls
+            `progress(rows)` after each chunk unless `progress` is None; read errors are
+            DataFileErrors naming the file.
+    """
+
+    info: DatasetInfo
+    fill: Callable[[np.ndarray, Callable[[int], None] | None], None]
 
 
 def check_order(path: Path, info: DatasetInfo, classes: np.ndarray, what: str) -> None:

@@ -250,7 +250,7 @@ def read_h5(path: Path, record: Dataset) -> _real.Reader:
                                                          "labels": ((n, 6), "float64")}, _HINT)
     found = _real.values_to_classes(path, info, np.asarray(f["labels"]))
     _real.check_order(path, info, found, "3D Shapes")
-    return _real.Reader(info, (64, 64, 3), False, _real.h5_fill(path, f["images"], n))
+    return _real.Reader(info, _real.h5_fill(path, f["images"], n))
 
 
 DATASET = Dataset(
