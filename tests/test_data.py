@@ -128,7 +128,7 @@ def test_dsprites_known_indices() -> None:
 
 def test_all_datasets_have_tables() -> None:
     assert set(DATASETS) == {"dsprites", "shapes3d", "cars3d", "mpi3d_toy", "mpi3d_realistic",
-                             "mpi3d_real"}
+                             "mpi3d_real", "images"}
     sizes = {n: info_for(n).num_images for n in DATASETS}
     assert sizes["dsprites"] == 737280 and sizes["shapes3d"] == 480000
     assert sizes["cars3d"] == 17568 and sizes["mpi3d_toy"] == 1036800

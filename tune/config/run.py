@@ -160,7 +160,7 @@ class RunConfig:
                 raise ConfigError(f"{key} must be a mapping of settings, got {data[key]!r}")
         data_cfg = from_dict(DataConfig, data.get("data"), where="data/")
         model_d = dict(data.get("model") or {})
-        for key, value in model_defaults(data_cfg.name).items():
+        for key, value in model_defaults(data_cfg.name, data_cfg.source).items():
             model_d.setdefault(key, value)
         model_d.setdefault("name", "mipet_vae")
         model_cfg = ModelConfig.from_dict(model_d)

@@ -20,6 +20,8 @@ class DatasetInfo:
         binary: pixels are black or white (dSprites): stored as bits, served as 0 or 255.
         hidden_sizes: sizes of non-latent factors that disentanglement_lib still draws with
             `randint(size, size=n)` on every observation call (dSprites: the size-1 colour).
+        size: the number of images of a dataset without factors (your own images); 0 when
+            there are factors (the number is then the product of their sizes).
     """
 
     name: str
@@ -29,14 +31,17 @@ class DatasetInfo:
     observation_shape: tuple[int, int, int]
     binary: bool = False
     hidden_sizes: tuple[int, ...] = ()
+    size: int = 0
 
     @property
     def num_images(self) -> int:
-        return int(np.prod(self.factor_sizes))
+        return int(np.prod(self.factor_sizes)) if self.factor_sizes else self.size
 
     @property
     def bases(self) -> np.ndarray:
         """int64 (F,): index = factors @ bases (row-major, last factor fastest)."""
+        if not self.factor_sizes:
+            return np.zeros(0, dtype=np.int64)
         sizes = np.asarray(self.factor_sizes, dtype=np.int64)
         return np.concatenate([np.cumprod(sizes[::-1])[::-1][1:], [1]]).astype(np.int64)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -25,6 +25,15 @@ log = logging.getLogger(__name__)
 def _row_shape(info: DatasetInfo) -> tuple[int, ...]:
     h, w, c = info.observation_shape
     return (h * w // 8,) if info.binary else (h, w, c)
+
+
+def _cached_info(record: Dataset, meta: dict[str, Any]) -> DatasetInfo:
+    """The factor table of a converted cache, from its metadata."""
+    info = record.info_for_sizes(tuple(meta["factor_sizes"]))
+    if record.has_factors:
+        return info
+    return dataclasses.replace(info, size=int(meta["num_images"]),
+                               observation_shape=tuple(meta["observation_shape"]))
 
 
 def _sizes_tag(info: DatasetInfo) -> str:
@@ -74,27 +83,30 @@ def _open(name: str, source: str | os.PathLike[str] | None, cache_dir: Any, *,
         extra: dict[str, Any] = {"name": name, "generator": gen.module, "version": gen.version}
         src = None
     else:
-        path = Path(source).expanduser()
+        path, key = _real.split_source(source)
         if not path.exists():
             raise DataFileError(f"{path}: no such file or folder (the real {record.title} data); "
                                 "give an existing path, or leave --source out for the built-in "
                                 "generator")
-        entry = _cache.Entry(_cache.cache_root(cache_dir), f"{name}-src-{_real.source_key(path)}"
-                             f"-{_sizes_tag(record.info)}")
-        src = str(path)
+        src_key = _real.source_key(path, key, content=record.hash_content)
+        entry = _cache.Entry(_cache.cache_root(cache_dir),
+                             f"{name}-src-{src_key}-{_sizes_tag(record.info)}")
+        src = str(path) if key is None else f"{path}:{key}"
         meta = entry.read_meta()
         if meta is not None and entry.check(meta, full=full_check) is None:
-            # converted before from this very file (same path, size, mtime): no need to reread it
-            info = record.info_for_sizes(tuple(meta["factor_sizes"]))
+            # converted before from this very file (same path, size, mtime, or the same bytes):
+            # no need to reread it
+            info = _cached_info(record, meta)
             store = MemmapStore(entry.npy, info.observation_shape, packed=info.binary)
             data = GroundTruthData(info, store, checksum=meta["checksum"], source=src,
                                    cache_path=str(entry.npy))
             return data, False, time.perf_counter() - start
-        reader = _real.reader_for(record, path)  # validates before anything is written
+        reader = _real.reader_for(record, path, key)  # validates before anything is written
         info = reader.info
         fill_from = reader.fill
-        extra = {"name": name, "source": str(path.resolve()),
-                 "factor_sizes": list(info.factor_sizes)}
+        extra = {"name": name, "source": str(path.resolve()), "key": key,
+                 "factor_sizes": list(info.factor_sizes), "num_images": info.num_images,
+                 "observation_shape": list(info.observation_shape)}
     shape = (info.num_images, *_row_shape(info))
 
     def fill(arr: np.ndarray) -> None:

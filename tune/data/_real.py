@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -21,19 +23,56 @@ from models.errors import DataFileError
 from tune.data._info import DatasetInfo
 
 if TYPE_CHECKING:
-    from tune.data._record import Dataset
+    from tune.data._record import Dataset, Source
 
 ROWS = 8192  # rows per chunk while converting
 READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
-def source_key(path: Path) -> str:
-    """Identity of a source file or folder: its real path, sizes and modification times."""
-    h = hashlib.sha256(str(path.resolve()).encode())
-    paths = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.is_file())
+_MEMBER = re.compile(r"(?P<file>.+\.(?:h5|hdf5|npz)):(?P<key>[^:/\\]+)", re.IGNORECASE)
+
+
+def split_source(source: str | os.PathLike[str]) -> tuple[Path, str | None]:
+    """`FILE:KEY` (an array inside an .h5, .hdf5 or .npz file) -> (FILE, KEY); else (path, None).
+
+    A path that exists as written is never split.
+    """
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    match = _MEMBER.fullmatch(text)
+    if match and not path.exists():
+        return Path(match["file"]).expanduser(), match["key"]
+    return path, None
+
+
+def source_key(path: Path, key: str | None = None, *, content: bool = False) -> str:
+    """Identity of a source file or folder, for the cache key.
+
+    Args:
+        path: the file or folder.
+        key: the array inside the file, if one is named.
+        content: hash the bytes of the file (a folder: of every file below it, by relative
+            path) instead of the real path, sizes and modification times of the file (a
+            folder: of its files).
+    """
+    h = hashlib.sha256(b"content" if content else str(path.resolve()).encode())
+    if key is not None:
+        h.update(f"|:{key}".encode())
+    if path.is_file():
+        paths = [path]
+    elif content:
+        paths = sorted(p for p in path.rglob("*") if p.is_file())
+    else:
+        paths = sorted(p for p in path.iterdir() if p.is_file())
     for p in paths:
-        st = p.stat()
-        h.update(f"|{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+        if content:
+            h.update(f"|{p.relative_to(path) if p != path else p.name}|".encode())
+            with open(p, "rb") as fh:
+                while chunk := fh.read(1 << 24):
+                    h.update(chunk)
+        else:
+            st = p.stat()
+            h.update(f"|{p.name}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 
@@ -169,15 +208,29 @@ def h5_fill(path: Path, ds: Any, n: int) -> Callable[..., None]:
     return chunked_fill(path, n, lambda arr, a, b: ds.read_direct(arr, np.s_[a:b], np.s_[a:b]))
 
 
-def reader_for(record: Dataset, path: Path) -> Reader:
-    """Validate the real file or folder `path` of a dataset and return its reader.
+def source_of(record: Dataset, path: Path, key: str | None) -> Source:
+    """The record's source that reads `path` (and takes `key`, if one is named).
 
     Raises:
-        DataFileError: `path` is of a format the dataset does not read, or malformed.
+        DataFileError: `path` is of a format the dataset does not read, or names a key in a
+            file whose source takes none.
     """
     source = record.source_for(path)
     if source is None:
         what = "a folder" if path.is_dir() else f"a file named {path.name!r}"
         raise DataFileError(f"{path}: {record.title} reads {', '.join(record.formats)}, not "
                             f"{what}. {record.source_hint}")
-    return source.read(path, record)
+    if key is not None and not source.takes_key:
+        raise DataFileError(f"{path}:{key}: {record.title} takes no ':KEY' after a file name; "
+                            f"give the file alone. {record.source_hint}")
+    return source
+
+
+def reader_for(record: Dataset, path: Path, key: str | None = None) -> Reader:
+    """Validate the real file or folder `path` (array `key` inside it) and return its reader.
+
+    Raises:
+        DataFileError: a format the dataset does not read, or a malformed file.
+    """
+    source = source_of(record, path, key)
+    return source.read(path, record, key) if source.takes_key else source.read(path, record)

@@ -92,10 +92,13 @@ class Source:
         formats: file name endings it reads, lower case (".npz", ".h5"), or `("folder",)`.
         read: `read(path, record) -> Reader`: checks keys, shapes, dtypes and row order before
             any pixel is copied, and raises DataFileError naming the file otherwise.
+        takes_key: the source may name an array inside the file, `FILE:KEY` (an HDF5 dataset);
+            `read` is then called as `read(path, record, key)`, key None when not given.
     """
 
     formats: tuple[str, ...]
-    read: Callable[[Path, Dataset], Reader]
+    read: Callable[..., Reader]
+    takes_key: bool = False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -111,6 +114,11 @@ class Dataset:
         source_hint: what `--source` should point at, for messages.
         variants: other factor tables a real file may hold (MPI3D's older 4 x 4 release); a
             cache built from one is reopened with the table of its recorded sizes.
+        peek: for data whose size and channels only the source knows (your own images, which
+            have no factors): `peek(path, key) -> DatasetInfo` reads just the headers, so that
+            a config gets `image_channels` and `dataset_size` without converting anything.
+        hash_content: key the cache by a hash of the source's bytes (a folder: of every image
+            file), not by its path, size and modification time, so an edited folder is rebuilt.
     """
 
     info: DatasetInfo
@@ -120,6 +128,8 @@ class Dataset:
     sources: tuple[Source, ...]
     source_hint: str
     variants: tuple[DatasetInfo, ...] = ()
+    peek: Callable[[Path, str | None], DatasetInfo] | None = None
+    hash_content: bool = False
 
     def __post_init__(self) -> None:
         info = self.info
@@ -131,6 +141,9 @@ class Dataset:
         _check_table(info)
         if not self.title:
             _fail(name, "title is empty")
+        if not info.factor_sizes and (self.peek is None or self.generator is not None):
+            _fail(name, "without factors it needs peek (its size and channels come from the "
+                        "source) and no generator (which draws from factor classes)")
         self._check_model()
         self._check_generator()
         self._check_sources()
@@ -173,7 +186,8 @@ class Dataset:
     def _check_sources(self) -> None:
         name, seen = self.name, set()
         for s in self.sources:
-            if not isinstance(s, Source) or not callable(s.read) or not s.formats:
+            if not isinstance(s, Source) or not callable(s.read) or not s.formats or \
+                    not isinstance(s.formats, tuple):
                 _fail(name, "each source must be a Source with formats and a callable read")
             for f in s.formats:
                 if f != FOLDER and (not f.startswith(".") or f != f.lower()):

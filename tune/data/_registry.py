@@ -9,13 +9,16 @@ fallback to another dataset.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from models.errors import ConfigError
+from models.errors import ConfigError, DataFileError
 from models.strict import nearest
 from tune.data._info import DatasetInfo
+from tune.data._real import source_of, split_source
 from tune.data._record import Dataset
 
 # one line per dataset module, in the order `DATASETS` lists them
@@ -24,6 +27,7 @@ BUILT_IN: tuple[str, ...] = (
     "tune.data._shapes3d",
     "tune.data._cars3d",
     "tune.data._mpi3d",
+    "tune.data._images",
 )
 
 REGISTRY: dict[str, Dataset] = {}
@@ -98,19 +102,36 @@ def dataset_record(name: str) -> Dataset:
     return record
 
 
-def model_defaults(name: str) -> dict[str, Any]:
+def model_defaults(name: str, source: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The ModelConfig fields the paper code sets from the dataset.
 
     Args:
         name: a registered dataset, e.g. "dsprites".
+        source: the real data (`data.source`). Only data without factors (your own images)
+            reads it: the channels and the number of images come from its headers.
     Returns:
         A new dict with `image_channels` (1 or 3), `dense_dim` (tuple of 2 ints; dSprites
         (256, 128), the others (256, 256)), `recon_loss` ('bce' for dSprites, 'mse' otherwise)
         and `dataset_size` (N of the full training set).
     Raises:
-        ConfigError: for an unknown dataset name.
+        ConfigError: for an unknown dataset name, or no source for data that has no generator.
+        DataFileError: a source that cannot be read (own images only).
     """
-    return dataset_record(name).model.as_dict()
+    record = dataset_record(name)
+    if source is None:
+        if record.generator is None:
+            raise ConfigError(f"dataset {name!r} has no built-in generator: give data.source "
+                              f"(--source). {record.source_hint}")
+        return record.model.as_dict()
+    if record.peek is None:
+        return record.model.as_dict()
+    path, key = split_source(source)
+    if not path.exists():
+        raise DataFileError(f"{path}: no such file or folder (the {record.title} data.source)")
+    source_of(record, path, key)
+    info = record.peek(path, key)
+    return dataclasses.replace(record.model, image_channels=info.observation_shape[2],
+                               dataset_size=info.num_images).as_dict()
 
 
 def info_for(name: str) -> DatasetInfo:

@@ -56,7 +56,7 @@ def measure(cfg: RunConfig, *, steps: int = MEASURE_STEPS) -> tuple[float, str]:
     from tune.train.loop import build_optimizer, pick_device
 
     device = pick_device(cfg.train.device if cfg.train.device != "auto" else "auto")
-    size = model_defaults(cfg.data.name)["dataset_size"]
+    size = model_defaults(cfg.data.name, cfg.data.source)["dataset_size"]
     torch.manual_seed(0)
     mcfg = dataclasses.replace(cfg.model, dataset_size=size)
     x = torch.rand(cfg.train.batch_size, cfg.model.image_channels, 64, 64, device=device)
