@@ -85,9 +85,10 @@ def _open(name: str, source: str | os.PathLike[str] | None, cache_dir: Any, *,
     else:
         path, key = _real.split_source(source)
         if not path.exists():
+            other = ", or leave --source out for the built-in generator" if record.generator \
+                else ""
             raise DataFileError(f"{path}: no such file or folder (the real {record.title} data); "
-                                "give an existing path, or leave --source out for the built-in "
-                                "generator")
+                                f"give an existing path{other}")
         src_key = _real.source_key(path, key, content=record.hash_content)
         entry = _cache.Entry(_cache.cache_root(cache_dir),
                              f"{name}-src-{src_key}-{_sizes_tag(record.info)}")

@@ -29,11 +29,11 @@ ROWS = 8192  # rows per chunk while converting
 READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
 
 
-_MEMBER = re.compile(r"(?P<file>.+\.(?:h5|hdf5|npz)):(?P<key>[^:/\\]+)", re.IGNORECASE)
+_MEMBER = re.compile(r"(?P<file>.+\.(?:h5|hdf5|npz|npy)):(?P<key>[^:/\\]+)", re.IGNORECASE)
 
 
 def split_source(source: str | os.PathLike[str]) -> tuple[Path, str | None]:
-    """`FILE:KEY` (an array inside an .h5, .hdf5 or .npz file) -> (FILE, KEY); else (path, None).
+    """`FILE:KEY` (an array inside an .h5, .hdf5, .npz file) -> (FILE, KEY); else (path, None).
 
     A path that exists as written is never split.
     """
