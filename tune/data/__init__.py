@@ -12,6 +12,9 @@ Where the pixels live:
   with all cores.
 - Built-in 3D Shapes and MPI3D are drawn on demand from small per-process tables (a batch of 256
   in tens of milliseconds): their full caches would take 5.9 GB and 12.7 GB of disk.
+- Your own images (`images`, no factors: a folder of PNG/JPEG, an .npy/.npz array or an HDF5
+  dataset `file.h5:KEY`) are cropped and resized to 64 x 64 once into the cache, keyed by a hash
+  of their bytes.
 Caches live under `$MIPET_TUNE_CACHE` or `~/.cache/mipet-tune`, are written under a temporary name
 and renamed, carry a SHA-256 checksum and a format version, and are opened read-only memory-mapped,
 so all processes on a machine share one copy of the pages. A pickled dataset is its path.

@@ -132,14 +132,15 @@ def load_dataset(name: str, source: str | os.PathLike[str] | None = None,
 
     Args:
         name: one of `DATASETS` (dsprites, shapes3d, cars3d, mpi3d_toy, mpi3d_realistic,
-            mpi3d_real).
-        source: path of the real file (Cars3D: the folder), or None for the built-in generator.
+            mpi3d_real, images).
+        source: path of the real file (Cars3D and your own images: a folder; an array inside
+            an HDF5 or .npz file: `FILE:KEY`), or None for the built-in generator.
         cache_dir: cache folder; default `$MIPET_TUNE_CACHE` or `~/.cache/mipet-tune`.
     Returns:
         The dataset, backed by a read-only memory map (or drawn on demand for the 3D Shapes
         and MPI3D generators).
     Raises:
-        ConfigError: unknown name.
+        ConfigError: unknown name, or no source for data without a generator (images).
         DataFileError: a missing, malformed, truncated or corrupt source, or an unusable cache.
     """
     return _open(name, source, cache_dir)[0]
