@@ -187,3 +187,21 @@ def test_cli_prepare_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert args.func(args) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["images"] == 3 and out["built"] and out["factors"] == {}
+
+
+def test_a_model_trains_on_a_grey_folder(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    from conftest import tiny_run_dict
+
+    from tune.train.loop import run_training
+
+    _folder(tmp_path / "pics", _pictures(8), grey=tuple(range(8)))
+    cfg = RunConfig.from_dict(tiny_run_dict(data={"name": "images",
+                                                  "source": str(tmp_path / "pics")}))
+    assert (cfg.model.image_channels, cfg.model.dataset_size) == (1, 8)
+    reports: list[dict] = []
+    result = run_training(cfg, report=lambda m, ck: reports.append(m),
+                          checkpoint_root=tmp_path / "ckpt")
+    assert result.step == 6 and len(reports) == 2
+    assert all(np.isfinite(v) for r in reports for v in r.values()
+               if isinstance(v, float))
