@@ -32,8 +32,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from tune.data._info import DatasetInfo
-from tune.data._real import Reader
-from tune.data._record import Dataset, Generator, ModelDefaults, Source
+from tune.data._record import Dataset, Generator, ModelDefaults, Reader, Source
 from tune.data._registry import DATASETS, dataset_record, model_defaults, register_dataset
 
 if TYPE_CHECKING:

@@ -17,9 +17,8 @@ from typing import Callable
 import numpy as np
 
 from models.errors import DataFileError
-from tune.data import _real
 from tune.data._info import DatasetInfo, classes
-from tune.data._record import FOLDER, Dataset, Generator, ModelDefaults, Source
+from tune.data._record import FOLDER, Dataset, Generator, ModelDefaults, Reader, Source
 
 VERSION = 1
 # object fastest: index = 4392 elevation + 183 azimuth + object
@@ -130,7 +129,7 @@ def _resize64(images: np.ndarray) -> np.ndarray:
                      for im in images])
 
 
-def read_folder(path: Path, record: Dataset) -> _real.Reader:
+def read_folder(path: Path, record: Dataset) -> Reader:
     """data/cars of nips2015-analogy-data: list.txt and one car_*_mesh.mat per object, each with
     'im' (128, 128, 3, 24, 4) uint8 = (height, width, RGB, azimuth, elevation)."""
     info = record.info
@@ -178,7 +177,7 @@ def read_folder(path: Path, record: Dataset) -> _real.Reader:
             if progress is not None:
                 progress(n_azim * n_elev)
 
-    return _real.Reader(info, fill)
+    return Reader(info, fill)
 
 
 DATASET = Dataset(

@@ -19,7 +19,7 @@ import numpy as np
 from models.errors import DataFileError
 from tune.data import _real
 from tune.data._info import DatasetInfo
-from tune.data._record import Dataset, Generator, ModelDefaults, Source
+from tune.data._record import Dataset, Generator, ModelDefaults, Reader, Source
 
 VERSION = 1  # bump when the pixels change: it keys the cache file
 
@@ -149,7 +149,7 @@ _HINT = f"Point --source at the original {_FILE}, or leave it out for the genera
 
 
 def _reader(path: Path, info: DatasetInfo, classes: np.ndarray,
-            get: Callable[[int, int], np.ndarray]) -> _real.Reader:
+            get: Callable[[int, int], np.ndarray]) -> Reader:
     """Check the row order of `classes` (N, 6) and pack the pixels `get(start, stop)` to bits."""
     _real.check_order(path, info, classes[:, 1:], "dSprites")
     if (classes[:, 0] != 0).any():
@@ -161,10 +161,10 @@ def _reader(path: Path, info: DatasetInfo, classes: np.ndarray,
             raise DataFileError(f"{path}: dSprites pixels must be 0 or 1")
         arr[start:stop] = np.packbits(rows.reshape(len(rows), -1).astype(bool), axis=1)
 
-    return _real.Reader(info, _real.chunked_fill(path, info.num_images, write))
+    return Reader(info, _real.chunked_fill(path, info.num_images, write))
 
 
-def read_npz(path: Path, record: Dataset) -> _real.Reader:
+def read_npz(path: Path, record: Dataset) -> Reader:
     """The original .npz: 'imgs' (N, 64, 64) uint8 0/1 and 'latents_classes' (N, 6) int64."""
     info = record.info
     n = info.num_images
@@ -179,7 +179,7 @@ def read_npz(path: Path, record: Dataset) -> _real.Reader:
     return _reader(path, info, classes, lambda start, stop: member.read(stop - start))
 
 
-def read_hdf5(path: Path, record: Dataset) -> _real.Reader:
+def read_hdf5(path: Path, record: Dataset) -> Reader:
     """The .hdf5 twin: datasets 'imgs' and 'latents/classes'."""
     info = record.info
     n = info.num_images

@@ -25,7 +25,7 @@ import numpy as np
 from models.errors import DataFileError
 from tune.data import _real
 from tune.data._info import DatasetInfo
-from tune.data._record import FOLDER, Dataset, ModelDefaults, Source
+from tune.data._record import FOLDER, Dataset, ModelDefaults, Reader, Source
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def _scan(folder: Path) -> tuple[list[Path], int]:
     return files, 1 if grey == len(files) else 3
 
 
-def read_folder(path: Path, record: Dataset) -> _real.Reader:
+def read_folder(path: Path, record: Dataset) -> Reader:
     files, channels = _scan(path)
     mode = "L" if channels == 1 else "RGB"
 
@@ -105,7 +105,7 @@ def read_folder(path: Path, record: Dataset) -> _real.Reader:
             if progress is not None:
                 progress(1)
 
-    return _real.Reader(_info(len(files), channels), fill)
+    return Reader(_info(len(files), channels), fill)
 
 
 # --- an array in a file ------------------------------------------------------------------------
@@ -197,13 +197,13 @@ class _Array:
         return np.stack([_square64(Image.fromarray(im)) for im in raw])
 
 
-def read_array(path: Path, record: Dataset, key: str | None = None) -> _real.Reader:
+def read_array(path: Path, record: Dataset, key: str | None = None) -> Reader:
     array = _Array(path, key)
 
     def write(arr: np.ndarray, start: int, stop: int) -> None:
         arr[start:stop] = array.rows(start, stop)
 
-    return _real.Reader(_info(array.shape[0], array.channels),
+    return Reader(_info(array.shape[0], array.channels),
                         _real.chunked_fill(path, array.shape[0], write))
 
 

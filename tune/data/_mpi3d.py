@@ -20,7 +20,7 @@ import numpy as np
 from models.errors import DataFileError
 from tune.data import _real
 from tune.data._info import DatasetInfo, classes
-from tune.data._record import Dataset, Generator, ModelDefaults, Source
+from tune.data._record import Dataset, Generator, ModelDefaults, Reader, Source
 
 VERSION = 1
 _NAMES = ("object_color", "object_shape", "object_size", "camera_height", "background_color",
@@ -151,7 +151,7 @@ def render(factors: np.ndarray, info: DatasetInfo | None = None) -> np.ndarray:
 
 
 # --- the real files ----------------------------------------------------------------------------
-def read_npz(path: Path, record: Dataset) -> _real.Reader:
+def read_npz(path: Path, record: Dataset) -> Reader:
     """mpi3d_*.npz: 'images' (N, 64, 64, 3) uint8; N tells the 6 x 6 release from the 4 x 4."""
     tables = (record.info, *record.variants)
     by_length = {t.num_images: t for t in tables}
@@ -171,7 +171,7 @@ def read_npz(path: Path, record: Dataset) -> _real.Reader:
     def write(arr: np.ndarray, start: int, stop: int) -> None:
         arr[start:stop] = member.read(stop - start)
 
-    return _real.Reader(info, _real.chunked_fill(path, info.num_images, write))
+    return Reader(info, _real.chunked_fill(path, info.num_images, write))
 
 
 def _record(name: str, title: str) -> Dataset:

@@ -8,22 +8,19 @@ dataset whole (Cars3D, 206 MiB at 64x64, is the exception: its files are per obj
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 import re
 import zipfile
 import zlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from models.errors import DataFileError
 from tune.data._info import DatasetInfo
-
-if TYPE_CHECKING:
-    from tune.data._record import Dataset, Source
+from tune.data._record import Dataset, Reader, Source
 
 ROWS = 8192  # rows per chunk while converting
 READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
@@ -144,22 +141,6 @@ def expect(path: Path, what: str, shapes: dict[str, tuple[tuple[int, ...], str]]
             seen = found({k: f"{tuple(s)} {d}" for k, (s, d) in shapes.items()})
             raise DataFileError(f"{path}: not a {what} file. Expected {expected}; found {seen}. "
                                 f"{hint}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Reader:
-    """A validated real file: its factor table and the function that converts it.
-
-    Attributes:
-        info: the factor table the file holds (the record's, or one of its variants).
-        fill: `fill(arr, progress)` writes every row of the cache array `arr`, uint8 (N, H, W, C)
-            (bit-packed (N, H*W/8) for a binary dataset), in storage order, and calls
-            `progress(rows)` after each chunk unless `progress` is None; read errors are
-            DataFileErrors naming the file.
-    """
-
-    info: DatasetInfo
-    fill: Callable[[np.ndarray, Callable[[int], None] | None], None]
 
 
 def check_order(path: Path, info: DatasetInfo, classes: np.ndarray, what: str) -> None:

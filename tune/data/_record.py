@@ -14,14 +14,11 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from tune.data._info import DatasetInfo
-
-if TYPE_CHECKING:
-    from tune.data._real import Reader
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*")
 FOLDER = "folder"  # the format name of a source that is a folder, not a file
@@ -82,6 +79,22 @@ class Generator:
     def module(self) -> str:
         """The module holding `render` (part of the checksum of on-demand data)."""
         return self.render.__module__
+
+
+@dataclasses.dataclass(frozen=True)
+class Reader:
+    """A validated real file: its factor table and the function that converts it.
+
+    Attributes:
+        info: the factor table the file holds (the record's, or one of its variants).
+        fill: `fill(arr, progress)` writes every row of the cache array `arr`, uint8 (N, H, W, C)
+            (bit-packed (N, H*W/8) for a binary dataset), in storage order, and calls
+            `progress(rows)` after each chunk unless `progress` is None; read errors are
+            DataFileErrors naming the file.
+    """
+
+    info: DatasetInfo
+    fill: Callable[[np.ndarray, Callable[[int], None] | None], None]
 
 
 @dataclasses.dataclass(frozen=True)

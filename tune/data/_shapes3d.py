@@ -20,7 +20,7 @@ import numpy as np
 
 from tune.data import _real
 from tune.data._info import DatasetInfo, classes
-from tune.data._record import Dataset, Generator, ModelDefaults, Source
+from tune.data._record import Dataset, Generator, ModelDefaults, Reader, Source
 
 VERSION = 2
 SHAPES3D = DatasetInfo(
@@ -241,7 +241,7 @@ def render(factors: np.ndarray, info: DatasetInfo = SHAPES3D) -> np.ndarray:
 _HINT = "Point --source at the original 3dshapes.h5, or leave it out for the generator."
 
 
-def read_h5(path: Path, record: Dataset) -> _real.Reader:
+def read_h5(path: Path, record: Dataset) -> Reader:
     """3dshapes.h5: 'images' (N, 64, 64, 3) uint8 and 'labels' (N, 6) float64 values."""
     info = record.info
     n = info.num_images
@@ -250,7 +250,7 @@ def read_h5(path: Path, record: Dataset) -> _real.Reader:
                                                          "labels": ((n, 6), "float64")}, _HINT)
     found = _real.values_to_classes(path, info, np.asarray(f["labels"]))
     _real.check_order(path, info, found, "3D Shapes")
-    return _real.Reader(info, _real.h5_fill(path, f["images"], n))
+    return Reader(info, _real.h5_fill(path, f["images"], n))
 
 
 DATASET = Dataset(
