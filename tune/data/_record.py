@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 import numpy as np
 
@@ -28,7 +28,7 @@ class RecordError(ValueError):
     """A dataset record that misses a part or contradicts itself (a programming error)."""
 
 
-def _fail(name: str, text: str) -> None:
+def _fail(name: str, text: str) -> NoReturn:
     raise RecordError(f"dataset record {name!r}: {text}")
 
 
