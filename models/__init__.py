@@ -3,7 +3,9 @@
 Example:
     >>> import torch, models
     >>> _ = torch.manual_seed(0)  # seeding is the caller's
-    >>> data = {"name": "mipet_betatcvae", **models.dataset_defaults("dsprites")}
+    >>> # the dSprites settings (what tune.data.model_defaults("dsprites") returns)
+    >>> data = {"name": "mipet_betatcvae", "image_channels": 1, "dense_dim": (256, 128),
+    ...         "recon_loss": "bce", "dataset_size": 737280}
     >>> cfg = models.ModelConfig.from_dict(data)
     >>> model = models.build_model(cfg)
     >>> out = model(torch.rand(8, 1, 64, 64))
@@ -17,7 +19,7 @@ import importlib
 from typing import Any
 
 from models._facts import MODEL_NAMES, loss_weight_fields, used_fields
-from models.config import ModelConfig, dataset_defaults
+from models.config import ModelConfig
 from models.errors import ConfigError, MipetTuneError, NonFiniteLossError
 from models.spec import ObjectiveSpec
 
@@ -42,7 +44,7 @@ _LAZY = {
 __all__ = [
     "MODELS", "VAE", "Adversaries", "ConfigError", "LossInputs", "MipetTuneError",
     "MODEL_NAMES", "ModelConfig", "ModelOutput", "ObjectiveSpec",
-    "NonFiniteLossError", "Objective", "build_model", "dataset_defaults", "load_paper_state_dict",
+    "NonFiniteLossError", "Objective", "build_model", "load_paper_state_dict",
     "param_groups", "register_model", "to_paper_state_dict", "used_fields", "loss_weight_fields",
 ]
 

@@ -1,4 +1,4 @@
-"""`ModelConfig`: the one frozen description of a model, and the per-dataset defaults.
+"""`ModelConfig`: the one frozen description of a model.
 
 Defaults are the paper's published run (GIST-IRR/MIPET-VAEs run.sh; spec/mipet.md sections 3.2 and
 2.5): latent size 10, K = 3 IPE maps (1 for the commutative model), alpha = beta = gamma = 1,
@@ -18,45 +18,9 @@ from models._facts import ARCHITECTURES, check_loss_terms, facts
 from models._objectives import KNOBS, OBJECTIVES
 from models.errors import ConfigError
 from models.spec import check_spec
-from models.strict import from_dict, nearest, to_dict
+from models.strict import from_dict, to_dict
 
-__all__ = ["ModelConfig", "dataset_defaults", "DATASET_DEFAULTS"]
-
-# Per dataset: what the paper code forces (dense_dim, loss) and the N of the beta-TC estimator.
-DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dsprites": {
-        "image_channels": 1, "dense_dim": (256, 128), "recon_loss": "bce", "dataset_size": 737_280,
-    },
-    "shapes3d": {
-        "image_channels": 3, "dense_dim": (256, 256), "recon_loss": "mse", "dataset_size": 480_000,
-    },
-    "cars3d": {
-        "image_channels": 3, "dense_dim": (256, 256), "recon_loss": "mse", "dataset_size": 17_568,
-    },
-}
-for _mpi in ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real"):
-    DATASET_DEFAULTS[_mpi] = {
-        "image_channels": 3, "dense_dim": (256, 256), "recon_loss": "mse",
-        "dataset_size": 1_036_800,
-    }
-
-
-def dataset_defaults(dataset: str) -> dict[str, Any]:
-    """The ModelConfig fields the paper code sets from the dataset.
-
-    Args:
-        dataset: one of `dsprites`, `shapes3d`, `cars3d`, `mpi3d_toy`, `mpi3d_realistic`,
-            `mpi3d_real`.
-    Returns:
-        A new dict with `image_channels` (1 or 3), `dense_dim` (tuple of 2 ints; dSprites
-        (256, 128), the others (256, 256)), `recon_loss` ('bce' for dSprites, 'mse' otherwise)
-        and `dataset_size` (N of the full training set).
-    Raises:
-        ConfigError: for an unknown dataset name.
-    """
-    if dataset not in DATASET_DEFAULTS:
-        raise ConfigError(f"unknown dataset {dataset!r}; {nearest(dataset, DATASET_DEFAULTS)}")
-    return dict(DATASET_DEFAULTS[dataset])
+__all__ = ["ModelConfig"]
 
 
 def with_objective_knobs(cls: type) -> type:

@@ -18,11 +18,11 @@ from typing import Any, Literal, Mapping, Sequence
 import yaml
 
 from analysis.metrics.registry import METRIC_KEYS  # light: names and keys, no scikit-learn
-from models import ModelConfig, dataset_defaults, strict_yaml
+from models import ModelConfig, strict_yaml
 from models.errors import ConfigError
 from models.strict import check_keys, from_dict, nearest, to_dict
 from tune.data import DATASETS  # the one list of dataset names
-from tune.data._info import info_for
+from tune.data._registry import info_for, model_defaults
 
 SECTIONS = ("model", "data", "train", "eval", "seed")
 MAX_STEPS = 1_000_000_000  # train/steps above this is a typo (1e30), not a run
@@ -167,7 +167,7 @@ class RunConfig:
                 raise ConfigError(f"{key} must be a mapping of settings, got {data[key]!r}")
         data_cfg = from_dict(DataConfig, data.get("data"), where="data/")
         model_d = dict(data.get("model") or {})
-        for key, value in dataset_defaults(data_cfg.name).items():
+        for key, value in model_defaults(data_cfg.name, data_cfg.source).items():
             model_d.setdefault(key, value)
         model_d.setdefault("name", "mipet_vae")
         model_cfg = ModelConfig.from_dict(model_d)

@@ -53,17 +53,17 @@ def measure(cfg: RunConfig, *, steps: int = MEASURE_STEPS) -> tuple[float, str]:
     import torch
 
     from models import build_model
-    from models.config import DATASET_DEFAULTS
+    from tune.data import model_defaults
     from tune.train.loop import build_optimizer, pick_device
 
     device = pick_device(cfg.train.device if cfg.train.device != "auto" else "auto")
-    size = DATASET_DEFAULTS[cfg.data.name]["dataset_size"]
+    size = model_defaults(cfg.data.name, cfg.data.source)["dataset_size"]
     torch.manual_seed(0)
     mcfg = dataclasses.replace(cfg.model, dataset_size=size)
     x = torch.rand(cfg.train.batch_size, cfg.model.image_channels, 64, 64, device=device)
     extra: dict[str, Any] = {}
     if mcfg.condition_on:  # a conditional model: class counts from the factor table
-        from tune.data._info import info_for
+        from tune.data._registry import info_for
 
         info = info_for(cfg.data.name)
         sizes = [info.factor_sizes[info.factor_names.index(n)] for n in mcfg.condition_on]
