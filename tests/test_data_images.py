@@ -197,7 +197,8 @@ def test_a_model_trains_on_a_grey_folder(tmp_path: Path) -> None:
 
     _folder(tmp_path / "pics", _pictures(8), grey=tuple(range(8)))
     cfg = RunConfig.from_dict(tiny_run_dict(data={"name": "images",
-                                                  "source": str(tmp_path / "pics")}))
+                                                  "source": str(tmp_path / "pics")},
+                                            train={"batch_size": 4}))  # at most the 8 images
     assert (cfg.model.image_channels, cfg.model.dataset_size) == (1, 8)
     reports: list[dict] = []
     result = run_training(cfg, report=lambda m, ck: reports.append(m),
