@@ -107,8 +107,9 @@ def load_paper_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) ->
     """Load a checkpoint of the paper code (GIST-IRR/MIPET-VAEs `model.pt`) into `model`.
 
     Key names follow the paper code's modules (`to_paper_state_dict` writes the same layout).
-    The model must have the same architecture (dataset channels, dense_dim, latent_dim, K). With keep_dead_params=False the paper's dead
-    parameters (EF nu / post_carrier, the Lie encoder's unused heads) are skipped.
+    The model must have the same architecture (dataset channels, dense_dim, latent_dim, K).
+    With keep_dead_params=False the paper's dead parameters (EF nu / post_carrier, the Lie
+    encoder's unused heads) are skipped.
 
     Raises:
         ConfigError: on a missing or unexpected key, or a shape that does not match.
