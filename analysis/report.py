@@ -165,25 +165,31 @@ def write_report(
     Returns:
         The path of `report/index.md` (`index.html` lies beside it).
     Raises:
-        AnalysisError: when the folder is not a sweep, a metric is unknown, or no trial
-            finished. A section that cannot be made (too few trials for importance, no saved
-            images) is left out with a note instead.
+        AnalysisError: when the folder is not a sweep, a metric is unknown, no trial
+            finished, or `<folder>/report/` cannot be written (read-only, not a folder). A
+            section that cannot be made (too few trials for importance, no saved images) is
+            left out with a note instead.
     """
     sweep = _read(folder, by, metrics)
     sweep.importance = importance
-    sweep.plots.mkdir(parents=True, exist_ok=True)
-    doc = _Doc(sweep.out)
-    name = (sweep.df.attrs.get("spec") or {}).get("name") or sweep.root.name
-    _summary(doc, sweep, name)
-    _ranking(doc, sweep, max_rows)
-    _best_config(doc, sweep, model_fields)
-    _pareto(doc, sweep)
-    _ablations(doc, sweep)
-    _importance(doc, sweep)
-    _agreement(doc, sweep)
-    _metrics_vs_params(doc, sweep)
-    _best_images(doc, sweep, top)
-    index = _write_pages(doc, sweep.out, name)
+    try:  # the write boundary: a read-only or clogged folder is one line, naming the path
+        sweep.plots.mkdir(parents=True, exist_ok=True)
+        doc = _Doc(sweep.out)
+        name = (sweep.df.attrs.get("spec") or {}).get("name") or sweep.root.name
+        _summary(doc, sweep, name)
+        _ranking(doc, sweep, max_rows)
+        _best_config(doc, sweep, model_fields)
+        _pareto(doc, sweep)
+        _ablations(doc, sweep)
+        _importance(doc, sweep)
+        _agreement(doc, sweep)
+        _metrics_vs_params(doc, sweep)
+        _best_images(doc, sweep, top)
+        index = _write_pages(doc, sweep.out, name)
+    except OSError as exc:
+        where = exc.filename or sweep.out
+        raise AnalysisError(f"{where}: cannot write the report ({exc.strerror or exc}); it goes "
+                            f"to {sweep.out}, which must be a writable folder") from None
     log.info("wrote the report of %s to %s", sweep.root, sweep.out)
     return index
 

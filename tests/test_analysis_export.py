@@ -10,7 +10,7 @@ import yaml
 
 from analysis.errors import AnalysisError
 from analysis.export import best_config, export_best
-from analysis.synthetic import table
+from _synthetic import table
 
 
 def run(name: str, k: float, beta: float, seed: int, mig: float, **kw: object) -> dict:

@@ -9,7 +9,7 @@ import pytest
 
 from analysis.errors import AnalysisError
 from analysis.rank import pareto_fronts, rank, rank_table
-from analysis.synthetic import synthetic_trials, table
+from _synthetic import synthetic_trials, table
 
 
 def trial(beta: float, seed: int, mig: float, recon: float = 10.0, **extra: object) -> dict:

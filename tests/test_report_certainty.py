@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+from _synthetic import synthetic_trials, table, write_sweep
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.importance import (
     FanovaImportanceEvaluator,
@@ -22,7 +23,6 @@ from analysis.ablation import ablation_table
 from analysis.importance import metric_agreement, spearman_interval
 from analysis.rank import pareto_metrics
 from analysis.report import write_report
-from analysis.synthetic import synthetic_trials, table, write_sweep
 from tune.sweep.importance import report_importance, study_of, sweep_importance
 
 

@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_run_dict
+
 from models.errors import ConfigError
 from tune.config.run import RunConfig, apply_overrides
 from tune.config.schedules import Schedule

@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_run_dict, tiny_train
+
 from models._facts import MODEL_FACTS
 from tune.config.run import RunConfig
 from tune.train.checkpoint import load_state
