@@ -272,6 +272,7 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
             _check_ray_state(folder, spec)
         try:
             checksum = _start_cluster(spec, base, folder, address)
+            interrupts.reinstall()
         except BaseException:
             if made is not None:
                 made.undo()
@@ -713,6 +714,12 @@ class _Interrupts:
                 self._saved[sig] = signal.signal(sig, self._handle)
         return self
 
+    def reinstall(self) -> None:
+        """Take the signals back: `ray.init` installs a C-level SIGTERM handler in the driver
+        (it logs a stack and aborts, exit 134), replacing ours."""
+        for sig in self._saved:
+            signal.signal(sig, self._handle)
+
     def __exit__(self, *exc: object) -> None:
         for sig, handler in self._saved.items():
             signal.signal(sig, handler)
@@ -723,6 +730,7 @@ class _Interrupts:
         old = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
         os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
         self._fitting = True
+        self.reinstall()
         try:
             yield
         finally:
