@@ -192,7 +192,9 @@ def test_sigint_stops_gracefully_and_resume_completes(interrupted) -> None:
 
 
 def test_sigterm_stops_gracefully_and_resume_completes(interrupted, tmp_path) -> None:
-    folder = _copy(interrupted[0], tmp_path)
+    folder = _copy(interrupted[0], tmp_path)  # a moved folder: Ray's pickles name the original
+    original = interrupted[1] / "ray"
+    theirs = sorted(p.name for p in original.glob("trial_*"))
     before = _table(folder)
     t0 = time.time()
     rc, out, err = _signal_when(_start("--resume", str(folder)),
@@ -204,7 +206,10 @@ def test_sigterm_stops_gracefully_and_resume_completes(interrupted, tmp_path) ->
     assert (mid["status"] == INTERRUPTED).any()
     done = _run("--resume", str(folder))
     assert done.returncode == 0, done.stderr[-3000:]
-    _assert_complete(folder, before=mid)
+    df = _assert_complete(folder, before=mid)
+    # Every trial of the copy lives in the copy; the original folder got nothing.
+    assert df["checkpoint_path"].str.startswith(str(folder)).all(), df["checkpoint_path"]
+    assert sorted(p.name for p in original.glob("trial_*")) == theirs
 
 
 @pytest.mark.parametrize("damage", ["tuner.pkl deleted", "experiment state truncated"])
@@ -261,7 +266,7 @@ def test_a_sweep_failing_before_its_first_trial_leaves_no_folder(tmp_path) -> No
     assert not (tmp_path / "runs" / "tiny").exists()
 
 
-# ---- the lock and the table, in process ----------------------------------------------------------
+# ---- the lock and the table, in process ------------------------------------------------------
 def _write_lock(folder: Path, **record) -> Path:
     path = folder / LOCK_FILE
     path.write_text(json.dumps({"host": socket.gethostname(), "started": time.time(),

@@ -351,10 +351,8 @@ def _check_ray_state(folder: Path, spec: SweepSpec) -> None:
     problem = ray_state_problem(folder / RAY_DIR)
     if problem is None:
         return
-    from analysis.sweep import _trial_dirs
-
     ray_dir = folder / RAY_DIR
-    ran = (ray_dir.is_dir() and bool(_trial_dirs(ray_dir))) or (folder / TRIALS_FILE).is_file()
+    ran = any(ray_dir.glob("*/params.json")) or (folder / TRIALS_FILE).is_file()
     if not ran:
         return  # nothing ran yet: a fresh experiment loses nothing
     finished = _finished_count(folder) if (folder / TRIALS_FILE).is_file() else None
@@ -416,29 +414,31 @@ def _new_sweep_folder(spec: SweepSpec, base: RunConfig, space,
         )
     from tune.sweep.storage import check_writable
 
-    existed = folder.exists()
     check_writable(folder.parent)
-    folder.mkdir(parents=True, exist_ok=True)
-    made = _Made(folder, created_folder=not existed, files=[])
     try:
-        stack.enter_context(SweepLock(folder))
+        folder.mkdir()  # atomic: whether this driver created the folder
+        created = True
+    except FileExistsError:
+        created = False
+    # Never undo anything before the lock is ours: another driver may have the folder.
+    stack.enter_context(SweepLock(folder))
+    made = _Made(folder, created_folder=created, files=[])
+    try:
+        ray_dir = folder / RAY_DIR
+        if is_sweep_folder(folder) or (ray_dir.exists() and any(ray_dir.iterdir())):
+            raise SweepFolderError(
+                f"{folder} already holds a sweep; continue it with `mipet-tune sweep --resume "
+                f"{folder}` or pick another --name"
+            )
+        check_writable(folder)
+        resolved = spec.to_dict()
+        resolved["resolved"] = {"space": space.to_dict(), "base": base.to_dict()}
+        made.files += [folder / SPEC_FILE, folder / MARKER_FILE, folder / STATE_FILE]
+        (folder / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+        write_marker(folder, spec.name)
     except BaseException:
-        if made.created_folder:  # (cannot happen: a lock needs the folder) never leave it
-            with contextlib.suppress(OSError):
-                folder.rmdir()
+        made.undo()
         raise
-    ray_dir = folder / RAY_DIR
-    if is_sweep_folder(folder) or (ray_dir.exists() and any(ray_dir.iterdir())):
-        raise SweepFolderError(
-            f"{folder} already holds a sweep; continue it with `mipet-tune sweep --resume "
-            f"{folder}` or pick another --name"
-        )
-    check_writable(folder)
-    resolved = spec.to_dict()
-    resolved["resolved"] = {"space": space.to_dict(), "base": base.to_dict()}
-    made.files += [folder / SPEC_FILE, folder / MARKER_FILE, folder / STATE_FILE]
-    (folder / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
-    write_marker(folder, spec.name)
     return folder, made
 
 
@@ -472,10 +472,38 @@ def _fit(spec: SweepSpec, base: RunConfig, space, folder: Path, *, resumed: bool
                                            resume_unfinished=True, resume_errored=True)
         else:
             tuner = _new_tuner(spec, base, space, folder, trainable, verbose)
-        with interrupts.fitting():
+        relocate = _new_trials_in(folder) if resumed else contextlib.nullcontext()
+        with interrupts.fitting(), relocate:
             grid = tuner.fit()
     log.info("sweep %s: fit() took %.1f s", spec.name, time.perf_counter() - t0)
     return grid
+
+
+@contextlib.contextmanager
+def _new_trials_in(folder: Path):
+    """Make the trials a restored Tuner creates live in `folder`, even if the sweep folder was
+    moved or copied since it started. Ray 2.60 updates the restored trials' storage, but its
+    SearchGenerator restores the pickled Experiment, whose storage still names the old folder:
+    new trials (their checkpoints) went there, into someone else's sweep. Patched for the
+    duration of one `fit()` in this process."""
+    from ray.tune.search.search_generator import SearchGenerator
+
+    original = SearchGenerator.set_state
+
+    def set_state(self, state: dict) -> None:
+        original(self, state)
+        storage = getattr(self._experiment, "storage", None)
+        if storage is not None and not storage.custom_fs_provided:
+            if Path(storage.storage_fs_path) != folder:
+                log.info("the sweep folder moved from %s: new trials go to %s",
+                         storage.storage_fs_path, folder)
+                storage.storage_fs_path = Path(folder).as_posix()
+
+    SearchGenerator.set_state = set_state
+    try:
+        yield
+    finally:
+        SearchGenerator.set_state = original
 
 
 def _reconcile_study(spec: SweepSpec, folder: Path, grid) -> None:
