@@ -134,7 +134,17 @@ def _assert_complete(folder: Path, before: pd.DataFrame | None = None) -> pd.Dat
     if before is not None:
         assert set(before["trial_id"]) <= set(df["trial_id"])
     assert (folder / "report" / "best_config.yaml").is_file()
+    assert sorted(_study_states(folder)) == ["COMPLETE"] * N  # the searcher saw each once
     return df
+
+
+def _study_states(folder: Path) -> list[str]:
+    import optuna
+
+    from tune.sweep.searcher import make_study_storage
+
+    storage, name = make_study_storage(folder)
+    return [t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials]
 
 
 # ---- the shared interrupted sweep --------------------------------------------------------------
@@ -248,6 +258,8 @@ def test_kill_9_then_resume_keeps_every_finished_trial(tmp_path) -> None:
     df = _table(folder)
     assert len(df) == 2 and df["trial_id"].nunique() == 2 and (df["status"] == "TERMINATED").all()
     assert set(first["trial_id"]) <= set(df["trial_id"])
+    states = _study_states(folder)
+    assert states.count("COMPLETE") == 2 and "RUNNING" not in states, states
 
 
 def test_resume_refuses_a_folder_that_merely_holds_sweep_yaml(tmp_path) -> None:
