@@ -3,6 +3,8 @@
 - `tune.sweep.driver`: `run_sweep`, a `SweepSpec` in, a sweep folder out.
 - `tune.sweep.trainable`: the function trainable that runs a trial's seeds through `tune.train`.
 - `tune.sweep.searcher`: `SafeOptunaSearch` and the study's journal storage.
+- `tune.sweep.folder`: the sweep-folder marker and the one-driver-per-folder lock.
+- `tune.sweep.callbacks`: the Tune Callback that writes a trial's rows as it ends.
 - `tune.sweep.ablate`: ablation grids run through Ray without a searcher.
 - `tune.sweep.connect`, `.resources`, `.storage`, `.nodes`: joining a cluster, checking resource
   requests, resolving the storage, preparing the data on every node.

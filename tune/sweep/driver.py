@@ -1,11 +1,13 @@
 """The sweep driver: a `SweepSpec` in, a sweep folder out.
 
     <storage>/<name>/
+      .mipet-sweep      the marker that makes it a sweep folder (its format version)
+      .mipet-sweep.lock while a driver runs: who holds the folder (see `tune.sweep.folder`)
       sweep.yaml        the resolved spec (with the search space)
       optuna.journal    the Optuna study (optuna-dashboard opens it); optuna_study.json names it
       ray/              Ray Tune's experiment folder (trial folders, checkpoints, TensorBoard)
       trials/<id>/      per-trial artifacts: TensorBoard scalars, reconstructions, traversals
-      trials.parquet    one row per trial and seed
+      trials.parquet    one row per trial and seed; merged as each trial ends, only gains rows
       report/           ranked tables, plots, best_config.yaml
 """
 
@@ -328,7 +330,11 @@ def _finished_count(folder: Path) -> int:
     path = folder / TRIALS_FILE
     if not path.is_file():
         return 0
-    df = pd.read_parquet(path, columns=["trial_id", "status"])
+    try:
+        df = pd.read_parquet(path, columns=["trial_id", "status"])
+    except Exception as exc:  # pyarrow raises several kinds for a broken file
+        log.warning("%s is unreadable: %s", path, exc)
+        return 0
     return int(df.loc[df["status"] == "TERMINATED", "trial_id"].nunique())
 
 
