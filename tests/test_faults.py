@@ -252,6 +252,10 @@ def test_kill_9_then_resume_keeps_every_finished_trial(tmp_path) -> None:
     first = _table(folder)
     assert (first["status"] == "TERMINATED").sum() == 1 and first["train/loss"].notna().all()
     assert read_lock(folder / LOCK_FILE)["pid"] == proc.pid  # the dead driver's lock
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    ranked = subprocess.run([sys.executable, "-m", "tune", "rank", str(folder)], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert ranked.returncode == 0 and first["trial_id"].iloc[0] in ranked.stdout, ranked.stderr
     done = _run("--resume", str(folder))
     assert done.returncode == 0, done.stderr[-3000:]
     assert "taking over a stale sweep lock" in done.stderr
