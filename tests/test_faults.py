@@ -335,6 +335,13 @@ def test_the_marker_not_a_file_name_makes_a_sweep_folder(tmp_path) -> None:
     assert not is_sweep_folder(tmp_path)
     with pytest.raises(SweepFolderError, match="not a sweep folder"):
         check_sweep_folder(tmp_path)
+    # A sweep folder from before the marker: our sweep.yaml (with `resolved`) beside ray/.
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({"name": "x", "resolved": {
+        "space": {}, "base": {}}}))
+    assert not is_sweep_folder(tmp_path)
+    (tmp_path / "ray").mkdir()
+    assert is_sweep_folder(tmp_path)
+    check_sweep_folder(tmp_path)
     (tmp_path / MARKER_FILE).write_text(json.dumps({"format": 99}))
     with pytest.raises(SweepFolderError, match="newer"):
         check_sweep_folder(tmp_path)

@@ -272,6 +272,8 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
 
             check_writable(folder)
             _check_ray_state(folder, spec)
+            if not (folder / MARKER_FILE).is_file():  # a sweep from before the marker
+                write_marker(folder, spec.name)
         try:
             checksum = _start_cluster(spec, base, folder, address)
             interrupts.reinstall()
