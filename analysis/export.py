@@ -1,9 +1,14 @@
 """Export the best configuration of a sweep as a complete, rerunnable run config.
 
-`best_config.yaml` holds every `config/...` field of the chosen trial, unflattened into
+`best_config.yaml` holds the `config/...` fields of the chosen trial, unflattened into
 `{model: {...}, data: {...}, train: {...}, eval: {...}, seed: N}` (fields a conditional
 parameter left out of that trial are dropped, so the defaults apply), plus two blocks that
 `mipet-tune train --config` ignores: `metrics:` (what it reached) and `provenance:`.
+
+Given `model_fields` (the caller's answer to "which fields does this model read?"; tune passes
+`models.used_fields`), the `model:` block keeps only those: a beta-TCVAE's file then carries no
+capacity, DIP or InfoVAE knob, and loading it fills them with their defaults. analysis knows no
+model, so without it every model field is written.
 
 The chosen trial is the `best_trial` of the top configuration of `rank(df, by=...)`: the seed
 with the best value of the first ranking metric; its seed is exported with it, so rerunning
@@ -16,7 +21,7 @@ import ast
 import datetime as _dt
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from analysis._files import atomic_write
+from analysis.columns import _is_missing, config_columns, run_row
 from analysis.errors import AnalysisError
 from analysis.rank import rank
-from analysis.sweep import _is_missing, config_columns, run_row
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +39,10 @@ __all__ = ["best_config", "export_best"]
 
 PACKAGE = "mipet-tune"
 FILENAME = "best_config.yaml"
+
+#: `model_fields(name, loss_terms)`: the model fields that model `name`, with those objectives
+#: stacked, reads (`models.used_fields` has this shape).
+ModelFields = Callable[[str, Sequence[str]], Iterable[str]]
 
 
 def _package_version() -> str | None:
@@ -110,16 +119,20 @@ def best_config(
     *,
     by: str | Sequence[str] | None = None,
     sweep_folder: str | Path | None = None,
+    model_fields: ModelFields | None = None,
 ) -> dict[str, Any]:
-    """The best trial's complete run config with `metrics` and `provenance` blocks.
+    """The best trial's run config with `metrics` and `provenance` blocks.
 
     Args:
         df: trials from `load_sweep`.
         by: the ranking metric(s), as for `rank` (default: the sweep's objective).
         sweep_folder: recorded in the provenance (default: `df.attrs["sweep_folder"]`).
+        model_fields: which model fields to keep, asked with the trial's model name and
+            `loss_terms` (`models.used_fields`); None keeps every one.
     Returns:
         A nested dict: `model`, `data`, `train`, `eval` (each field of the trial, with the
-        fields absent from it dropped), `seed`, `metrics`, `provenance`.
+        fields absent from it dropped, and with `model_fields` the model fields its model does
+        not read), `seed`, `metrics`, `provenance`.
     Raises:
         AnalysisError: as `rank` does, or when the table has no `config/...` columns.
     """
@@ -129,6 +142,8 @@ def best_config(
     top = ranked.iloc[0]
     row = run_row(df, top["best_trial"], top["best_seed"])
     ordered = _run_config(df, row)
+    if model_fields is not None and isinstance(ordered.get("model"), dict):
+        ordered["model"] = _read_fields(ordered["model"], model_fields)
     ordered["metrics"] = _metrics_block(df, row, ranked)
     folder = sweep_folder if sweep_folder is not None else df.attrs.get("sweep_folder")
     ordered["provenance"] = _provenance(df, row, folder, ordered.get("seed"))
@@ -154,6 +169,15 @@ def _run_config(df: pd.DataFrame, row: pd.Series) -> dict[str, Any]:
     if seed is not None:
         ordered["seed"] = seed
     return ordered
+
+
+def _read_fields(model: dict[str, Any], model_fields: ModelFields) -> dict[str, Any]:
+    """The model block without the fields its model does not read (in the block's order)."""
+    if "name" not in model:
+        return model  # no model name in the table: nothing to ask
+    terms = model.get("loss_terms") or []
+    keep = set(model_fields(str(model["name"]), [terms] if isinstance(terms, str) else terms))
+    return {k: v for k, v in model.items() if k == "name" or k in keep}
 
 
 def _metrics_block(df: pd.DataFrame, row: pd.Series, ranked: pd.DataFrame) -> dict[str, Any]:
@@ -232,14 +256,16 @@ def export_best(
     *,
     by: str | Sequence[str] | None = None,
     sweep_folder: str | Path | None = None,
+    model_fields: ModelFields | None = None,
 ) -> Path:
-    """Write `best_config(df, by=...)` as YAML.
+    """Write `best_config(df, by=..., model_fields=...)` as YAML.
 
     Args:
         df: trials from `load_sweep`.
         path: the YAML file, or an existing folder (then `<folder>/best_config.yaml`).
         by: the ranking metric(s).
         sweep_folder: recorded in the provenance.
+        model_fields: as for `best_config`.
     Returns:
         The file written (atomically: a temporary file renamed into place).
     Raises:
@@ -247,7 +273,7 @@ def export_best(
     """
     import yaml  # pyyaml, a dependency of the distribution
 
-    doc = best_config(df, by=by, sweep_folder=sweep_folder)
+    doc = best_config(df, by=by, sweep_folder=sweep_folder, model_fields=model_fields)
     out = Path(path)
     if out.is_dir():
         out = out / FILENAME

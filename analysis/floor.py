@@ -36,6 +36,7 @@ seeds on either side the verdict is "unknown": one seed cannot say how much seed
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,8 @@ import pandas as pd
 
 from analysis.errors import AnalysisError
 from analysis.sweep import direction, usable_trials
+
+log = logging.getLogger(__name__)
 
 FLOOR_FILE = "floor.parquet"
 KEY_COLUMNS = ("config/model/name", "config/data/name")
@@ -71,10 +74,9 @@ def floor_rows(model: str, dataset: str, seed: int, protocol: str,
 
 def load_floor(folder: str | Path) -> pd.DataFrame | None:
     """The sweep's floor table (see the module docstring), or None for a sweep without one
-    (written before floors existed, or with `eval.protocol: none`).
-
-    Raises:
-        AnalysisError: the file exists but is unreadable or lacks the key columns.
+    (written before floors existed, or with `eval.protocol: none`) and for a file that cannot
+    be used (truncated, not Parquet, or without the key columns): a missing floor never stops
+    a ranking, and an unusable one is one WARNING line saying why.
     """
     path = Path(folder).expanduser() / FLOOR_FILE
     if not path.is_file():
@@ -82,10 +84,15 @@ def load_floor(folder: str | Path) -> pd.DataFrame | None:
     try:
         df = pd.read_parquet(path)
     except Exception as exc:  # pyarrow raises several kinds for a broken file
-        raise AnalysisError(f"{path}: not a readable Parquet file ({exc})") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        log.warning("%s: not a readable Parquet file (%s); going on without the noise floor",
+                    path, reason)
+        return None
     missing = [c for c in KEY_COLUMNS if c not in df.columns]
     if missing:
-        raise AnalysisError(f"{path}: not a noise-floor table (no column {missing[0]!r})")
+        log.warning("%s: not a noise-floor table (no column %r); going on without the noise "
+                    "floor", path, missing[0])
+        return None
     df.attrs = {}
     return df
 

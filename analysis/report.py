@@ -26,7 +26,7 @@ import pandas as pd
 from analysis import _format as fmt
 from analysis.ablation import ablation_table, write_ablation
 from analysis.errors import AnalysisError
-from analysis.export import export_best
+from analysis.export import ModelFields, export_best
 from analysis.importance import default_report_metrics, importance, metric_correlation
 from analysis.plots import (
     plot_best_images,
@@ -135,6 +135,7 @@ def write_report(
     metrics: Sequence[str] | None = None,
     top: int = 3,
     max_rows: int = 25,
+    model_fields: ModelFields | None = None,
 ) -> Path:
     """Write the sweep report into `<folder>/report/`.
 
@@ -145,27 +146,34 @@ def write_report(
             metric with values, plus `train/recon` or `train/loss`).
         top: how many best configurations get their images shown.
         max_rows: rows of the ranked table shown in the page (ranked.csv has all).
+        model_fields: for `best_config.yaml`, as for `analysis.export.best_config`.
     Returns:
         The path of `report/index.md` (`index.html` lies beside it).
     Raises:
-        AnalysisError: when the folder is not a sweep, a metric is unknown, or no trial
-            finished. A section that cannot be made (too few trials for importance, no saved
-            images) is left out with a note instead.
+        AnalysisError: when the folder is not a sweep, a metric is unknown, no trial
+            finished, or `<folder>/report/` cannot be written (read-only, not a folder). A
+            section that cannot be made (too few trials for importance, no saved images) is
+            left out with a note instead.
     """
     sweep = _read(folder, by, metrics)
-    sweep.plots.mkdir(parents=True, exist_ok=True)
-    doc = _Doc(sweep.out)
-    name = (sweep.df.attrs.get("spec") or {}).get("name") or sweep.root.name
-    _summary(doc, sweep, name)
-    _ranking(doc, sweep, max_rows)
-    _best_config(doc, sweep)
-    _pareto(doc, sweep)
-    _ablations(doc, sweep)
-    _importance(doc, sweep)
-    _agreement(doc, sweep)
-    _metrics_vs_params(doc, sweep)
-    _best_images(doc, sweep, top)
-    index = _write_pages(doc, sweep.out, name)
+    try:  # the write boundary: a read-only or clogged folder is one line, naming the path
+        sweep.plots.mkdir(parents=True, exist_ok=True)
+        doc = _Doc(sweep.out)
+        name = (sweep.df.attrs.get("spec") or {}).get("name") or sweep.root.name
+        _summary(doc, sweep, name)
+        _ranking(doc, sweep, max_rows)
+        _best_config(doc, sweep, model_fields)
+        _pareto(doc, sweep)
+        _ablations(doc, sweep)
+        _importance(doc, sweep)
+        _agreement(doc, sweep)
+        _metrics_vs_params(doc, sweep)
+        _best_images(doc, sweep, top)
+        index = _write_pages(doc, sweep.out, name)
+    except OSError as exc:
+        where = exc.filename or sweep.out
+        raise AnalysisError(f"{where}: cannot write the report ({exc.strerror or exc}); it goes "
+                            f"to {sweep.out}, which must be a writable folder") from None
     log.info("wrote the report of %s to %s", sweep.root, sweep.out)
     return index
 
@@ -227,8 +235,8 @@ def _ranking(doc: _Doc, sweep: _Sweep, max_rows: int) -> None:
     (sweep.out / "ranked.md").write_text(ranked_markdown(ranked))
 
 
-def _best_config(doc: _Doc, sweep: _Sweep) -> None:
-    best_path = export_best(sweep.df, sweep.out, by=sweep.primary)
+def _best_config(doc: _Doc, sweep: _Sweep, model_fields: ModelFields | None) -> None:
+    best_path = export_best(sweep.df, sweep.out, by=sweep.primary, model_fields=model_fields)
     best = sweep.ranked.iloc[0]
     doc.para(
         f"Best configuration: {best['config_id']} (trial {best['best_trial']}, seed "

@@ -1,4 +1,4 @@
-"""Reading a sweep folder into one trials table, and the names of its columns.
+"""Reading a sweep folder into one trials table (the names of its columns: `analysis.columns`).
 
 A sweep folder holds `trials.parquet` (one row per run, i.e. per trial and seed: a Ray trial
 may train several seeds of its configuration; written when a sweep ends) and Ray Tune's
@@ -12,13 +12,27 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+# The column vocabulary lives in analysis.columns; re-exported here, where the other modules of
+# analysis (and tests) have always imported it from.
+from analysis.columns import (
+    _hashable,
+    _is_missing,
+    config_columns,
+    metric_columns,
+    metric_label,
+    param_label,
+    resolve_metric,
+    resolve_metrics,
+    resolve_param,
+    run_row,
+    searched_params,
+)
 from analysis.errors import AnalysisError
 from analysis.trials import (
     HIGHER_IS_BETTER,
@@ -53,103 +67,6 @@ __all__ = [
 
 _METRIC_PREFIXES = METRIC_PREFIXES
 _FLAG_COLUMNS = ("failed", "nonfinite")
-
-
-# ---- vocabulary ------------------------------------------------------------------------------
-def metric_columns(df: pd.DataFrame, *, include_fast: bool = False) -> list[str]:
-    """The metric columns of a trials table: `eval/*` first, then `train/*` (then `fast/*`)."""
-    prefixes = _METRIC_PREFIXES if include_fast else _METRIC_PREFIXES[:2]
-    return [c for p in prefixes for c in df.columns if c.startswith(p)]
-
-
-def config_columns(df: pd.DataFrame) -> list[str]:
-    """Every `config/...` column except `config/seed`."""
-    return [c for c in df.columns if c.startswith("config/") and c != "config/seed"]
-
-
-def resolve_metric(df: pd.DataFrame, name: str) -> str:
-    """Map a metric name to its column: `mig` -> `eval/mig`, `recon` -> `train/recon`.
-
-    A full column name (`eval/mig`, `train/loss`, `fast/mig`) is taken as it is.
-
-    Raises:
-        AnalysisError: naming the known metrics when `name` matches none.
-    """
-    if name in df.columns and name.startswith(_METRIC_PREFIXES):
-        return name
-    for prefix in _METRIC_PREFIXES:
-        if prefix + name in df.columns:
-            return prefix + name
-    known = metric_columns(df, include_fast=True)
-    shown = ", ".join(metric_label(c) for c in known)
-    raise AnalysisError(
-        f"unknown metric {name!r}; this sweep has: {shown or 'no metric columns at all'}"
-    )
-
-
-def resolve_param(df: pd.DataFrame, name: str) -> str:
-    """Map a config parameter name to its column.
-
-    Accepts `config/model/beta`, `model/beta`, `model.beta` or a bare field name such as
-    `beta` when exactly one section has it.
-
-    Raises:
-        AnalysisError: naming the config parameters when `name` matches none, or is ambiguous.
-    """
-    key = name.replace(".", "/")
-    for candidate in (key, f"config/{key}"):
-        if candidate in df.columns and candidate.startswith("config/"):
-            return candidate
-    cols = config_columns(df)
-    hits = [c for c in cols if c.rsplit("/", 1)[-1] == key]
-    if len(hits) == 1:
-        return hits[0]
-    if len(hits) > 1:
-        raise AnalysisError(
-            f"config parameter {name!r} is ambiguous; say which: "
-            + ", ".join(param_label(c) for c in hits)
-        )
-    raise AnalysisError(
-        f"unknown config parameter {name!r}; known: "
-        + (", ".join(param_label(c) for c in cols) or "none")
-    )
-
-
-def param_label(column: str) -> str:
-    """`config/model/beta` -> `model/beta` (for tables and plots)."""
-    return column[len("config/") :] if column.startswith("config/") else column
-
-
-def metric_label(column: str) -> str:
-    """`eval/mig` -> `mig`; other metric columns (`train/loss`, `fast/mig`) keep their prefix."""
-    return column.removeprefix("eval/")
-
-
-def searched_params(df: pd.DataFrame) -> list[str]:
-    """The config columns that vary across the trials (the seed excluded).
-
-    A conditional parameter, present in some trials and NaN in others, counts as varying.
-    """
-    out = []
-    for col in config_columns(df):
-        values = {_hashable(v) for v in df[col]}
-        if len(values) > 1:
-            out.append(col)
-    return out
-
-
-def run_row(df: pd.DataFrame, trial_id: str, seed: Any) -> pd.Series:
-    """The row of one run: a Ray trial id and a seed (a trial may train several seeds).
-
-    Raises:
-        AnalysisError: when no row matches.
-    """
-    rows = df[df["trial_id"] == str(trial_id)]
-    if seed is not None and not pd.isna(seed) and len(rows) > 1:
-        rows = rows[rows["seed"] == int(seed)]
-    if rows.empty:
-        raise AnalysisError(f"no run with trial_id={trial_id!r} and seed={seed!r} in the table")
-    return rows.iloc[0]
 
 
 # ---- loading ---------------------------------------------------------------------------------
@@ -393,43 +310,3 @@ def _typed_config_column(col: pd.Series) -> pd.Series:
             [np.nan if _is_missing(v) else float(v) for v in values], index=col.index, dtype=float
         )
     return pd.Series(values, index=col.index, dtype=object)
-
-
-def _hashable(value: Any) -> Any:
-    if isinstance(value, np.ndarray):
-        return tuple(_hashable(v) for v in value.tolist())
-    if isinstance(value, (list, tuple)):
-        return tuple(_hashable(v) for v in value)
-    if isinstance(value, dict):
-        return tuple(sorted((k, _hashable(v)) for k, v in value.items()))
-    if _is_missing(value):
-        return None
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    if isinstance(value, (float, np.floating)):
-        return bool(np.isnan(value))
-    return False
-
-
-def _as_list(names: str | Iterable[str] | None) -> list[str]:
-    if names is None:
-        return []
-    if isinstance(names, str):
-        return [names]
-    return list(names)
-
-
-def resolve_metrics(df: pd.DataFrame, names: str | Sequence[str] | None) -> list[str]:
-    """`resolve_metric` over one name or several; duplicates removed, order kept."""
-    out: list[str] = []
-    for name in _as_list(names):
-        col = resolve_metric(df, name)
-        if col not in out:
-            out.append(col)
-    return out

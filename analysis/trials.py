@@ -33,13 +33,14 @@ import json
 import logging
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Set
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from analysis.errors import AnalysisError
+from analysis.metrics.registry import direction_of, registered
 
 log = logging.getLogger(__name__)
 
@@ -58,35 +59,31 @@ __all__ = [
     "usable_trials",
 ]
 
-#: Final metrics where a larger value is better (the supervised disentanglement scores).
-HIGHER_IS_BETTER = frozenset(
-    {
-        "beta_vae",
-        "beta_vae_train",
-        "factor_vae",
-        "factor_vae_train",
-        "mig",
-        "dci_disentanglement",
-        "dci_completeness",
-        "dci_informativeness_train",
-        "dci_informativeness_test",
-        "sap",
-        "irs",
-        "modularity",
-        "explicitness_train",
-        "explicitness_test",
-    }
-)
-#: Metrics where a smaller value is better: the unsupervised scores measure dependence
-#: between latents (spec/metrics.md), and every `train/*` column is a loss.
-LOWER_IS_BETTER = frozenset(
-    {
-        "gaussian_total_correlation",
-        "gaussian_wasserstein_correlation",
-        "gaussian_wasserstein_correlation_norm",
-        "mutual_info_score",
-    }
-)
+
+class _DirectionKeys(Set):
+    """The result keys of one direction, read from the registry on each use."""
+
+    def __init__(self, way: str) -> None:
+        self._way = way
+
+    def _keys(self) -> frozenset[str]:
+        return frozenset(k for m in registered() for k, d in m.keys.items() if d == self._way)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._keys()))
+
+    def __len__(self) -> int:
+        return len(self._keys())
+
+
+#: Result keys where a larger / smaller value is better, as the metric registry
+#: (`analysis.metrics.registry`) says: live views, so a registered metric is in them. Every
+#: `train/*` column is a loss (lower is better).
+HIGHER_IS_BETTER = _DirectionKeys("max")
+LOWER_IS_BETTER = _DirectionKeys("min")
 #: The prefixes of metric columns: final metrics, losses, intermediate (fast) metrics.
 METRIC_PREFIXES = ("eval/", "train/", "fast/")
 #: The per-run columns besides `config/*` and the metrics.
@@ -108,20 +105,23 @@ def direction(column: str) -> str:
     Args:
         column: a full column name such as `eval/mig`, `fast/mig` or `train/recon`.
     Returns:
-        `"max"` or `"min"`.
+        `"max"` or `"min"`: the direction the metric registry gives the key; `train/*` (losses)
+        are `"min"`.
     Raises:
-        AnalysisError: for a column that is not a metric (`eval/`, `fast/`, `train/`).
+        AnalysisError: for a column that is not a metric (`eval/`, `fast/`, `train/`), or an
+            `eval/`/`fast/` key that no registered metric returns (no silent default).
     """
     if column.startswith("train/"):
         return "min"
     for prefix in ("eval/", "fast/"):
         if column.startswith(prefix):
-            name = column[len(prefix) :]
-            if name in LOWER_IS_BETTER:
-                return "min"
-            if name not in HIGHER_IS_BETTER:
-                log.debug("metric %s has no known direction; assuming higher is better", column)
-            return "max"
+            way = direction_of(column[len(prefix) :])
+            if way is None:
+                raise AnalysisError(
+                    f"{column!r}: no registered metric returns {column[len(prefix):]!r}, so "
+                    "its direction is unknown; register the metric (analysis.metrics.register)"
+                )
+            return way
     raise AnalysisError(f"{column!r} is not a metric column (eval/*, fast/* or train/*)")
 
 

@@ -138,7 +138,7 @@ def bench_model(args: argparse.Namespace) -> None:
         import torch
 
         import models
-        from tune.data import load_dataset
+        from tune.data import load_dataset, model_defaults
     except ImportError as exc:  # pragma: no cover - optional part
         print(f"\n(model part skipped: {exc})")
         return
@@ -147,7 +147,7 @@ def bench_model(args: argparse.Namespace) -> None:
     data, secs = timed(lambda: load_dataset("dsprites"))
     print(f"\n== dSprites ({len(data)} images) + untrained beta_vae encoder, CPU ==")
     print(f"  load dataset: {secs:.1f} s")
-    cfg = models.ModelConfig.from_dict({"name": "beta_vae", **models.dataset_defaults("dsprites")})
+    cfg = models.ModelConfig.from_dict({"name": "beta_vae", **model_defaults("dsprites")})
     model = models.build_model(cfg).eval()
     probe = np.arange(8)
     scale = (float(np.max(data.observations_at(probe)))

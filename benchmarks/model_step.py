@@ -32,6 +32,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import models
+from tune.data import model_defaults
 
 
 ZOO = [
@@ -80,7 +81,7 @@ class Case:
         mode: str,
     ) -> None:
         torch.manual_seed(0)
-        cfg = {"name": name, **models.dataset_defaults(dataset)}
+        cfg = {"name": name, **model_defaults(dataset)}
         if k is not None:
             cfg["num_ipe"] = k
         self.model = models.build_model(models.ModelConfig.from_dict(cfg)).to(device)

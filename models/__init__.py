@@ -1,9 +1,11 @@
-"""The PyTorch MIPET VAEs, their baselines and ablations (spec/mipet.md).
+"""The PyTorch MIPET VAEs, their baselines and ablations (docs/paper_code.md).
 
 Example:
     >>> import torch, models
     >>> _ = torch.manual_seed(0)  # seeding is the caller's
-    >>> data = {"name": "mipet_betatcvae", **models.dataset_defaults("dsprites")}
+    >>> # the dSprites settings (what tune.data.model_defaults("dsprites") returns)
+    >>> data = {"name": "mipet_betatcvae", "image_channels": 1, "dense_dim": (256, 128),
+    ...         "recon_loss": "bce", "dataset_size": 737280}
     >>> cfg = models.ModelConfig.from_dict(data)
     >>> model = models.build_model(cfg)
     >>> out = model(torch.rand(8, 1, 64, 64))
@@ -16,20 +18,22 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from models._facts import loss_weight_fields, used_fields
-from models.config import ModelConfig, dataset_defaults
+from models._facts import MODEL_NAMES, loss_weight_fields, used_fields
+from models.config import ModelConfig
 from models.errors import ConfigError, MipetTuneError, NonFiniteLossError
+from models.spec import ObjectiveSpec
 
 # The torch-backed parts load on first use, so that `import models.errors` (every package's
-# error classes), `ModelConfig`, `used_fields` and `loss_weight_fields` cost no torch import: the
-# data loaders, the CLI and the search-space validation of field names start fast.
+# error classes), `ModelConfig`, `MODEL_NAMES`, `used_fields` and `loss_weight_fields` cost no
+# torch import: the data loaders, the CLI and the search-space validation of field names start
+# fast.
 _LAZY = {
     "MODELS": "models._registry",
     "build_model": "models._registry",
     "register_model": "models._registry",
     "Adversaries": "models._adversary",
     "VAE": "models._vae",
-    "ModelOutput": "models._vae",
+    "ModelOutput": "models._output",
     "LossInputs": "models.objectives",
     "Objective": "models.objectives",
     "load_paper_state_dict": "models.paper",
@@ -39,8 +43,8 @@ _LAZY = {
 
 __all__ = [
     "MODELS", "VAE", "Adversaries", "ConfigError", "LossInputs", "MipetTuneError",
-    "ModelConfig", "ModelOutput",
-    "NonFiniteLossError", "Objective", "build_model", "dataset_defaults", "load_paper_state_dict",
+    "MODEL_NAMES", "ModelConfig", "ModelOutput", "ObjectiveSpec",
+    "NonFiniteLossError", "Objective", "build_model", "load_paper_state_dict",
     "param_groups", "register_model", "to_paper_state_dict", "used_fields", "loss_weight_fields",
 ]
 
@@ -49,7 +53,7 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'models' has no attribute {name!r}")
-    importlib.import_module("models._vae")  # registers the models before anyone reads MODELS
+    importlib.import_module("models._registry")  # registers the models before MODELS is read
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -1,6 +1,8 @@
 """Adversarial parts of a model: modules with their own optimizer, stepped by the training loop.
 
-The Factor-VAE discriminator is a module of the model (`model.adversaries['factor']`), so it is in
+An objective's record names its adversaries (`models.spec.Adversary`: the module, its loss, its
+learning-rate field); the model builds them from there. The Factor-VAE discriminator is a module of
+the model (`model.adversaries['factor']`), so it is in
 the model's state dict; `param_groups` leaves it out of the main optimizer. Its optimizer lives in
 an `Adversaries` object that the loop builds once (`model.build_adversaries()`), steps after each
 main step (`adversaries.step(out)`) and saves in its checkpoint (`state_dict()`), so a resumed run
@@ -9,17 +11,15 @@ is exact. A model without adversaries gets an empty one whose `step` does nothin
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models._output import ModelOutput
 from models.errors import ConfigError
 from models.objectives import label_cross_entropy
-
-if TYPE_CHECKING:
-    from models._vae import VAE, ModelOutput
 
 __all__ = [
     "Adversaries", "FactorDiscriminator", "permute_dims", "factor_discriminator_loss",
@@ -80,11 +80,16 @@ def aux_classifier_loss(aux: nn.Module, z: Tensor, labels: Tensor,
     return label_cross_entropy(aux(z.detach().float()), labels, sizes)
 
 
+class _HasAdversaries(Protocol):
+    def adversary_loss(self, name: str, out: ModelOutput) -> Tensor: ...
+
+
 class Adversaries:
     """The optimizers of a model's adversarial modules (one Adam each), stepped after the main
     optimizer step. Empty (and falsy) for a model without adversaries."""
 
-    def __init__(self, model: VAE, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    def __init__(self, model: _HasAdversaries,
+                 optimizers: dict[str, torch.optim.Optimizer]) -> None:
         self.model = model
         self.optimizers = optimizers
 

@@ -1,8 +1,9 @@
 """What configs need to know of each model and objective, as plain data (no torch).
 
 `ModelConfig` validation, `used_fields`, `loss_weight_fields` and the search-space checks read
-these tables, so building a config imports no torch. The model classes (`models._vae`) take their
-class attributes from here when they register; a test checks that every fact has a class.
+these tables, so building a config imports no torch. The objectives' records are in
+`models._objectives` (one module each); the registered models (each objective's baseline and its
+MIPET variant) are derived here, and `models._registry` makes a class for each.
 
 An objective has a `main` role (the model's own objective: its divergence and regularisers) and,
 if it can be stacked with `loss_terms: [...]`, a `stacked` role: the regulariser it adds on top of
@@ -15,12 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from models._objectives import OBJECTIVES
 from models.errors import ConfigError
+from models.spec import ObjectiveSpec, Role
 from models.strict import nearest
 
 __all__ = [
-    "ObjectiveFacts", "ModelFacts", "Role", "OBJECTIVES", "MODEL_FACTS", "used_fields",
-    "loss_weight_fields", "check_loss_terms", "ARCHITECTURES",
+    "ModelFacts", "Role", "OBJECTIVES", "MODEL_FACTS", "used_fields", "loss_weight_fields",
+    "check_loss_terms", "ARCHITECTURES", "MODEL_NAMES",
 ]
 
 ARCHITECTURES = ("paper", "conv64", "mlp")
@@ -29,85 +32,6 @@ COMMON = frozenset({"name", "image_channels", "latent_dim", "recon_loss", "rec_w
                     "loss_terms"})
 NETS = frozenset({"dense_dim", "encoder", "decoder"})  # the standard (non-Lie) networks
 IPE = frozenset({"num_ipe", "ipe_symmetric", "ef_conversion", "calibration", "keep_dead_params"})
-LIE = frozenset({
-    "hy_rec", "hy_hes", "hy_commute", "forward_eq_prob", "subgroup_sizes", "subspace_sizes",
-    "keep_dead_params", "dense_dim",
-})
-
-
-@dataclass(frozen=True)
-class Role:
-    """One role of an objective: the config fields it reads, which of them are continuous loss
-    weights (schedulable), and the names of the weighted loss terms it adds."""
-
-    fields: frozenset[str] = frozenset()
-    weights: frozenset[str] = frozenset()
-    terms: frozenset[str] = frozenset()
-
-
-def _role(fields: Iterable[str] = (), weights: Iterable[str] = (),
-          terms: Iterable[str] = ()) -> Role:
-    return Role(frozenset(fields), frozenset(weights), frozenset(terms))
-
-
-@dataclass(frozen=True)
-class ObjectiveFacts:
-    """An objective: its roles, whether it needs labels, and where its formula comes from."""
-
-    name: str
-    main: Role
-    stacked: Role | None
-    reference: str
-    needs_labels: bool = False
-
-
-_BETATC = ("alpha", "beta", "gamma", "tc_estimator", "dataset_size")
-_CAPACITY = ("capacity_gamma", "capacity_max", "capacity_steps")
-_DIP = ("dip_lambda_od", "dip_lambda_d")
-_INFO = ("info_alpha", "info_lambda")
-_COND = ("condition_on", "condition_classes")
-_IFC = ("ifc_w_le", "ifc_w_aux", "ifc_lr")
-
-OBJECTIVES: dict[str, ObjectiveFacts] = {o.name: o for o in [
-    ObjectiveFacts("vae", _role(terms=["kld"]), None, "Kingma & Welling 2014"),
-    ObjectiveFacts("beta_vae", _role(["beta"], ["beta"], ["kld"]), None, "Higgins et al. 2017"),
-    ObjectiveFacts(
-        "betatcvae", _role(_BETATC, ["alpha", "beta", "gamma"], ["mi", "tc", "dwkl"]),
-        _role(["beta", "tc_estimator", "dataset_size"], ["beta"], ["tc"]), "Chen et al. 2018",
-    ),
-    ObjectiveFacts(
-        "annealed_vae", _role(_CAPACITY, _CAPACITY[:2], ["capacity"]),
-        _role(_CAPACITY, _CAPACITY[:2], ["capacity"]), "Burgess et al. 2018",
-    ),
-    ObjectiveFacts(
-        "factor_vae", _role(["factor_gamma"], ["factor_gamma"], ["kld", "factor_tc"]),
-        _role(["factor_gamma"], ["factor_gamma"], ["factor_tc"]), "Kim & Mnih 2018",
-    ),
-    ObjectiveFacts(
-        "dip_vae_i", _role(_DIP, _DIP, ["kld", "dip"]), _role(_DIP, _DIP, ["dip"]),
-        "Kumar et al. 2018",
-    ),
-    ObjectiveFacts(
-        "dip_vae_ii", _role(_DIP, _DIP, ["kld", "dip"]), _role(_DIP, _DIP, ["dip"]),
-        "Kumar et al. 2018",
-    ),
-    ObjectiveFacts(
-        "info_vae", _role(_INFO, _INFO, ["kld", "mmd"]), _role(_INFO, _INFO, ["mmd"]),
-        "Zhao et al. 2019",
-    ),
-    ObjectiveFacts("cvae", _role(_COND, terms=["kld"]), None, "Sohn et al. 2015",
-                   needs_labels=True),
-    ObjectiveFacts(
-        "ifcvae",
-        _role(_COND + _IFC, _IFC[:2], ["kld", "ifc_le", "ifc_le_recon", "ifc_aux"]), None,
-        "Creswell et al. 2017 (IFcVAE-GAN)", needs_labels=True,
-    ),
-    ObjectiveFacts(
-        "commutative",
-        _role(LIE, ["hy_rec", "hy_hes", "hy_commute"], ["kld", "hessian", "commute", "group_rec"]),
-        None, "Zhu et al. 2021 (CLG-VAE)",
-    ),
-]}
 
 
 @dataclass(frozen=True)
@@ -117,36 +41,37 @@ class ModelFacts:
     name: str
     objective: str
     default_num_ipe: int
-    lie_group: bool = False
+
+    @property
+    def spec(self) -> ObjectiveSpec:
+        return OBJECTIVES[self.objective]
+
+    @property
+    def lie_group(self) -> bool:
+        return self.spec.lie_group
 
     @property
     def fields(self) -> frozenset[str]:
         nets = frozenset() if self.lie_group else NETS
         ipe = IPE if self.default_num_ipe > 0 else frozenset()
-        return COMMON | nets | ipe | OBJECTIVES[self.objective].main.fields
+        return COMMON | nets | ipe | self.spec.main.fields
 
     @property
     def needs_labels(self) -> bool:
-        return OBJECTIVES[self.objective].needs_labels
+        return self.spec.needs_labels
 
 
 def _model_facts() -> dict[str, ModelFacts]:
-    out = {
-        "mipet_commutative": ModelFacts("mipet_commutative", "commutative", 1, lie_group=True),
-        "commutative": ModelFacts("commutative", "commutative", 0, lie_group=True),
-    }
-    for name, obj in OBJECTIVES.items():
-        if obj.name == "commutative":
-            continue
+    out: dict[str, ModelFacts] = {}
+    for name, spec in OBJECTIVES.items():
         out[name] = ModelFacts(name, name, 0)
-        if name == "vae" or obj.needs_labels:
-            continue  # mipet_vae is MIPET on beta-VAE, as in the paper; MIPET is unsupervised
-        mipet = "mipet_vae" if name == "beta_vae" else f"mipet_{name}"
-        out[mipet] = ModelFacts(mipet, name, 3)
+        if spec.mipet is not None:
+            out[spec.mipet.name] = ModelFacts(spec.mipet.name, name, spec.mipet.num_ipe)
     return out
 
 
 MODEL_FACTS: dict[str, ModelFacts] = _model_facts()
+MODEL_NAMES: tuple[str, ...] = tuple(MODEL_FACTS)  # every registered model name, torch-free
 
 
 def facts(name: str) -> ModelFacts:

@@ -1,15 +1,18 @@
-"""The model registry: name -> class, filled by `register_model` in each model module.
+"""The model registry: name -> class, one class per registered model of `models._facts`.
 
-What configs need of a model (fields, default K, labels) is plain data in `models._facts`; a
-class takes those facts as class attributes when it registers, so the two cannot drift.
+What configs need of a model (fields, default K, labels) is plain data in `models._facts`, derived
+from the objectives' records (`models._objectives`); each model class here takes those facts as
+class attributes when it registers, so the two cannot drift. A model of a Lie group objective is
+a `LieGroupVAE`, any other a `VAE`; everything else it does comes from its objective's record.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable, TypeVar
 
-from models._facts import MODEL_FACTS, facts
+from models._facts import MODEL_FACTS, ModelFacts, facts
 from models._facts import used_fields as used_fields  # re-exported: `models.used_fields`
+from models._vae import VAE, LieGroupVAE
 from models.errors import ConfigError
 from models.strict import nearest
 
@@ -17,6 +20,8 @@ if TYPE_CHECKING:
     import torch
 
     from models.config import ModelConfig
+
+__all__ = ["MODELS", "register_model", "build_model"]
 
 MODELS: dict[str, type] = {}
 
@@ -45,6 +50,24 @@ def register_model(name: str) -> Callable[[C], C]:
         return cls
 
     return add
+
+
+def _model_class(fact: ModelFacts) -> type[VAE]:
+    """The class of one registered model, its docstring from its objective's record."""
+    spec = fact.spec
+    camel = "".join(part.capitalize() for part in fact.name.split("_"))
+    kind = (f"MIPET (K = {fact.default_num_ipe} IPE maps) on the" if fact.default_num_ipe
+            else "The")
+    ipe = " + reg (the EF regulariser)" if fact.default_num_ipe else ""
+    doc = (f"{kind} {spec.name} objective ({spec.reference}): {spec.summary}{ipe}. Its record: "
+           f"models/_objectives/{spec.name}.py.")
+    base = LieGroupVAE if spec.lie_group else VAE
+    return type(camel, (base,), {"__doc__": doc, "__module__": __name__, "__qualname__": camel})
+
+
+for _fact in MODEL_FACTS.values():
+    _cls = register_model(_fact.name)(_model_class(_fact))
+    globals()[_cls.__name__] = _cls
 
 
 def build_model(cfg: ModelConfig) -> torch.nn.Module:

@@ -1,68 +1,41 @@
-"""The registered models: MIPET VAEs, their baselines, the objective zoo, and the shared forward
-pass."""
+"""The shared model: encoder, optional K IPE maps, decoder, and the objectives of its record.
+
+A registered model class (`models._registry`) is `VAE` or `LieGroupVAE` with its objective's
+name; everything objective-specific (loss terms, adversaries, conditioning, networks) is read from
+the objective's record (`models._objectives`), never from branches on names.
+"""
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 
 import torch
 from torch import Tensor, nn
 
-from models._adversary import (
-    Adversaries, AuxClassifier, FactorDiscriminator, aux_classifier_loss,
-    factor_discriminator_loss,
-)
-from models._facts import MODEL_FACTS, loss_weight_fields
+from models._adversary import Adversaries
+from models._facts import loss_weight_fields
 from models._ipe import IPEBank
 from models._nets import LabelEncoder, LieDecoder, LieEncoder, make_decoder, make_encoder
-from models._registry import register_model
+from models._objectives import OBJECTIVES
+from models._output import ModelOutput
 from models.config import ModelConfig
 from models.errors import ConfigError, NonFiniteLossError
-from models.objectives import (
-    BetaTC, CapacityTerm, DipTerm, EFRegulariser, FactorTC, IFCTerm, KLTerm, LieGroupLoss,
-    LossInputs,
-    MMDTerm, Objective, Reconstruction, gaussian_kl,
-)
+from models.objectives import EFRegulariser, LossInputs, Objective, Reconstruction, gaussian_kl
+from models.spec import Adversary, ObjectiveSpec
 from models.strict import nearest
 
-__all__ = ["ModelOutput", "VAE", "build_objectives"]
-
-
-@dataclass
-class ModelOutput:
-    """What `forward` returns.
-
-    Attributes:
-        loss: scalar tensor, the optimised total = sum(weights[n] * terms[n]).
-        terms: every named scalar term (loss terms and diagnostics such as 'origin_kld').
-        weights: factor of each term that enters `loss` (terms not listed are diagnostics).
-        mu, logvar: posterior parameters (B, d).
-        z: pre-IPE sample (B, d).
-        recon: reconstruction probabilities (B, C, 64, 64) in [0, 1] that `terms['rec']` scores.
-        z_hat: IPE-transformed samples (K, B, d), or None for K = 0.
-        labels: the conditioned factors' classes (B, F_c) of a conditional model, else None.
-    """
-
-    loss: Tensor
-    terms: dict[str, Tensor]
-    weights: dict[str, float]
-    mu: Tensor
-    logvar: Tensor
-    z: Tensor
-    recon: Tensor
-    z_hat: Tensor | None = None
-    labels: Tensor | None = None
+__all__ = ["ModelOutput", "VAE", "LieGroupVAE", "build_objectives"]
 
 
 class VAE(nn.Module):
     """Shared machinery: encoder, optional K IPE maps, decoder, and a list of objectives.
 
     A registered subclass gets its objective, default K and fields from `models._facts`; its
-    losses come from `build_objectives`. Call `forward(x, eps=None, step=0)` for the training
-    record, `encode(x)` for (mu, logvar), `decode(z)` for images from pre-IPE codes.
+    losses come from `build_objectives`, its adversaries and conditioning from its objective's
+    record (`spec`). Call `forward(x, eps=None, step=0)` for the training record, `encode(x)` for
+    (mu, logvar), `decode(z)` for images from pre-IPE codes.
     """
 
     registry_name: str = ""
@@ -75,6 +48,7 @@ class VAE(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
+        self.spec: ObjectiveSpec = OBJECTIVES[self.objective]
         c, h1, d = cfg.image_channels, cfg.dense_dim[1], cfg.latent_dim
         self.num_ipe: int = int(cfg.num_ipe or 0)
         if self.lie_group:
@@ -92,12 +66,15 @@ class VAE(nn.Module):
             if self.num_ipe > 0 else None
         )
         # Adversarial parts: trained by their own optimizers (`build_adversaries`), never by the
-        # main one (`param_groups` leaves out every name under `adversaries.`).
+        # main one (`param_groups` leaves out every name under `adversaries.`): those of the
+        # model's own objective and of the stacked ones, in registry order.
         self.adversaries = nn.ModuleDict()
-        if "factor_vae" in (self.objective, *cfg.loss_terms):
-            self.adversaries["factor"] = FactorDiscriminator(d)
-        if self.objective == "ifcvae":
-            self.adversaries["ifc_aux"] = AuxClassifier(d, sum(self.condition_sizes))
+        self._adversary_specs: dict[str, Adversary] = {}
+        active = (self.objective, *cfg.loss_terms)
+        for spec in OBJECTIVES.values():
+            for adv in spec.adversaries if spec.name in active else ():
+                self.adversaries[adv.key] = adv.build(self)
+                self._adversary_specs[adv.key] = adv
         self.losses: list[Objective] = build_objectives(self, cfg)
         self.check_finite = True
         self.channels_last = False
@@ -109,6 +86,7 @@ class VAE(nn.Module):
         condition (B, d + n); a cvae's encoder also reads the condition, as n extra channels
         tiled to the image size; an ifcvae has a label encoder predicting it from x."""
         c, h1, d = cfg.image_channels, cfg.dense_dim[1], cfg.latent_dim
+        conditioning = self.spec.conditioning
         if self.needs_labels:
             if len(cfg.condition_classes) != len(cfg.condition_on):
                 raise ConfigError(
@@ -117,15 +95,16 @@ class VAE(nn.Module):
                 )
             self.condition_sizes = tuple(cfg.condition_classes)
         n = sum(self.condition_sizes)
-        self.encoder = make_encoder(cfg.encoder, c + (n if self.objective == "cvae" else 0), h1, d)
+        extra = n if conditioning == "encoder" else 0  # a cvae's encoder reads the condition
+        self.encoder = make_encoder(cfg.encoder, c + extra, h1, d)
         self.decoder = make_decoder(cfg.decoder, c, h1, d + n)
-        if self.objective == "ifcvae":
+        if conditioning == "label_encoder":
             self.label_encoder = LabelEncoder(c, h1, n)
 
     @property
     def needs_labels(self) -> bool:
         """Whether `forward`, `encode` and `decode` take the conditioned factors' classes."""
-        return MODEL_FACTS[self.registry_name].needs_labels
+        return self.spec.needs_labels
 
     def _init_weights(self) -> None:
         """Xavier-uniform (gain 1) on every weight with ndim >= 2; biases keep PyTorch defaults."""
@@ -168,17 +147,14 @@ class VAE(nn.Module):
             self.losses = build_objectives(self, self.cfg)
 
     def build_adversaries(self) -> Adversaries:
-        """The optimizers of the adversarial modules (Factor-VAE: Adam, lr model.factor_lr,
-        betas (0.5, 0.9), as disentanglement_lib), for the loop to step after each main step."""
-        opts: dict[str, torch.optim.Optimizer] = {}
-        if "factor" in self.adversaries:
-            opts["factor"] = torch.optim.Adam(
-                self.adversaries["factor"].parameters(), lr=self.cfg.factor_lr, betas=(0.5, 0.9)
-            )
-        if "ifc_aux" in self.adversaries:
-            opts["ifc_aux"] = torch.optim.Adam(
-                self.adversaries["ifc_aux"].parameters(), lr=self.cfg.ifc_lr, betas=(0.5, 0.9)
-            )
+        """The optimizers of the adversarial modules (each an Adam with the lr and betas of its
+        record, e.g. Factor-VAE's: lr model.factor_lr, betas (0.5, 0.9), as disentanglement_lib),
+        for the loop to step after each main step."""
+        opts: dict[str, torch.optim.Optimizer] = {
+            key: torch.optim.Adam(self.adversaries[key].parameters(),
+                                  lr=getattr(self.cfg, adv.lr_field), betas=adv.betas)
+            for key, adv in self._adversary_specs.items()
+        }
         self._adversary_opts = Adversaries(self, opts)
         return self._adversary_opts
 
@@ -190,13 +166,9 @@ class VAE(nn.Module):
 
     def adversary_loss(self, name: str, out: ModelOutput) -> Tensor:
         """The loss that adversary `name` minimises, from a forward's (detached) record."""
-        if name == "factor":
-            return factor_discriminator_loss(self.adversaries["factor"], out.z)
-        if name == "ifc_aux":
-            assert out.labels is not None
-            return aux_classifier_loss(self.adversaries["ifc_aux"], out.z, out.labels,
-                                       self.condition_sizes)
-        raise KeyError(f"no adversary {name!r}")
+        if name not in self._adversary_specs:
+            raise KeyError(f"no adversary {name!r}")
+        return self._adversary_specs[name].loss(self, self.adversaries[name], out)
 
     def main_parameters(self) -> list[nn.Parameter]:
         """Every parameter but the adversaries' (what the main optimizer trains)."""
@@ -277,7 +249,7 @@ class VAE(nn.Module):
         codes = ipe.z_hat if ipe is not None else z.unsqueeze(0)  # (K', B, d)
         label_logits = None
         if self.needs_labels:  # the decoder reads z and the (true or predicted) condition
-            if self.objective == "ifcvae":
+            if self.spec.conditioning == "label_encoder":
                 label_logits = self.label_encoder(x)
                 cond = torch.cat([c.detach().softmax(1) for c in torch.split(
                     label_logits, list(self.condition_sizes), dim=1)], dim=1)
@@ -338,7 +310,7 @@ class VAE(nn.Module):
         if not self.needs_labels:
             return x
         labels = self._check_labels(labels, x.shape[0])
-        if self.objective != "cvae":
+        if self.spec.conditioning != "encoder":
             return x
         cond = self.one_hot(labels).to(x.dtype)
         tiled = cond[:, :, None, None].expand(-1, -1, x.shape[2], x.shape[3])
@@ -372,92 +344,23 @@ def _nonfinite_message(x: Tensor, loss: Tensor, terms: dict[str, Tensor]) -> str
 
 # -- the objectives of a model --------------------------------------------------------------------
 
-Builder = Callable[["VAE", ModelConfig], "list[Objective]"]
-
-
-def _factor(model: VAE, cfg: ModelConfig) -> FactorTC:
-    return FactorTC(cfg.factor_gamma, model.adversaries["factor"])
-
-
-def _betatc(cfg: ModelConfig) -> BetaTC:
-    return BetaTC(cfg.alpha, cfg.beta, cfg.gamma, cfg.tc_estimator, cfg.dataset_size)
-
-
-def _stacked_tc(cfg: ModelConfig) -> BetaTC:
-    """beta-TCVAE on top of a KL: (beta - 1) * tc, so KL + that = mi + beta tc + dwkl."""
-    tc = _betatc(cfg)
-    tc.weights = {"tc": cfg.beta - 1.0}
-    return tc
-
-
-def _capacity(cfg: ModelConfig) -> CapacityTerm:
-    return CapacityTerm(cfg.capacity_gamma, cfg.capacity_max, cfg.capacity_steps)
-
-
-# The model's own objective (its divergence and regularisers), by objective name.
-_MAIN: dict[str, Builder] = {
-    "vae": lambda m, c: [KLTerm(1.0)],
-    "beta_vae": lambda m, c: [KLTerm(c.beta)],
-    "betatcvae": lambda m, c: [_betatc(c)],
-    "annealed_vae": lambda m, c: [_capacity(c)],
-    "factor_vae": lambda m, c: [KLTerm(1.0), _factor(m, c)],
-    "dip_vae_i": lambda m, c: [KLTerm(1.0), DipTerm("i", c.dip_lambda_od, c.dip_lambda_d)],
-    "dip_vae_ii": lambda m, c: [KLTerm(1.0), DipTerm("ii", c.dip_lambda_od, c.dip_lambda_d)],
-    "info_vae": lambda m, c: [KLTerm(1.0 - c.info_alpha), MMDTerm(c.info_alpha, c.info_lambda)],
-    "cvae": lambda m, c: [KLTerm(1.0)],
-    "ifcvae": lambda m, c: [KLTerm(1.0), IFCTerm(c.ifc_w_le, c.ifc_w_aux, m.condition_sizes,
-                                                 m.label_encoder, m.adversaries["ifc_aux"])],
-    "commutative": lambda m, c: [KLTerm(1.0), LieGroupLoss(c.hy_hes, c.hy_commute, c.hy_rec)],
-}
-# The regulariser an objective adds when stacked with `loss_terms`.
-_STACKED: dict[str, Builder] = {
-    "betatcvae": lambda m, c: [_stacked_tc(c)],
-    "annealed_vae": lambda m, c: [_capacity(c)],
-    "factor_vae": lambda m, c: [_factor(m, c)],
-    "dip_vae_i": lambda m, c: [DipTerm("i", c.dip_lambda_od, c.dip_lambda_d)],
-    "dip_vae_ii": lambda m, c: [DipTerm("ii", c.dip_lambda_od, c.dip_lambda_d)],
-    "info_vae": lambda m, c: [MMDTerm(c.info_alpha, c.info_lambda)],
-}
-
 
 def build_objectives(model: VAE, cfg: ModelConfig) -> list[Objective]:
     """Reconstruction, the model's own objective, the EF regulariser (K > 0 with EF conversion),
     then the stacked `loss_terms` (in that order: the paper models sum exactly as before)."""
     out: list[Objective] = [Reconstruction(cfg.recon_loss, cfg.rec_weight)]
-    out += _MAIN[model.objective](model, cfg)
+    out += model.spec.build(model, cfg)
     if model.num_ipe > 0 and cfg.ef_conversion:
         out.append(EFRegulariser(calibration=cfg.calibration))
     for term in cfg.loss_terms:
-        out += _STACKED[term](model, cfg)
+        build = OBJECTIVES[term].build_stacked
+        assert build is not None  # ModelConfig refuses an unstackable term
+        out += build(model, cfg)
     return out
 
 
-# -- the registered models ------------------------------------------------------------------------
-
-
-@register_model("mipet_vae")
-class MipetVae(VAE):
-    """MIPET-VAE: rec + beta * EF KL + reg (beta = 1 reproduces the paper code, which has none)."""
-
-
-@register_model("beta_vae")
-class BetaVae(VAE):
-    """beta-VAE baseline: the MIPET-VAE networks without IPE maps: rec + beta * Gaussian KL."""
-
-
-@register_model("mipet_betatcvae")
-class MipetBetaTcVae(VAE):
-    """MIPET-beta-TCVAE: rec + alpha mi + beta tc + gamma dwkl (on the pre-IPE z) + reg."""
-
-
-@register_model("betatcvae")
-class BetaTcVae(VAE):
-    """beta-TCVAE baseline (no IPE maps)."""
-
-
-@register_model("mipet_commutative")
-class MipetCommutativeVae(VAE):
-    """MIPET Commutative Lie Group VAE: rec + KL + group losses + reg.
+class LieGroupVAE(VAE):
+    """The Lie group networks' forward (commutative objectives).
 
     In training, with probability `forward_eq_prob` per step (torch's RNG) the reconstruction is
     decoded from the encoder's group features g_E instead of the decoder's; only the decode pass
@@ -478,33 +381,3 @@ class MipetCommutativeVae(VAE):
             probs, g_d = dec(codes.reshape(k * b, d))
             recon = probs if k == 1 else probs.view(k, b, *probs.shape[1:]).mean(0)
         return recon, g_d.view(k, b, -1)
-
-
-@register_model("commutative")
-class CommutativeVae(MipetCommutativeVae):
-    """Commutative Lie Group VAE baseline (no IPE maps): rec + Gaussian KL + group losses."""
-
-
-__all__ += [
-    "MipetVae", "BetaVae", "MipetBetaTcVae", "BetaTcVae", "MipetCommutativeVae", "CommutativeVae",
-]
-
-
-def _zoo_class(name: str) -> type[VAE]:
-    """A registered class for a model of the objective zoo (docstring from its facts)."""
-    fact = MODEL_FACTS[name]
-    camel = "".join(part.capitalize() for part in name.split("_"))
-    kind = f"MIPET (K = {fact.default_num_ipe} IPE maps) on" if fact.default_num_ipe else "The"
-    cls = type(camel, (VAE,), {
-        "__doc__": f"{kind} {fact.objective} objective (models._vae.build_objectives).",
-        "__module__": __name__, "__qualname__": camel,
-    })
-    return register_model(name)(cls)
-
-
-for _name in MODEL_FACTS:
-    if _name not in {"mipet_vae", "beta_vae", "mipet_betatcvae", "betatcvae",
-                     "mipet_commutative", "commutative"}:
-        _cls = _zoo_class(_name)
-        globals()[_cls.__name__] = _cls
-        __all__.append(_cls.__name__)

@@ -1,12 +1,13 @@
-"""Loss terms as small composable objectives (spec/mipet.md section 2.5).
+"""Loss terms as small composable objectives (per-model losses as the paper code reduces them).
 
 A model is its networks plus a list of objectives. Each objective reads a `LossInputs` record and
 returns named scalar terms; its `weights` say which terms enter the optimised loss and with what
 factor (terms without a weight are diagnostics, logged only). The total loss is
 sum(weight * term). The objective zoo (controlled capacity, Factor-VAE, DIP-VAE, InfoVAE) are
-classes here too; `models._vae.build_objectives` picks them from the config, and the MIPET parts
-stay untouched. With IPE maps and EF conversion a model's KL is the EF KL (`model_kl`), while the
-zoo's regularisers read the pre-IPE posterior and sample, as MIPET-beta-TCVAE does.
+classes here too; each objective's record (`models._objectives`) builds them from the config, and
+the MIPET parts stay untouched. With IPE maps and EF conversion a model's KL is the EF KL
+(`model_kl`), while the zoo's regularisers read the pre-IPE posterior and sample, as
+MIPET-beta-TCVAE does.
 
 Every reduction is as in the paper code: reconstruction summed over pixels and channels and
 divided by the batch size; KL terms summed over latent units and averaged over the batch.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +30,7 @@ __all__ = [
     "LossInputs", "Objective", "Reconstruction", "KLTerm", "EFRegulariser", "BetaTC",
     "LieGroupLoss", "gaussian_kl", "log_normal", "betatc_terms", "log_importance_weights",
     "model_kl", "capacity_target", "CapacityTerm", "dip_covariance", "dip_penalty", "DipTerm",
-    "mmd", "MMDTerm", "FactorTC", "label_cross_entropy", "IFCTerm",
+    "mmd", "MMDTerm", "FactorTC", "label_cross_entropy", "IFCTerm", "FunctionTerm",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -79,6 +80,23 @@ class Objective:
 
     def __call__(self, inp: LossInputs) -> dict[str, Tensor]:
         raise NotImplementedError
+
+
+@dataclass
+class FunctionTerm(Objective):
+    """Terms from a plain function `fn(inputs) -> {name: scalar tensor}`, weighted by `factors`
+    ({name: factor} of the outputs that enter the loss; the others are diagnostics). An
+    objective's record can keep its maths in its own file this way (docs/recipes/add_objective.md).
+    """
+
+    fn: Callable[[LossInputs], dict[str, Tensor]] = lambda inp: {}
+    factors: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.weights = dict(self.factors)
+
+    def __call__(self, inp: LossInputs) -> dict[str, Tensor]:
+        return self.fn(inp)
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:

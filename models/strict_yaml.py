@@ -66,23 +66,44 @@ def loads(text: str, where: str) -> Any:
 
 
 def read(path: str | Path, what: str = "file") -> Any:
-    """Read a YAML file strictly (see `loads`); a missing file is `"<path>: no such <what>"`."""
+    """Read a YAML file strictly (see `loads`). A missing file, a directory, an unreadable file
+    and one that is not UTF-8 text (a binary file) are each one-line ConfigErrors."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{p}: is a directory, not a {what}; give the YAML file inside it")
     if not p.is_file():
         raise ConfigError(f"{p}: no such {what}")
-    return loads(p.read_text(encoding="utf-8"), str(p))
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{p}: not a text file (byte {exc.start} is not UTF-8); a {what} is YAML text"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read the {what} ({exc.strerror or exc})") from None
+    return loads(text, str(p))
 
 
 def read_mapping(path: str | Path, what: str = "file") -> dict[str, Any]:
-    """Read a YAML file that holds a mapping (an empty file is `{}`)."""
+    """Read a YAML file that holds a mapping of settings; an empty file (or one of comments
+    only) and any other top-level value are one-line ConfigErrors."""
     loaded = read(path, what)
     if loaded is None:
-        return {}
+        raise ConfigError(
+            f"{path}: the {what} is empty; it should hold a YAML mapping of settings, "
+            "for example `train: {steps: 1000}`"
+        )
     if not isinstance(loaded, dict):
         raise ConfigError(
-            f"{path}: expected a YAML mapping at the top, got {type(loaded).__name__}"
+            f"{path}: expected a YAML mapping of settings at the top, got "
+            f"{type(loaded).__name__} {_excerpt(loaded)}"
         )
     return loaded
+
+
+def _excerpt(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def scalar(text: str) -> Any:

@@ -29,7 +29,9 @@ distribution per name, still the path)::
 from __future__ import annotations
 
 from search_spaces._load import DefineByRun, define_by_run, load_space, preset_names, read_space
-from search_spaces._space import FrozenMap, Param, SearchSpace, from_distributions, same_value
+from search_spaces._param import Param
+from search_spaces._space import SearchSpace, from_distributions
+from search_spaces._values import FrozenMap, same_value
 
 __all__ = [
     "DefineByRun",

@@ -13,8 +13,8 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution
 
-from models.errors import ConfigError
 from models import strict_yaml
+from models.errors import ConfigError
 from models.strict import nearest
 from search_spaces._space import SearchSpace, from_distributions, label
 from search_spaces._validate import Check, validate

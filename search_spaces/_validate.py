@@ -1,5 +1,9 @@
-"""Validation of a SearchSpace against `models.ModelConfig`, the run config's paths, and a
-caller's config check run at every corner of the space."""
+"""Validation of a SearchSpace against the models, the run config's paths, and a caller's config
+check run at every corner of the space (`_structure.py` checks a space on its own).
+
+What it knows of the models is torch-free: the field names and types of `models.ModelConfig`, the
+model names (`models._facts.MODEL_FACTS`), and `models.used_fields`.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,17 @@ import logging
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from models import ModelConfig, used_fields
+from models._facts import MODEL_FACTS
 from models.errors import ConfigError
 from models.strict import nearest
-from search_spaces._space import Param, SearchSpace, label
+from search_spaces._values import label
+
+if TYPE_CHECKING:
+    from search_spaces._param import Param
+    from search_spaces._space import SearchSpace
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +45,10 @@ def validate(
 
 
 # ---- validation against models.ModelConfig ---------------------------------------------------
-def _model_api() -> tuple[dict[str, Any], dict[str, Any], Mapping[str, Any], Callable[..., Any]]:
-    import models
-
-    cfg = models.ModelConfig
-    fields = {f.name: f for f in dataclasses.fields(cfg) if f.init}
-    hints = typing.get_type_hints(cfg)
-    return fields, hints, models.MODELS, models.used_fields
+def _config_fields() -> tuple[dict[str, Any], dict[str, Any]]:
+    """`ModelConfig`'s init fields by name, and its resolved type hints."""
+    fields = {f.name: f for f in dataclasses.fields(ModelConfig) if f.init}
+    return fields, typing.get_type_hints(ModelConfig)
 
 
 def _is_int_type(tp: Any) -> bool:
@@ -58,7 +65,8 @@ def _check_models(space: SearchSpace, model_names: list[str] | None) -> None:
     model_paths = [p for p in space.paths if p.startswith("model/")]
     if not model_paths and model_names is None:
         return
-    fields, hints, registry, used_fields = _model_api()
+    fields, hints = _config_fields()
+    registry = tuple(MODEL_FACTS)  # the model names, torch-free (models.MODELS holds the same)
     known = [f"model/{f}" for f in fields]
     groups = space.groups()  # a path's Params: one, or its alternatives
     stacked = space.fixed.get("model/loss_terms") or ()  # their knobs are read too
@@ -95,7 +103,7 @@ def _check_models(space: SearchSpace, model_names: list[str] | None) -> None:
         if names is None or field_name == "name":
             continue
         for p in alts or (None,):  # each alternative applies to the models its `when` names
-            _check_readers(where, path, p, names, stacked, used_fields)
+            _check_readers(where, path, p, names, stacked)
 
 
 def _check_readers(
@@ -104,7 +112,6 @@ def _check_readers(
     p: Param | None,
     names: tuple[str, ...],
     stacked: tuple[str, ...],
-    used_fields: Callable[..., Any],
 ) -> None:
     """`path` (searched by `p`, or fixed when None) must be read by the models it applies to."""
     field_name = path[len("model/") :]

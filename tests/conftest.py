@@ -1,4 +1,5 @@
-"""Shared fixtures: one Ray instance per test session, tiny run configs."""
+"""Shared fixtures and configs: one Ray instance per test session, the built-in dSprites, tiny
+run and sweep configs."""
 
 from __future__ import annotations
 
@@ -33,13 +34,35 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def dsprites():
+    """The built-in dSprites (generated into the cache on first use), opened once per module."""
+    from tune.data import load_dataset
+
+    return load_dataset("dsprites")
+
+
+def tiny_train(steps: int, every: int, **more) -> dict:
+    """The `train` section of a tiny run: `steps` steps of batch 16 on one torch thread, a report
+    and a checkpoint every `every` steps, plus `more`."""
+    return {"steps": steps, "batch_size": 16, "report_every": every, "checkpoint_every": every,
+            "num_threads": 1, **more}
+
+
+def tiny_sweep_base(steps: int, every: int, **train) -> dict:
+    """A sweep's (or an ablation grid's) `base`: latent size 4, `tiny_train(steps, every,
+    **train)`, MIG alone with the `fast` protocol."""
+    return {"model": {"latent_dim": 4}, "train": tiny_train(steps, every, **train),
+            "eval": {"protocol": "fast", "metrics": ["mig"]}}
+
+
 def tiny_run_dict(**sections) -> dict:
-    """A run config small enough to train in about a second on one core."""
+    """A run config small enough to train in about a second on one core; each section given
+    updates the default one (`train=tiny_train(30, 10)` gives a longer run)."""
     d = {
         "model": {"name": "mipet_vae", "latent_dim": 4, "num_ipe": 1},
         "data": {"name": "dsprites"},
-        "train": {"steps": 6, "batch_size": 16, "report_every": 3, "checkpoint_every": 3,
-                  "images": False, "num_threads": 1},
+        "train": tiny_train(6, 3, images=False),
         "eval": {"protocol": "none"},
         "seed": 0,
     }

@@ -8,9 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import tiny_sweep_base
 from models.errors import ConfigError
-from tune.sweep.ablate import AblationSpec, run_ablation
+from tune.cli.commands import main
 from tune.config.sweep import SweepSpec
+from tune.sweep.ablate import AblationSpec, run_ablation
 from tune.sweep.driver import prepare
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -42,15 +44,23 @@ def test_an_impossible_cell_fails_before_anything_runs(tmp_path: Path) -> None:
         AblationSpec.load(path)
 
 
+def test_ablate_dry_run_applies_set_and_counts_cells_trials_and_floor(capsys) -> None:
+    assert main(["ablate", "--config", str(EXAMPLES / "ablation.yaml"), "--dry-run",
+                 "--set", "train/steps=1000", "--throughput", "256"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("k-ablation: 4 cells x 3 seeds = 12 trials\n")
+    assert "noise floor: 2 model and dataset pairs x 3 seeds = up to 6 evaluations" in out
+    # 1000 steps x 256 images at 256 img/s = 1000 s a trial; 12 trials = 3.33 h
+    assert "| dsprites mipet_vae, beta=4.0 | 3 | 1000 x 256 | 256 | 0.28 | --throughput |" in out
+    assert "estimated training time: 3.3 device-hours" in out
+
+
 @pytest.mark.ray
 def test_an_ablation_grid_runs_and_writes_its_table(ray_session, tmp_path: Path) -> None:
     path = tmp_path / "abl.yaml"
     path.write_text(yaml.safe_dump({
         "name": "abl",
-        "base": {"model": {"latent_dim": 4},
-                 "train": {"steps": 3, "batch_size": 16, "report_every": 3,
-                           "checkpoint_every": 3, "num_threads": 1, "images": False},
-                 "eval": {"protocol": "fast", "metrics": ["mig"]}},
+        "base": tiny_sweep_base(3, 3, images=False),
         "variants": [{"model/name": "beta_vae"}, {"model/name": "mipet_vae"}],
         "seeds": 2,
         "rows": ["model/name"],

@@ -10,7 +10,7 @@ import yaml
 
 from analysis.errors import AnalysisError
 from analysis.export import best_config, export_best
-from analysis.synthetic import table
+from _synthetic import table
 
 
 def run(name: str, k: float, beta: float, seed: int, mig: float, **kw: object) -> dict:
@@ -110,3 +110,75 @@ def test_bad_input_is_one_clear_error(tmp_path) -> None:
     dead = table([run("a", 1, 1.0, 0, 0.3, status="ERROR", failed=True)])
     with pytest.raises(AnalysisError, match="no finished trial"):
         export_best(dead, tmp_path)
+
+
+def test_model_fields_keep_only_what_the_model_reads() -> None:
+    df = table([run("m", 1, 4.0, 0, 0.3, **{"config/model/loss_terms": "('dip',)",
+                                          "config/model/capacity_max": 25.0})])
+    asked = []
+
+    def reads(name, loss_terms):
+        asked.append((name, list(loss_terms)))
+        return {"beta", "loss_terms"}
+
+    doc = best_config(df, model_fields=reads)
+    assert asked == [("m", ["dip"])]
+    assert doc["model"] == {"name": "m", "beta": 4, "loss_terms": ["dip"]}
+    everything = best_config(df)["model"]  # analysis alone knows no model: every field
+    assert {"num_ipe", "latent_dim", "capacity_max"} <= set(everything)
+
+
+def _one_trial_sweep(folder, model: dict):
+    """A sweep folder whose one trial ran `model`, its row built as the sweep engine builds it
+    (the resolved RunConfig, every field); returns that RunConfig."""
+    import pandas as pd
+
+    from analysis.trials import trial_rows
+    from tune.config.run import RunConfig
+
+    cfg = RunConfig.from_dict({"model": {"latent_dim": 4, **model}, "data": {"name": "dsprites"},
+                               "train": {"steps": 50}, "seed": 3})
+    rows = trial_rows(trial_id="t000", config=cfg.to_dict(), resolved=cfg.to_dict(), over=True,
+                      reports=[{"eval/mig": 0.4, "step": 50, "seed": 3, "done": True,
+                                "config_id": cfg.config_id()}])
+    pd.DataFrame(rows).to_parquet(folder / "trials.parquet")
+    return cfg
+
+
+def _unread_in(path, cfg) -> set[str]:
+    from models import used_fields
+
+    written = set(yaml.safe_load(path.read_text())["model"]) - {"name"}
+    return written - used_fields(cfg.model.name, cfg.model.loss_terms)
+
+
+@pytest.mark.parametrize("model", [
+    {"name": "betatcvae", "beta": 6.0, "tc_estimator": "mss"},
+    {"name": "mipet_commutative", "hy_rec": 0.3, "latent_dim": 10},
+    {"name": "factor_vae", "factor_gamma": 20.0, "loss_terms": ["dip_vae_i"]},
+    {"name": "cvae", "condition_on": ["shape", "scale"]},
+])
+def test_the_exported_file_reloads_as_the_trials_config(tmp_path, model: dict) -> None:
+    """Through the CLI's export (tune hands analysis `models.used_fields`): the file holds no
+    field the model does not read, and reading it gives the trial's RunConfig back."""
+    from tune.cli.analyze import export
+    from tune.config.run import RunConfig
+
+    cfg = _one_trial_sweep(tmp_path, model)
+    path = export(tmp_path)
+    assert _unread_in(path, cfg) == set()
+    dropped = set(cfg.to_dict()["model"]) - set(yaml.safe_load(path.read_text())["model"])
+    assert dropped  # e.g. betatcvae: capacity_max, dip_lambda_od, info_alpha, ifc_w_le
+    assert RunConfig.from_yaml(path) == cfg
+
+
+def test_the_report_writes_the_same_trimmed_file(tmp_path) -> None:
+    """`mipet-tune report` rewrites report/best_config.yaml; it too leaves out unread fields."""
+    from tune.cli.analyze import report
+
+    cfg = _one_trial_sweep(tmp_path, {"name": "betatcvae", "beta": 6.0})
+    index = report(tmp_path)
+    path = index.parent / "best_config.yaml"
+    assert _unread_in(path, cfg) == set()
+    model = yaml.safe_load(path.read_text())["model"]
+    assert "capacity_max" not in model and model["beta"] == 6

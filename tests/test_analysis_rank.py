@@ -9,7 +9,7 @@ import pytest
 
 from analysis.errors import AnalysisError
 from analysis.rank import pareto_fronts, rank, rank_table
-from analysis.synthetic import synthetic_trials, table
+from _synthetic import synthetic_trials, table
 
 
 def trial(beta: float, seed: int, mig: float, recon: float = 10.0, **extra: object) -> dict:
@@ -178,3 +178,17 @@ def test_synthetic_sweep_known_best() -> None:
     table_lines = [line for line in text.splitlines() if line.startswith("|")]
     assert len(table_lines) == 2 + 3  # header, rule, the top 3 rows
     assert "| 1 | " in table_lines[2] and "0.42 ± 0.004 (3)" in table_lines[2]
+
+
+def test_the_text_renders_a_ranking_without_changing_it(three_configs) -> None:
+    """analysis.rank_text only renders: the same ranking gives the text rank_table prints, the
+    table is left as it was, and the first line says how it was ranked."""
+    from analysis.rank_text import ranked_text
+
+    ranked = rank(three_configs, "mig")
+    before = ranked.copy()
+    text = ranked_text(ranked, top=2)
+    assert text == rank_table(three_configs, "mig", top=2)[1]
+    assert ranked.equals(before)
+    assert text.startswith("Ranked by eval/mig (higher is better); mean over seeds; 3 config")
+    assert text.rstrip().endswith("(the first 2 of 3 configurations)")

@@ -20,7 +20,7 @@ from analysis.plots import (
 from analysis.rank import rank
 from analysis.report import write_report
 from analysis.sweep import load_sweep
-from analysis.synthetic import synthetic_trials, table, write_sweep
+from _synthetic import synthetic_trials, table, write_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -19,7 +19,7 @@ from analysis.sweep import (
     searched_params,
     usable_trials,
 )
-from analysis.synthetic import synthetic_trials, table, write_sweep
+from _synthetic import synthetic_trials, table, write_sweep
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tune.errors import DataFileError
 from tune.train.checkpoint import (
     MARKER,
     is_complete,
@@ -21,7 +22,6 @@ from tune.train.checkpoint import (
     save_state,
     write_checkpoint,
 )
-from tune.errors import DataFileError
 
 
 def _write_files(folder: Path, payload: bytes = b"weights") -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import models
-from conftest import tiny_run_dict
+from conftest import tiny_run_dict, tiny_train
 from models import ConfigError, ModelConfig
 from models.objectives import label_cross_entropy
 from tune.config.run import RunConfig
@@ -25,13 +25,6 @@ from test_train_zoo import train_and_resume
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 CONDITIONAL = ["cvae", "ifcvae"]
 SIZES = (3, 6)  # dSprites' shape and scale
-
-
-@pytest.fixture(scope="module")
-def dsprites():
-    from tune.data import load_dataset
-
-    return load_dataset("dsprites")
 
 
 def make(name: str, seed: int = 0, **kw) -> models.VAE:
@@ -158,8 +151,8 @@ def test_loader_adds_the_classes_and_keeps_the_images(dsprites) -> None:
 
 def _config(name: str, **train) -> RunConfig:
     model = {"name": name, "latent_dim": 4, "num_ipe": 0, "condition_on": ["shape", "scale"]}
-    run = {"steps": 30, "report_every": 10, "checkpoint_every": 10, "lr": 1e-3, **train}
-    return RunConfig.from_dict(tiny_run_dict(model=model, train=run))
+    train = tiny_train(30, 10, lr=1e-3, **train)
+    return RunConfig.from_dict(tiny_run_dict(model=model, train=train))
 
 
 @pytest.mark.parametrize("name", CONDITIONAL)

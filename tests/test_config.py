@@ -165,11 +165,15 @@ def test_one_yaml_loader_reads_1e_minus_4_as_a_float_everywhere(tmp_path) -> Non
 
 
 def test_one_list_of_dataset_names() -> None:
-    from models.config import DATASET_DEFAULTS
-    from tune.data import DATASETS
+    from tune.data import DATASETS, dataset_record, model_defaults
 
-    assert set(DATASET_DEFAULTS) == set(DATASETS)  # the model defaults cover every dataset
-    for name in DATASETS:
+    built_in = [n for n in DATASETS if dataset_record(n).generator is not None]
+    assert set(DATASETS) - set(built_in) == {"images"}  # your own images need data.source
+    for name in built_in:  # the model defaults cover every dataset
+        assert set(model_defaults(name)) == {"image_channels", "dense_dim", "recon_loss",
+                                             "dataset_size"}
         assert RunConfig.from_dict({"data": {"name": name}}).data.name == name
+    with pytest.raises(ConfigError, match="'images' has no built-in generator: give data.source"):
+        RunConfig.from_dict({"data": {"name": "images"}})
     with pytest.raises(ConfigError, match="did you mean 'cars3d'"):
         RunConfig.from_dict({"data": {"name": "cars3"}})

@@ -17,9 +17,19 @@ import numpy as np
 import pytest
 
 from models.errors import ConfigError, DataFileError
-from tune.data import DATASETS, _info, load_dataset, prepare_dataset
-from tune.data import _cars3d, _dsprites, _mpi3d, _shapes3d
+from tune.data import (
+    DATASETS,
+    DatasetInfo,
+    _cars3d,
+    _dsprites,
+    _mpi3d,
+    _registry,
+    _shapes3d,
+    load_dataset,
+    prepare_dataset,
+)
 from tune.data._base import GroundTruthData, RenderStore
+from tune.data._registry import info_for
 
 # The 12 real dSprites images of amir-abdi/disentanglement-pytorch
 # (data/test_dsets/dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz, also in
@@ -56,12 +66,6 @@ def real_12() -> tuple[np.ndarray, np.ndarray]:
     return imgs, REAL_12_VALUES
 
 
-RENDERERS = {
-    "dsprites": _dsprites.render,
-    "shapes3d": _shapes3d.render,
-    "cars3d": _cars3d.render,
-    "mpi3d_toy": _mpi3d.render,
-}
 SMALL_DSPRITES = (3, 2, 3, 4, 4)  # 288 images: shapes, scales, orientations, posX, posY
 
 
@@ -71,20 +75,20 @@ def _cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def small_dsprites(monkeypatch: pytest.MonkeyPatch) -> _info.DatasetInfo:
+def small_dsprites(monkeypatch: pytest.MonkeyPatch) -> DatasetInfo:
     """Cut dSprites to 288 images so that building its cache takes milliseconds."""
-    small = _info.DSPRITES.with_sizes(SMALL_DSPRITES)
-    monkeypatch.setattr(_info, "DSPRITES", small)
-    return small
+    small = _registry.REGISTRY["dsprites"].with_sizes(SMALL_DSPRITES)
+    monkeypatch.setitem(_registry.REGISTRY, "dsprites", small)
+    return small.info
 
 
 def _renderer(name: str):  # noqa: ANN202
-    return RENDERERS["mpi3d_toy"] if name.startswith("mpi3d") else RENDERERS[name]
+    return _registry.dataset_record(name).generator.render
 
 
 def rendered(name: str) -> GroundTruthData:
     """A dataset drawn on demand by its generator (no cache), for index and sampling tests."""
-    info = _info.info_for(name)
+    info = info_for(name)
     return GroundTruthData(info, RenderStore(_renderer(name), info), checksum="x", source=None,
                            cache_path=None)
 
@@ -124,17 +128,17 @@ def test_dsprites_known_indices() -> None:
 
 def test_all_datasets_have_tables() -> None:
     assert set(DATASETS) == {"dsprites", "shapes3d", "cars3d", "mpi3d_toy", "mpi3d_realistic",
-                             "mpi3d_real"}
-    sizes = {n: _info.info_for(n).num_images for n in DATASETS}
+                             "mpi3d_real", "images"}
+    sizes = {n: info_for(n).num_images for n in DATASETS}
     assert sizes["dsprites"] == 737280 and sizes["shapes3d"] == 480000
     assert sizes["cars3d"] == 17568 and sizes["mpi3d_toy"] == 1036800
-    assert _info.mpi3d_info("mpi3d_toy", 4).num_images == 460800
+    assert _mpi3d.mpi3d_info("mpi3d_toy", 4).num_images == 460800
 
 
 # --- dSprites generator ------------------------------------------------------------------------
 def _classes_from_values(values: np.ndarray) -> np.ndarray:
     cols = [np.abs(values[:, k + 1, None] - t[None]).argmin(1)
-            for k, t in enumerate(_info.DSPRITES.factor_values)]
+            for k, t in enumerate(_dsprites.DSPRITES.factor_values)]
     return np.stack(cols, 1)
 
 
@@ -153,7 +157,7 @@ def test_dsprites_reproduces_the_twelve_real_images() -> None:
 
 
 def test_dsprites_whole_dataset_checks() -> None:
-    info = _info.DSPRITES
+    info = _dsprites.DSPRITES
     rng = np.random.default_rng(1)
     cls = np.stack(np.meshgrid(np.arange(3), np.arange(6), np.arange(40), indexing="ij"),
                    -1).reshape(-1, 3)
@@ -184,7 +188,7 @@ def test_dsprites_whole_dataset_checks() -> None:
 # --- every generator ---------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["dsprites", "shapes3d", "cars3d", "mpi3d_toy"])
 def test_generator_is_deterministic(name: str) -> None:
-    info = _info.info_for(name)
+    info = info_for(name)
     rng = np.random.default_rng(5)
     f = np.stack([rng.integers(0, s, 40) for s in info.factor_sizes], 1)
     a = _renderer(name)(f, info)
@@ -195,7 +199,7 @@ def test_generator_is_deterministic(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["shapes3d", "cars3d", "mpi3d_toy", "mpi3d_real"])
 def test_every_factor_of_every_stand_in_changes_the_image(name: str) -> None:
-    info = _info.info_for(name)
+    info = info_for(name)
     render = _renderer(name)
     base = np.array([s // 2 for s in info.factor_sizes])
     for k, size in enumerate(info.factor_sizes):
@@ -211,7 +215,7 @@ def test_every_factor_of_every_stand_in_changes_the_image(name: str) -> None:
 
 
 def test_shapes3d_statistics() -> None:
-    info = _info.SHAPES3D
+    info = _shapes3d.SHAPES3D
     rng = np.random.default_rng(2)
     f = np.stack([rng.integers(0, s, 3000) for s in info.factor_sizes], 1)
     imgs = _shapes3d.render(f)
@@ -221,7 +225,7 @@ def test_shapes3d_statistics() -> None:
 
 
 def test_mpi3d_is_dark_and_cars_on_white() -> None:
-    info = _info.mpi3d_info("mpi3d_toy")
+    info = _mpi3d.mpi3d_info("mpi3d_toy")
     rng = np.random.default_rng(3)
     f = np.stack([rng.integers(0, s, 300) for s in info.factor_sizes], 1)
     assert _mpi3d.render(f, info).mean() / 255 < 0.3
@@ -250,7 +254,7 @@ def test_sampling_draws_like_disentanglement_lib() -> None:
 
 
 # --- cache -------------------------------------------------------------------------------------
-def test_generated_cache_is_built_once_and_shared(small_dsprites: _info.DatasetInfo,
+def test_generated_cache_is_built_once_and_shared(small_dsprites: DatasetInfo,
                                                   tmp_path: Path) -> None:
     summary = prepare_dataset("dsprites")
     assert summary["built"] and summary["images"] == 288
@@ -272,7 +276,7 @@ def test_generated_cache_is_built_once_and_shared(small_dsprites: _info.DatasetI
     assert not np.load(data.cache_path, mmap_mode="r").flags.writeable
 
 
-def test_corrupt_cache_is_rebuilt_with_a_warning(small_dsprites: _info.DatasetInfo,
+def test_corrupt_cache_is_rebuilt_with_a_warning(small_dsprites: DatasetInfo,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     path = Path(prepare_dataset("dsprites")["path"])
     good = path.read_bytes()
@@ -291,7 +295,7 @@ def test_corrupt_cache_is_rebuilt_with_a_warning(small_dsprites: _info.DatasetIn
         data.factors_of(np.arange(288)), small_dsprites))
 
 
-def test_concurrent_preparation_builds_one_copy(small_dsprites: _info.DatasetInfo,
+def test_concurrent_preparation_builds_one_copy(small_dsprites: DatasetInfo,
                                                 tmp_path: Path) -> None:
     from tune.data import _prepare
 
@@ -322,7 +326,7 @@ def test_on_demand_generators_need_no_cache(tmp_path: Path) -> None:
 
 
 # --- loader ------------------------------------------------------------------------------------
-def test_loader_epochs_and_exact_resume(small_dsprites: _info.DatasetInfo) -> None:
+def test_loader_epochs_and_exact_resume(small_dsprites: DatasetInfo) -> None:
     torch = pytest.importorskip("torch")
     data = load_dataset("dsprites")
     loader = data.loader(100, seed=11)
@@ -365,7 +369,7 @@ def test_unknown_name_and_missing_path(tmp_path: Path) -> None:
         load_dataset("dsprites", source=missing)
 
 
-def test_cli_prepare(small_dsprites: _info.DatasetInfo, tmp_path: Path,
+def test_cli_prepare(small_dsprites: DatasetInfo, tmp_path: Path,
                      capsys: pytest.CaptureFixture[str]) -> None:
     from tune.data import cli
 
@@ -395,7 +399,7 @@ def test_small_dataset_for_smoke_runs(name: str, sizes: tuple[int, ...]) -> None
     from tune.data import small_dataset
 
     data = small_dataset(name, sizes)
-    full = _info.info_for(name)
+    full = info_for(name)
     assert data.factors_num_values == list(sizes) and len(data) == int(np.prod(sizes))
     for k, vals in enumerate(data.factor_values):  # evenly spaced, ends included
         assert vals[0] == full.factor_values[k][0]

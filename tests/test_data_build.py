@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from models.errors import DataFileError
-from tune.data import _build, _cache, _dsprites, _info
+from tune.data import _build, _cache, _dsprites, _registry
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZES = (3, 6, 40, 4, 4)  # 11520 images, 3 tasks of 4096 rows
@@ -25,10 +25,10 @@ SIZES = (3, 6, 40, 4, 4)  # 11520 images, 3 tasks of 4096 rows
 # No `if __name__ == "__main__":` guard, like a user's first script; it notes every run of itself.
 SCRIPT = textwrap.dedent(f"""\
     import os
-    from tune.data import _info, load_dataset
+    from tune.data import _registry, load_dataset
     with open(os.environ["RUNS_FILE"], "a") as fh:
         fh.write(f"{{os.getpid()}}\\n")
-    _info.DSPRITES = _info.DSPRITES.with_sizes({SIZES!r})
+    _registry.REGISTRY["dsprites"] = _registry.REGISTRY["dsprites"].with_sizes({SIZES!r})
     data = load_dataset("dsprites")
     print("built", len(data), data.checksum)
     """)
@@ -77,9 +77,9 @@ def test_a_build_from_a_ray_worker(ray_session, tmp_path: Path) -> None:
 
     @ray.remote(num_cpus=1)
     def build(cache: str) -> tuple[int, str]:
-        from tune.data import _info, load_dataset
+        from tune.data import _registry, load_dataset
 
-        _info.DSPRITES = _info.DSPRITES.with_sizes(SIZES)
+        _registry.REGISTRY["dsprites"] = _registry.REGISTRY["dsprites"].with_sizes(SIZES)
         data = load_dataset("dsprites", cache_dir=cache)
         return len(data), data.checksum
 
@@ -93,16 +93,16 @@ def test_a_build_from_a_ray_worker(ray_session, tmp_path: Path) -> None:
 def _load_small(cache: Path):  # noqa: ANN202
     from tune.data import load_dataset
 
-    saved = _info.DSPRITES
-    _info.DSPRITES = saved.with_sizes(SIZES)
+    saved = _registry.REGISTRY["dsprites"]
+    _registry.REGISTRY["dsprites"] = saved.with_sizes(SIZES)
     try:
         return load_dataset("dsprites", cache_dir=cache)
     finally:
-        _info.DSPRITES = saved
+        _registry.REGISTRY["dsprites"] = saved
 
 
 def test_worker_processes_draw_the_same_rows_as_one_process(tmp_path: Path) -> None:
-    info = _info.DSPRITES.with_sizes((3, 2, 4, 5, 5))  # 600 images
+    info = _dsprites.DSPRITES.with_sizes((3, 2, 4, 5, 5))  # 600 images
     arrays = []
     for workers in (1, 2):
         arr = np.lib.format.open_memmap(tmp_path / f"w{workers}.npy", mode="w+", dtype=np.uint8,

@@ -9,6 +9,7 @@ never written (HDF5 stores no unwritten chunks, so the files stay a few KB).
 
 from __future__ import annotations
 
+import dataclasses
 import zipfile
 from pathlib import Path
 
@@ -18,7 +19,19 @@ import pytest
 import scipy.io
 
 from models.errors import DataFileError
-from tune.data import _info, load_dataset, prepare_dataset
+from tune.data import (
+    DatasetInfo,
+    _registry,
+    load_dataset,
+    prepare_dataset,
+)
+
+
+def _cut(monkeypatch: pytest.MonkeyPatch, name: str, sizes: tuple[int, ...]) -> DatasetInfo:
+    """Replace a registered dataset by the same record with its factor table cut to `sizes`."""
+    record = _registry.REGISTRY[name].with_sizes(sizes)
+    monkeypatch.setitem(_registry.REGISTRY, name, record)
+    return record.info
 
 
 @pytest.fixture(autouse=True)
@@ -28,19 +41,17 @@ def _cache_in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _grid(sizes: tuple[int, ...]) -> np.ndarray:
     idx = np.arange(int(np.prod(sizes)))
-    bases = _info.DatasetInfo("x", (), tuple(sizes), (), (1, 1, 1)).bases
+    bases = DatasetInfo("x", (), tuple(sizes), (), (1, 1, 1)).bases
     return (idx[:, None] // bases) % np.asarray(sizes)
 
 
 # --- dSprites ----------------------------------------------------------------------------------
 @pytest.fixture
-def dsprites_small(monkeypatch: pytest.MonkeyPatch) -> _info.DatasetInfo:
-    info = _info.DSPRITES.with_sizes((3, 2, 2, 2, 3))  # 72 images
-    monkeypatch.setattr(_info, "DSPRITES", info)
-    return info
+def dsprites_small(monkeypatch: pytest.MonkeyPatch) -> DatasetInfo:
+    return _cut(monkeypatch, "dsprites", (3, 2, 2, 2, 3))  # 72 images
 
 
-def _dsprites_arrays(info: _info.DatasetInfo) -> dict[str, np.ndarray]:
+def _dsprites_arrays(info: DatasetInfo) -> dict[str, np.ndarray]:
     latent = _grid(info.factor_sizes)
     classes = np.concatenate([np.zeros((len(latent), 1), np.int64), latent], 1)
     values = np.concatenate([np.ones((len(latent), 1)), np.stack(
@@ -50,7 +61,7 @@ def _dsprites_arrays(info: _info.DatasetInfo) -> dict[str, np.ndarray]:
     return {"imgs": imgs, "latents_classes": classes, "latents_values": values}
 
 
-def test_dsprites_npz(dsprites_small: _info.DatasetInfo, tmp_path: Path) -> None:
+def test_dsprites_npz(dsprites_small: DatasetInfo, tmp_path: Path) -> None:
     arrays = _dsprites_arrays(dsprites_small)
     path = tmp_path / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
     meta = np.array({"latents_sizes": np.array([1, 3, 6, 40, 32, 32])}, dtype=object)
@@ -65,7 +76,7 @@ def test_dsprites_npz(dsprites_small: _info.DatasetInfo, tmp_path: Path) -> None
     assert not summary["built"] and summary["checksum"] == data.checksum
 
 
-def test_dsprites_hdf5_twin(dsprites_small: _info.DatasetInfo, tmp_path: Path) -> None:
+def test_dsprites_hdf5_twin(dsprites_small: DatasetInfo, tmp_path: Path) -> None:
     arrays = _dsprites_arrays(dsprites_small)
     path = tmp_path / "dsprites.hdf5"
     with h5py.File(path, "w") as f:
@@ -76,7 +87,7 @@ def test_dsprites_hdf5_twin(dsprites_small: _info.DatasetInfo, tmp_path: Path) -
     assert np.array_equal(data.images_at([71, 0, 33])[..., 0], 255 * arrays["imgs"][[71, 0, 33]])
 
 
-def test_dsprites_bad_files(dsprites_small: _info.DatasetInfo, tmp_path: Path) -> None:
+def test_dsprites_bad_files(dsprites_small: DatasetInfo, tmp_path: Path) -> None:
     arrays = _dsprites_arrays(dsprites_small)
     other = tmp_path / "other.npz"
     np.savez(other, images=arrays["imgs"])
@@ -121,8 +132,7 @@ def test_dsprites_bad_files(dsprites_small: _info.DatasetInfo, tmp_path: Path) -
 
 # --- 3D Shapes ---------------------------------------------------------------------------------
 def test_shapes3d_h5(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    info = _info.SHAPES3D.with_sizes((2, 2, 2, 2, 2, 3))
-    monkeypatch.setattr(_info, "SHAPES3D", info)
+    info = _cut(monkeypatch, "shapes3d", (2, 2, 2, 2, 2, 3))
     classes = _grid(info.factor_sizes)
     labels = np.stack([t[classes[:, k]] for k, t in enumerate(info.factor_values)], 1)
     labels[:, 0] += 3e-16  # values like 0.30000000000000004 must still map to their class
@@ -171,12 +181,12 @@ def test_full_size_shapes_are_checked_before_reading(tmp_path: Path) -> None:
 # --- MPI3D -------------------------------------------------------------------------------------
 @pytest.fixture
 def mpi3d_small(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = _info.mpi3d_info
-
-    def small(name: str, colors_shapes: int = 6) -> _info.DatasetInfo:
-        return real(name, colors_shapes).with_sizes((colors_shapes, colors_shapes, 2, 1, 1, 2, 2))
-
-    monkeypatch.setattr(_info, "mpi3d_info", small)
+    for name in ("mpi3d_toy", "mpi3d_real"):  # both releases, 6 x 6 and 4 x 4, cut
+        record = _registry.REGISTRY[name]
+        tables = [t.with_sizes((c, c, 2, 1, 1, 2, 2))
+                  for t, c in ((record.info, 6), (record.variants[0], 4))]
+        monkeypatch.setitem(_registry.REGISTRY, name, dataclasses.replace(
+            record, info=tables[0], variants=(tables[1],)))
 
 
 @pytest.mark.parametrize(("cs", "n"), [(6, 288), (4, 128)])
@@ -213,10 +223,8 @@ def test_mpi3d_wrong_length(mpi3d_small: None, tmp_path: Path) -> None:
 
 # --- Cars3D ------------------------------------------------------------------------------------
 @pytest.fixture
-def cars_small(monkeypatch: pytest.MonkeyPatch) -> _info.DatasetInfo:
-    info = _info.CARS3D.with_sizes((4, 24, 3))
-    monkeypatch.setattr(_info, "CARS3D", info)
-    return info
+def cars_small(monkeypatch: pytest.MonkeyPatch) -> DatasetInfo:
+    return _cut(monkeypatch, "cars3d", (4, 24, 3))
 
 
 def _car_folder(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
@@ -236,7 +244,7 @@ def _car_folder(folder: Path, names: list[str]) -> dict[str, np.ndarray]:
     return ims
 
 
-def test_cars3d_folder_follows_list_txt(cars_small: _info.DatasetInfo, tmp_path: Path) -> None:
+def test_cars3d_folder_follows_list_txt(cars_small: DatasetInfo, tmp_path: Path) -> None:
     names = ["car_009_mesh", "car_001_mesh", "car_004_mesh"]
     _car_folder(tmp_path / "cars", names)
     data = load_dataset("cars3d", source=tmp_path / "cars")
@@ -246,7 +254,7 @@ def test_cars3d_folder_follows_list_txt(cars_small: _info.DatasetInfo, tmp_path:
     assert imgs[:, 10, 10].tolist() == [[1, 50, 100], [11, 230, 150], [21, 0, 0]]
 
 
-def test_cars3d_bad_folders(cars_small: _info.DatasetInfo, tmp_path: Path) -> None:
+def test_cars3d_bad_folders(cars_small: DatasetInfo, tmp_path: Path) -> None:
     names = ["car_a_mesh", "car_b_mesh", "car_c_mesh"]
     folder = tmp_path / "cars"
     _car_folder(folder, names)
@@ -266,7 +274,7 @@ def test_cars3d_bad_folders(cars_small: _info.DatasetInfo, tmp_path: Path) -> No
         load_dataset("cars3d", source=folder)
 
 
-def test_generated_cars3d_cache(cars_small: _info.DatasetInfo) -> None:
+def test_generated_cars3d_cache(cars_small: DatasetInfo) -> None:
     data = load_dataset("cars3d")
     assert len(data) == 288 and data.cache_path is not None
     imgs = data.images_at(np.arange(288))

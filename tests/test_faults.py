@@ -141,7 +141,7 @@ def _assert_complete(folder: Path, before: pd.DataFrame | None = None) -> pd.Dat
 def _study_states(folder: Path) -> list[str]:
     import optuna
 
-    from tune.sweep.searcher import make_study_storage
+    from tune.sweep.study import make_study_storage
 
     storage, name = make_study_storage(folder)
     return [t.state.name for t in optuna.load_study(study_name=name, storage=storage).trials]

@@ -12,7 +12,7 @@ import yaml
 from analysis import load_sweep, rank, rank_table
 from analysis.export import best_config
 from analysis.rank import FLOOR_LABEL, NOT_ABOVE, summary_sentence
-from analysis.synthetic import synthetic_floor, synthetic_trials, table, write_sweep
+from _synthetic import synthetic_floor, synthetic_trials, table, write_sweep
 from tune.cli.commands import main
 
 BEST = 0.42  # mipet_vae, K 3, beta 16, no weight decay: 0.10 + 0.15 + 0.09 + 0.08

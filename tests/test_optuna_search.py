@@ -1,7 +1,7 @@
 """SafeOptunaSearch, study storage and reconciliation, driven directly (no Ray instance).
 
 The searcher is called the way Tune's controller calls it, so the restore crashes of
-`ray.tune.search.optuna.OptunaSearch` (shared/notes/ray-optuna.md sections 2 and 7) are
+`ray.tune.search.optuna.OptunaSearch` (the two of tune/sweep/searcher.py's opening) are
 reproduced in milliseconds; tests/test_optuna_search_restore.py does it with a killed driver.
 """
 
@@ -17,13 +17,9 @@ from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
 from tune.errors import ConfigError
-from tune.sweep.searcher import (
-    RAY_TRIAL_ID_ATTR,
-    SafeOptunaSearch,
-    make_study_storage,
-    outcomes_from_results,
-    reconcile_study,
-)
+from tune.sweep.reconcile import outcomes_from_results, reconcile_study
+from tune.sweep.searcher import SafeOptunaSearch
+from tune.sweep.study import RAY_TRIAL_ID_ATTR, make_study_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -240,7 +236,7 @@ def test_sync_journal_appends_only_and_an_open_reader_follows(tmp_path: Path) ->
     restored from an older snapshot (the journal is then ahead), trials added by others."""
     from optuna.storages.journal import JournalFileBackend
 
-    from tune.sweep.searcher import sync_journal
+    from tune.sweep.journal import sync_journal
 
     path = tmp_path / "optuna.journal"
     reader = optuna.storages.JournalStorage(JournalFileBackend(str(path)))  # open from the start

@@ -29,10 +29,10 @@ def space(trial) -> dict:
 
 
 def trainable(config: dict, work: str) -> None:
-    from ray import tune
+    from ray import tune as ray_tune
 
     start = 0
-    ckpt = tune.get_checkpoint()
+    ckpt = ray_tune.get_checkpoint()
     if ckpt is not None:
         with ckpt.as_directory() as folder:
             start = json.loads(Path(folder, "state.json").read_text())["it"]
@@ -46,31 +46,28 @@ def trainable(config: dict, work: str) -> None:
         loss = (x - 1.0) ** 2 + 1.0 / (it + 1)
         with tempfile.TemporaryDirectory() as folder:
             Path(folder, "state.json").write_text(json.dumps({"it": it + 1}))
-            tune.report(
+            ray_tune.report(
                 {"loss": loss, "it": it + 1},
-                checkpoint=tune.Checkpoint.from_directory(folder),
+                checkpoint=ray_tune.Checkpoint.from_directory(folder),
             )
     with open(Path(work, "done.txt"), "a") as fh:
-        fh.write(tune.get_context().get_trial_id() + "\n")
+        fh.write(ray_tune.get_context().get_trial_id() + "\n")
 
 
 def _driver(mode: str, work: str) -> None:
     """Run (mode "run") or resume (mode "restore") the sweep in `work`; write summary.json."""
     import logging
 
-    from ray import tune
+    from ray import tune as ray_tune
 
     from tune.sweep.connect import connect
-    from tune.sweep.searcher import (
-        SafeOptunaSearch,
-        make_study_storage,
-        outcomes_from_results,
-        reconcile_study,
-    )
+    from tune.sweep.reconcile import outcomes_from_results, reconcile_study
+    from tune.sweep.searcher import SafeOptunaSearch
+    from tune.sweep.study import make_study_storage
 
     logging.basicConfig(level=logging.WARNING)
     connect(None, num_cpus=2, object_store_memory=80_000_000)
-    fn = tune.with_parameters(trainable, work=work)
+    fn = ray_tune.with_parameters(trainable, work=work)
     path = str(Path(work, "ray", "exp"))
     if mode == "run":
         study = make_study_storage(work)
@@ -83,9 +80,9 @@ def _driver(mode: str, work: str) -> None:
             mirror_path=study.path,
             points_to_evaluate=[{"x": FLAKY_X}],
         )
-        tuner = tune.Tuner(
+        tuner = ray_tune.Tuner(
             fn,
-            tune_config=tune.TuneConfig(
+            tune_config=ray_tune.TuneConfig(
                 search_alg=searcher,
                 metric="loss",
                 mode="min",
@@ -93,15 +90,15 @@ def _driver(mode: str, work: str) -> None:
                 max_concurrent_trials=2,
                 reuse_actors=True,
             ),
-            run_config=tune.RunConfig(
+            run_config=ray_tune.RunConfig(
                 name="exp",
                 storage_path=str(Path(work, "ray")),
-                failure_config=tune.FailureConfig(max_failures=0),
+                failure_config=ray_tune.FailureConfig(max_failures=0),
                 verbose=0,
             ),
         )
     else:
-        tuner = tune.Tuner.restore(path, trainable=fn, resume_errored=True)
+        tuner = ray_tune.Tuner.restore(path, trainable=fn, resume_errored=True)
     results = tuner.fit()
     storage, study_name = make_study_storage(work)  # reopen: the mirror replaced the file
     report = reconcile_study(storage, study_name, outcomes_from_results(results, "loss"))
@@ -139,11 +136,11 @@ def _env() -> dict[str, str]:
 
 def test_driver_killed_then_restored_runs_every_trial_once(tmp_path: Path) -> None:
     import optuna
-    from optuna.trial import TrialState
-    from ray import tune
-
     from _processes import ProcessReaper
-    from tune.sweep.searcher import RAY_TRIAL_ID_ATTR, make_study_storage
+    from optuna.trial import TrialState
+    from ray import tune as ray_tune
+
+    from tune.sweep.study import RAY_TRIAL_ID_ATTR, make_study_storage
 
     work = str(tmp_path)
     exp = tmp_path / "ray" / "exp"
@@ -157,7 +154,7 @@ def test_driver_killed_then_restored_runs_every_trial_once(tmp_path: Path) -> No
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
             finished = set(done.read_text().split()) if done.exists() else set()
-            if len(finished) >= 2 and tune.Tuner.can_restore(str(exp)):
+            if len(finished) >= 2 and ray_tune.Tuner.can_restore(str(exp)):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, (tmp_path / "run.log").read_text()[-3000:]
@@ -171,7 +168,7 @@ def test_driver_killed_then_restored_runs_every_trial_once(tmp_path: Path) -> No
     t_kill = time.monotonic()
     assert proc.returncode == -signal.SIGKILL
     assert stragglers >= 1  # Ray's agents outlived the driver; now killed by pid
-    assert tune.Tuner.can_restore(str(exp))
+    assert ray_tune.Tuner.can_restore(str(exp))
     killed_at = set(done.read_text().split())
 
     log2 = open(tmp_path / "restore.log", "w")

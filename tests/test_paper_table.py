@@ -42,6 +42,8 @@ def test_dry_run_prints_cells_trials_and_time(capsys) -> None:
                  "--throughput", "mipet_vae@cars3d=2560"]) == 0
     out = capsys.readouterr().out
     assert "18 cells x 3 seeds = 54 trials" in out
+    # every (model, dataset) pair's untrained model at 3 seeds, after the trials
+    assert "noise floor: 18 model and dataset pairs x 3 seeds = up to 54 evaluations" in out
     assert "| dsprites beta_vae, beta=4.0 | 3 | 100000 x 256 | 5,000 | 1.42 | --throughput |" \
         in out
     assert "| cars3d mipet_vae | 3 | 100000 x 256 | 2,560 | 2.78 |" in out

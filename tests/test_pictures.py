@@ -14,13 +14,6 @@ from tune.train.loop import run_training
 
 
 @pytest.fixture(scope="module")
-def dsprites():
-    from tune.data import load_dataset
-
-    return load_dataset("dsprites")
-
-
-@pytest.fixture(scope="module")
 def run_dir(dsprites, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("run")
     cfg = RunConfig.from_dict(tiny_run_dict(
@@ -58,11 +51,12 @@ def test_reference_images_are_a_square_an_ellipse_and_a_heart(dsprites) -> None:
 
 def test_data_range_traversal_spans_the_codes(dsprites) -> None:
     import models
+    from tune.data import model_defaults
     from tune.train.images import traversal_values
 
     torch.manual_seed(0)
     model = models.build_model(models.ModelConfig.from_dict(
-        {"name": "beta_vae", "latent_dim": 2, **models.dataset_defaults("dsprites")})).eval()
+        {"name": "beta_vae", "latent_dim": 2, **model_defaults("dsprites")})).eval()
     mu = torch.zeros(1, 2)
     fixed = traversal_values(model, dsprites, mu, 4, range_="fixed", seed=0)
     assert torch.allclose(fixed[:, 0], torch.tensor([-2.0, -2 / 3, 2 / 3, 2.0]))
@@ -101,7 +95,7 @@ def test_the_sweep_report_shows_the_gifs_of_the_best_trials(tmp_path: Path) -> N
     from analysis.rank import rank
     from analysis.report import write_report
     from analysis.sweep import load_sweep
-    from analysis.synthetic import synthetic_trials, write_sweep
+    from _synthetic import synthetic_trials, write_sweep
     from tune.train.images import save_gif
 
     folder = write_sweep(synthetic_trials(n_seeds=1, broken=False), tmp_path / "s", images=True)

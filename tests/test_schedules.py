@@ -6,19 +6,12 @@ import math
 from pathlib import Path
 
 import pytest
-
 from conftest import tiny_run_dict
+
 from models.errors import ConfigError
 from tune.config.run import RunConfig, apply_overrides
 from tune.config.schedules import Schedule
 from tune.train.loop import run_training
-
-
-@pytest.fixture(scope="module")
-def dsprites():
-    from tune.data import load_dataset
-
-    return load_dataset("dsprites")
 
 
 @pytest.mark.parametrize("spec, expected", [

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 from _processes import process_tree
+from conftest import tiny_sweep_base
 
 from tune.cli.commands import main
 from tune.config.sweep import SweepSpec
@@ -20,12 +21,7 @@ from tune.sweep.driver import run_sweep
 
 pytestmark = pytest.mark.ray
 
-TINY_BASE = {
-    "model": {"latent_dim": 4},
-    "train": {"steps": 4, "batch_size": 16, "report_every": 2, "checkpoint_every": 2,
-              "num_threads": 1},
-    "eval": {"protocol": "fast", "metrics": ["mig"]},
-}
+TINY_BASE = tiny_sweep_base(4, 2)
 
 
 def _spec(tmp_path: Path, **over) -> SweepSpec:

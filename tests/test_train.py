@@ -3,22 +3,17 @@ images."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
-
 from conftest import tiny_run_dict
+
 from models.errors import ConfigError, NonFiniteLossError
 from tune.config.run import RunConfig
 from tune.train.loop import run_training, seed_streams
-
-
-@pytest.fixture(scope="module")
-def dsprites():
-    from tune.data import load_dataset
-
-    return load_dataset("dsprites")
 
 
 def _losses(reports):
@@ -36,7 +31,7 @@ def test_same_seed_same_losses_and_other_seed_differs(dsprites) -> None:
     runs = []
     for c in (cfg, cfg, cfg.replace(seed=1)):
         reports = []
-        run_training(c, data=dsprites, report=lambda m, ck: reports.append(m))
+        run_training(c, data=dsprites, report=lambda m, ck, r=reports: r.append(m))
         runs.append(_losses(reports))
     assert runs[0] == runs[1]
     assert runs[0] != runs[2]
@@ -107,3 +102,59 @@ def test_fast_metrics_during_training(dsprites) -> None:
     reports = []
     run_training(cfg, data=dsprites, report=lambda m, ck: reports.append(m))
     assert "fast/mig" in reports[0] and reports[0]["step"] == 3
+
+
+def _tiny_model(dsprites, cfg: RunConfig):
+    import torch
+
+    from models import build_model
+    from tune.train.loop import model_config_for
+
+    torch.manual_seed(0)
+    return build_model(model_config_for(cfg, dsprites))
+
+
+def test_a_diverged_encoder_is_caught_on_its_codes(dsprites) -> None:
+    import torch
+
+    from tune.train.evaluation import evaluate_model
+
+    cfg = RunConfig.from_dict(tiny_run_dict())
+    model = _tiny_model(dsprites, cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(float("nan"))
+    for cache in (True, False):
+        c = cfg.replace(eval=dataclasses.replace(cfg.eval, cache=cache))
+        with pytest.raises(NonFiniteLossError, match="codes are not finite: .* NaN or infinite"):
+            evaluate_model(model, dsprites, c, torch.device("cpu"), protocol="fast",
+                           metrics=("mig",), seed=0)
+
+
+def test_a_sampling_scale_that_overflows_is_not_finite() -> None:
+    from tune.train.evaluation import _check_codes
+
+    mu = np.zeros((4, 2), np.float32)
+    _check_codes(mu, np.full((4, 2), 170.0, np.float32))  # exp(85) fits in float32
+    with pytest.raises(NonFiniteLossError, match="log-variance"):
+        _check_codes(mu, np.full((4, 2), 200.0, np.float32))  # exp(100) does not
+
+
+def test_a_metrics_error_about_informativeness_is_not_a_divergence(dsprites,
+                                                                    monkeypatch) -> None:
+    # The word "informativeness" holds "inf": such an error once became a NonFiniteLossError.
+    import torch
+
+    import analysis.metrics
+    from analysis.errors import AnalysisError
+    from tune.train.evaluation import evaluate_model
+
+    def refuse(*args, **kwargs):
+        raise AnalysisError("dci: informativeness needs at least 2 test points")
+
+    monkeypatch.setattr(analysis.metrics, "evaluate_encoder", refuse)
+    cfg = RunConfig.from_dict(tiny_run_dict())
+    with pytest.raises(AnalysisError, match="informativeness") as caught:
+        evaluate_model(_tiny_model(dsprites, cfg), dsprites, cfg, torch.device("cpu"),
+                       protocol="fast", metrics=("dci",), seed=0)
+    assert not isinstance(caught.value, NonFiniteLossError)

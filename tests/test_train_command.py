@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 
 import yaml
-
 from conftest import tiny_run_dict
+
 from tune.train.command import train_from_file
 
 

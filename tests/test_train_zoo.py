@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 
 import pytest
+from conftest import tiny_run_dict, tiny_train
 
-from conftest import tiny_run_dict
 from models._facts import MODEL_FACTS
 from tune.config.run import RunConfig
 from tune.train.checkpoint import load_state
@@ -20,19 +20,11 @@ ZOO = sorted(n for n, f in MODEL_FACTS.items() if f.objective not in ("beta_vae"
              and not f.needs_labels)  # the conditional models: tests/test_conditional.py
 
 
-@pytest.fixture(scope="module")
-def dsprites():
-    from tune.data import load_dataset
-
-    return load_dataset("dsprites")
-
-
 def _config(name: str) -> RunConfig:
     model = {"name": name, "latent_dim": 4, "num_ipe": 1 if name.startswith("mipet_") else 0}
     if "annealed" in name:
         model.update(capacity_steps=20, capacity_max=5.0)  # the capacity moves within the run
-    train = {"steps": 30, "report_every": 10, "checkpoint_every": 10, "lr": 1e-3}
-    return RunConfig.from_dict(tiny_run_dict(model=model, train=train))
+    return RunConfig.from_dict(tiny_run_dict(model=model, train=tiny_train(30, 10, lr=1e-3)))
 
 
 def test_the_zoo_is_every_new_model() -> None:

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-from typing import Any
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import scipy.stats
 from sklearn.ensemble import GradientBoostingClassifier
 
-from analysis.metrics._gbt import ExactGradientBoosting
-
 from analysis.errors import AnalysisError
+from analysis.metrics._gbt import ExactGradientBoosting
 from analysis.metrics._utils import (
     GroundTruthData,
     Represent,
@@ -23,6 +22,7 @@ from analysis.metrics._utils import (
     sample_codes,
     varying_factors,
 )
+
 
 def _default_jobs() -> int:
     try:

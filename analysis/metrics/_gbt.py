@@ -232,7 +232,7 @@ class ExactGradientBoosting:
             prio = np.where(tied.transpose(0, 2, 1), rank, d + 1)  # (T, M, D)
             best_f = np.argmin(prio, axis=2)  # (T, M)
             split = np.isfinite(top) & can_split[:, :m]
-            for tt, j in zip(*np.nonzero(split)):
+            for tt, j in zip(*np.nonzero(split), strict=True):
                 f = int(best_f[tt, j])
                 a0, length = int(starts[tt, j]), int(cnt[tt, j])
                 # First position of the maximum inside the node (scikit-learn scans upwards

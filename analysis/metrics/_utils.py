@@ -17,6 +17,11 @@ log = logging.getLogger(__name__)
 
 Represent = Callable[[np.ndarray], np.ndarray]
 
+
+class NonFiniteCodesError(AnalysisError):
+    """A representation holds NaN or inf values: the model diverged and cannot be scored (the
+    trainer reports such a run as non-finite, by this class, not by the message's words)."""
+
 #: Observations are handed to ``represent`` in chunks of at most this many bytes (at least one
 #: dlib batch). Chunking does not change results: ``represent`` takes no random state, so only
 #: the order of the draws from ``random_state`` matters, and that is dlib's.
@@ -90,7 +95,8 @@ def check_codes(codes: Any, num: int | None, where: str) -> np.ndarray:
     Returns:
         The codes as a numpy array (dtype kept).
     Raises:
-        AnalysisError: on a wrong shape or a NaN/inf value (a diverged model).
+        AnalysisError: on a wrong shape; NonFiniteCodesError on a NaN/inf value (a diverged
+            model).
     """
     arr = np.asarray(codes)
     if arr.ndim != 2 or (num is not None and arr.shape[0] != num):
@@ -103,7 +109,7 @@ def check_codes(codes: Any, num: int | None, where: str) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         bad = ~np.isfinite(arr)
         if bad.any():
-            raise AnalysisError(
+            raise NonFiniteCodesError(
                 f"{where}: the representation has {int(bad.sum())} non-finite values (NaN/inf) "
                 f"in {arr.shape[0]} codes; a diverged model cannot be scored."
             )
@@ -248,19 +254,6 @@ def _dense_labels(x: np.ndarray) -> tuple[np.ndarray, int]:
     return inv.ravel(), uniq.size
 
 
-def mutual_info(a: np.ndarray, b: np.ndarray) -> float:
-    """Plug-in mutual information (nats) between two label vectors.
-
-    The same estimate as ``sklearn.metrics.mutual_info_score`` (contingency table), computed
-    with ``np.bincount``; values agree to floating-point rounding.
-    """
-    ia, na = _dense_labels(a)
-    ib, nb = _dense_labels(b)
-    if na == 1 or nb == 1:
-        return 0.0
-    return _mi_from_dense(ia, na, ib, nb)
-
-
 def _mi_from_dense(ia: np.ndarray, na: int, ib: np.ndarray, nb: int) -> float:
     n = ia.size
     joint = np.bincount(ia * nb + ib, minlength=na * nb).astype(np.float64)
@@ -274,7 +267,9 @@ def _mi_from_dense(ia: np.ndarray, na: int, ib: np.ndarray, nb: int) -> float:
 
 
 def mutual_info_matrix(labels_a: np.ndarray, labels_b: np.ndarray) -> np.ndarray:
-    """MI between every column of ``labels_a`` (N, A) and of ``labels_b`` (N, B): (A, B)."""
+    """Plug-in MI (nats) between every column of ``labels_a`` (N, A) and of ``labels_b`` (N, B):
+    (A, B). The estimate of ``sklearn.metrics.mutual_info_score`` (contingency table), computed
+    with ``np.bincount``; values agree to floating-point rounding."""
     dense_a = [_dense_labels(labels_a[:, i]) for i in range(labels_a.shape[1])]
     dense_b = [_dense_labels(labels_b[:, j]) for j in range(labels_b.shape[1])]
     out = np.zeros((len(dense_a), len(dense_b)))
@@ -294,7 +289,3 @@ def entropy(labels: np.ndarray) -> np.ndarray:
         out[j] = float(-np.sum(p * np.log(p)))
     return out
 
-
-def as_float(value: Any) -> float:
-    """A plain Python float (results must be JSON-able and picklable without numpy)."""
-    return float(value)

@@ -15,9 +15,6 @@ import numpy as np
 from analysis.errors import AnalysisError
 from analysis.metrics._utils import DerivedSampling, Represent
 
-#: dSprites' factor sizes without colour: shape 3, scale 6, orientation 40, x 32, y 32.
-DSPRITES_FACTORS = (3, 6, 40, 32, 32)
-
 
 class SyntheticData(DerivedSampling):
     """Full grid over factors with the given numbers of values; observations encode factors.

@@ -1,5 +1,8 @@
 """The CLI's side of the analysis: `analysis` computes, this module validates what it exports as
-a RunConfig (analysis picks the row; tune owns the config) and names the files it wrote."""
+a RunConfig (analysis picks the row; tune owns the config) and names the files it wrote.
+
+The exported `best_config.yaml` holds only the model fields its model reads: analysis knows no
+model, so this module hands it `models.used_fields` (torch-free) to ask."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+from models import used_fields
 from models.errors import ConfigError
 from tune.config.run import RunConfig, read_yaml
 
@@ -30,13 +34,14 @@ def rank_text(folder: Path, *, by: Sequence[str] | None = None, top: int | None 
 
 
 def export(folder: Path, *, to: str | Path | None = None, by: Sequence[str] | None = None) -> Path:
-    """Write the best configuration (complete run config + metrics + provenance) and check that
-    `mipet-tune train --config` will accept it."""
+    """Write the best configuration (the run config, model fields its model reads only, +
+    metrics + provenance) and check that `mipet-tune train --config` will accept it."""
     from analysis import export_best, load_sweep
 
     folder = _sweep(folder)
     target = Path(to) if to is not None else folder / "report" / BEST_CONFIG
-    path = export_best(load_sweep(folder), target, by=by, sweep_folder=folder)
+    path = export_best(load_sweep(folder), target, by=by, sweep_folder=folder,
+                       model_fields=used_fields)
     try:
         RunConfig.from_dict(read_yaml(path))
     except ConfigError as exc:
@@ -47,7 +52,7 @@ def export(folder: Path, *, to: str | Path | None = None, by: Sequence[str] | No
 def report(folder: Path, *, by: Sequence[str] | None = None) -> Path:
     from analysis import write_report
 
-    return write_report(_sweep(folder), by=by)
+    return write_report(_sweep(folder), by=by, model_fields=used_fields)
 
 
 def ablation_text(folder: Path, *, rows=None, columns=None, metrics=None, fmt: str = "md") -> str:

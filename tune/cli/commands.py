@@ -7,7 +7,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 log = logging.getLogger("mipet_tune")
 
@@ -24,13 +24,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if args.resume:
             if args.preset or args.config:
                 raise _usage("--resume continues a sweep as it was saved; drop --preset/--config")
+            if args.dry_run:
+                raise _usage("--dry-run estimates a new sweep: give --preset NAME or "
+                             "--config FILE")
             result = run_sweep(resume=args.resume, address=args.address,
                                verbose=_ray_verbosity(args))
         else:
             if not (args.preset or args.config):
                 raise _usage("give --preset NAME or --config FILE (or --resume DIR)")
-            spec = SweepSpec.load(preset=args.preset, config=args.config, overrides=args.set,
-                                  name=args.name, storage=args.out)
+            spec = SweepSpec.load(preset=args.preset, config=_config_file(args.config, "sweep"),
+                                  overrides=args.set, name=args.name, storage=args.out)
+            if args.dry_run:
+                from tune.sweep.estimate import sweep_dry_run_text
+
+                print(sweep_dry_run_text(spec, args.throughput))
+                return 0
             result = run_sweep(spec, address=args.address, verbose=_ray_verbosity(args))
     except SweepInterrupted as exc:
         print(f"mipet-tune sweep: interrupted by {exc}", file=sys.stderr)
@@ -49,10 +57,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_file(path: str | None, what: str) -> str | None:
+    """`--config PATH` as given, after the check that it is not a folder (whose message would
+    otherwise be "no such config file", though the path exists)."""
+    if path is not None and Path(path).expanduser().is_dir():
+        raise _usage(f"--config {path}: is a directory; give a {what} YAML file")
+    return path
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from tune.train.command import train_from_file
 
-    result = train_from_file(args.config, overrides=args.set, out=args.out, resume=args.resume)
+    result = train_from_file(args.config, overrides=args.set, out=args.out, resume=args.resume,
+                             restart=args.restart, from_checkpoint=args.from_checkpoint)
     print(result)
     return 0
 
@@ -82,9 +99,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_ablate(args: argparse.Namespace) -> int:
     from tune.sweep.ablate import ablate
 
-    print(ablate(sweep=args.sweep, config=args.config, overrides=args.set, out=args.out,
-                 address=args.address, fmt=args.format, verbose=_ray_verbosity(args),
-                 dry_run=args.dry_run, throughput=args.throughput))
+    print(ablate(sweep=args.sweep, config=_config_file(args.config, "ablation"),
+                 overrides=args.set, out=args.out, address=args.address, fmt=args.format,
+                 verbose=_ray_verbosity(args), dry_run=args.dry_run, throughput=args.throughput))
     return 0
 
 
@@ -99,8 +116,26 @@ def _version() -> str:
         return "(not installed: no version; pip install -e . gives one)"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line (its `--help` has the usage), exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="mipet-tune",
         description="Hyperparameter search for disentangling VAEs (MIPET) with Ray Tune + Optuna.",
     )
@@ -118,14 +153,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="parent folder (or URI) of the sweep folder (default: runs)")
     p.add_argument("--name", help="the sweep's name (its folder under --out)")
     p.add_argument("--address", help="join a running Ray cluster (or set RAY_ADDRESS)")
+    _add_dry_run(p, "print the trial count, the noise-floor evaluations and the estimated "
+                    "time; run nothing")
     _add_set(p)
     p.set_defaults(func=cmd_sweep)
 
-    p = sub.add_parser("train", help="train one configuration (e.g. an exported best config)")
+    p = sub.add_parser(
+        "train", help="train one configuration (e.g. an exported best config)",
+        description="Train one configuration into OUT/<model>-<run id>-seed<seed>. The run id "
+                    "hashes the config but the seed and train/steps, so a run trained longer "
+                    "keeps its folder. A folder that already holds checkpoints is never "
+                    "overwritten: give --resume, --from or --restart.")
     p.add_argument("--config", required=True, help="a run-config YAML (e.g. best_config.yaml)")
     p.add_argument("--out", default="runs/train", help="output folder (default: runs/train)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint in --out")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true",
+                       help="continue this run from its newest readable checkpoint (a changed "
+                            "train/steps trains it to the new length; any other change refuses, "
+                            "listing the changed keys)")
+    again.add_argument("--from", dest="from_checkpoint", metavar="CHECKPOINT",
+                       help="continue this run from the checkpoint folder CHECKPOINT (e.g. "
+                            "OUT/<run>/checkpoints/checkpoint_00005000), when --resume refuses "
+                            "to choose one")
+    again.add_argument("--restart", action="store_true",
+                       help="remove this run's earlier checkpoints, TensorBoard files and "
+                            "images, and train it again from step 0")
     _add_set(p)
     p.set_defaults(func=cmd_train)
 
@@ -133,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", help="the sweep folder")
     p.add_argument("--by", nargs="+", metavar="METRIC",
                    help="metrics to rank by (default: the sweep's)")
-    p.add_argument("--top", type=int, default=20, help="rows to print (default 20)")
+    p.add_argument("--top", type=_positive_int, default=20,
+                   help="configurations to print (default 20)")
     p.set_defaults(func=cmd_rank)
 
     p = sub.add_parser("ablate", help="an ablation table from a sweep, or run an ablation grid")
@@ -142,11 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="parent folder of the ablation run (with --config)")
     p.add_argument("--address", help="join a running Ray cluster (with --config)")
     p.add_argument("--format", choices=["md", "latex", "csv"], default="md")
-    p.add_argument("--dry-run", action="store_true",
-                   help="with --config: print the cells, trial count and estimated time; "
-                        "run nothing")
-    p.add_argument("--throughput", action="append", default=[], metavar="[MODEL[@DATA]=]IMG_S",
-                   help="images/s for the --dry-run estimate (default: measured here)")
+    _add_dry_run(p, "with --config: print the cells, trial count and estimated time; "
+                    "run nothing")
     _add_set(p)
     p.set_defaults(func=cmd_ablate)
 
@@ -164,6 +214,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_data(sub)
     return parser
+
+
+def _add_dry_run(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--dry-run", action="store_true", help=what)
+    p.add_argument("--throughput", action="append", default=[], metavar="[MODEL[@DATA]=]IMG_S",
+                   help="images/s for the --dry-run estimate (default: measured here)")
 
 
 def _add_set(p: argparse.ArgumentParser) -> None:

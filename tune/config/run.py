@@ -17,13 +17,17 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from models import ModelConfig, dataset_defaults, strict_yaml
+from analysis.metrics.registry import METRIC_KEYS  # light: names and keys, no scikit-learn
+from models import ModelConfig, strict_yaml
 from models.errors import ConfigError
 from models.strict import check_keys, from_dict, nearest, to_dict
 from tune.data import DATASETS  # the one list of dataset names
-from tune.data._info import info_for
+from tune.data._registry import info_for, model_defaults
 
 SECTIONS = ("model", "data", "train", "eval", "seed")
+MAX_STEPS = 1_000_000_000  # train/steps above this is a typo (1e30), not a run
+# The one key a resumed run may change: a run trained longer is the same run (`run_id`).
+RESUMABLE_KEYS = ("train/steps",)
 # Keys an exported best config carries besides the run config; `train --config` ignores them.
 EXPORT_EXTRA_KEYS = ("metrics", "provenance")
 
@@ -84,6 +88,11 @@ class TrainConfig:
         for name in ("steps", "batch_size", "report_every", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        if self.steps > MAX_STEPS:
+            raise ConfigError(
+                f"train.steps={self.steps:.4g} is past the limit of {MAX_STEPS:.0e} optimizer "
+                "steps; give a whole number of steps, for example 300000"
+            )
         if self.batch_size < 2:
             raise ConfigError(f"train.batch_size must be >= 2, got {self.batch_size}")
         for name in ("lr", "sub_lr"):
@@ -115,8 +124,6 @@ class EvalConfig:
     cache: bool = True  # encode each distinct image once per evaluation
 
     def __post_init__(self) -> None:
-        from analysis.metrics import METRIC_KEYS
-
         for where, names in (("eval.metrics", self.metrics),
                              ("eval.fast_metrics", self.fast_metrics)):
             for name in names:
@@ -160,7 +167,7 @@ class RunConfig:
                 raise ConfigError(f"{key} must be a mapping of settings, got {data[key]!r}")
         data_cfg = from_dict(DataConfig, data.get("data"), where="data/")
         model_d = dict(data.get("model") or {})
-        for key, value in dataset_defaults(data_cfg.name).items():
+        for key, value in model_defaults(data_cfg.name, data_cfg.source).items():
             model_d.setdefault(key, value)
         model_d.setdefault("name", "mipet_vae")
         model_cfg = ModelConfig.from_dict(model_d)
@@ -210,8 +217,42 @@ class RunConfig:
 
         return config_hash(self.to_dict())
 
+    def run_id(self) -> str:
+        """A short hash of everything but the seed and `train/steps`: the identity of one run
+        (its folder under `mipet-tune train --out`), which it keeps when trained longer."""
+        from analysis.trials import config_hash
+
+        d = self.to_dict()
+        d["train"] = {k: v for k, v in d["train"].items() if k != "steps"}
+        return config_hash(d)
+
     def replace(self, **changes: Any) -> RunConfig:
         return dataclasses.replace(self, **changes)
+
+
+def config_changes(old: Mapping[str, Any], new: RunConfig, *,
+                   ignore: Sequence[str] = RESUMABLE_KEYS) -> list[str]:
+    """What changed from the run config dict `old` (a checkpoint's or a run folder's, as
+    `to_dict` wrote it) to `new`, one `"model/beta: 4.0 -> 6.0"` per "/"-path, in `new`'s
+    order; paths in `ignore` are left out."""
+    from analysis.trials import flatten
+
+    before, after = flatten(old), new.flat()
+    absent = object()
+
+    def same(a: Any, b: Any) -> bool:
+        return json.dumps(a, sort_keys=True, default=list) == json.dumps(
+            b, sort_keys=True, default=list)
+
+    def shown(v: Any) -> str:
+        return "(absent)" if v is absent else json.dumps(v, default=list)
+
+    out = []
+    for key in list(after) + [k for k in before if k not in after]:
+        a, b = before.get(key, absent), after.get(key, absent)
+        if key not in ignore and (a is absent or b is absent or not same(a, b)):
+            out.append(f"{key}: {shown(a)} -> {shown(b)}")
+    return out
 
 
 def check_condition_on(condition_on: Sequence[str], factor_names: Sequence[str],

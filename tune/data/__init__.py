@@ -12,19 +12,28 @@ Where the pixels live:
   with all cores.
 - Built-in 3D Shapes and MPI3D are drawn on demand from small per-process tables (a batch of 256
   in tens of milliseconds): their full caches would take 5.9 GB and 12.7 GB of disk.
+- Your own images (`images`, no factors: a folder of PNG/JPEG, an .npy/.npz array or an HDF5
+  dataset `file.h5:KEY`) are cropped and resized to 64 x 64 once into the cache, keyed by a hash
+  of their bytes.
 Caches live under `$MIPET_TUNE_CACHE` or `~/.cache/mipet-tune`, are written under a temporary name
 and renamed, carry a SHA-256 checksum and a format version, and are opened read-only memory-mapped,
 so all processes on a machine share one copy of the pages. A pickled dataset is its path.
 
-Importing this package costs numpy only; loading a dataset imports `models` (for the error
-classes), and the batch loader imports torch.
+Each dataset is one `Dataset` record (factor table, model defaults, generator, real-file
+readers) in its own module, listed by one line in the registry (`tune/data/_registry.py`;
+docs/recipes/add_dataset.md). `model_defaults(name)` gives the ModelConfig fields a dataset sets.
+
+Importing this package costs numpy and the error classes of `models` (no torch); the batch loader
+imports torch when it is built, the real-file readers h5py, scipy or Pillow when they read.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from tune.data._info import DATASETS
+from tune.data._info import DatasetInfo
+from tune.data._record import Dataset, Generator, ModelDefaults, Reader, Source
+from tune.data._registry import DATASETS, dataset_record, model_defaults, register_dataset
 
 if TYPE_CHECKING:
     from tune.data._base import GroundTruthData
@@ -33,9 +42,18 @@ if TYPE_CHECKING:
 __all__ = [
     "DATASETS",
     "BatchLoader",
+    "Dataset",
+    "DatasetInfo",
+    "Generator",
     "GroundTruthData",
+    "ModelDefaults",
+    "Reader",
+    "Source",
+    "dataset_record",
     "load_dataset",
+    "model_defaults",
     "prepare_dataset",
+    "register_dataset",
     "small_dataset",
 ]
 

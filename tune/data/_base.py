@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from tune.data._info import DatasetInfo
-
-if TYPE_CHECKING:
-    from tune.data._loader import BatchLoader
+from tune.data._loader import BatchLoader
 
 
 class MemmapStore:
@@ -61,6 +59,12 @@ class GroundTruthData:
     `sample_factors`, `sample_observations_from_factors`, `sample`, `sample_observations`) with
     the same random draws, plus vectorised index helpers and a training batch loader. Pixels stay
     uint8 (or bit-packed) in a shared read-only memory map; floats exist one batch at a time.
+
+    Data without factors (your own images, `num_factors == 0`): `factors_num_values` and
+    `factor_names` are empty, `sample_factors` gives (num, 0) classes and draws nothing,
+    `sample`/`sample_observations` draw images uniformly by position, and `index_of` and
+    `sample_observations_from_factors` raise ValueError (no factors pick an image); images,
+    observations and the loader work as on any data.
 
     Attributes:
         name: dataset name, e.g. "dsprites".
@@ -134,6 +138,7 @@ class GroundTruthData:
         Raises:
             ValueError: if the shape is wrong or a class is out of range.
         """
+        self._need_factors()
         f = np.asarray(factors)
         if f.ndim != 2 or f.shape[1] != self.num_factors:
             raise ValueError(f"{self.name}: factors must have shape (N, {self.num_factors}), "
@@ -143,6 +148,11 @@ class GroundTruthData:
             raise ValueError(f"{self.name}: factor classes out of range for sizes "
                              f"{self.factors_num_values}")
         return f @ self._bases
+
+    def _need_factors(self) -> None:
+        if not self.num_factors:
+            raise ValueError(f"{self.name} has no factors: images are picked by position "
+                             "(images_at, sample_observations), not by factor classes")
 
     def factors_of(self, indices: np.ndarray) -> np.ndarray:
         """Factor classes int64 (N, num_factors) of int (N,) image indices."""
@@ -193,6 +203,7 @@ class GroundTruthData:
         Draws the hidden factors (dSprites' size-1 colour) from `random_state` as
         disentanglement_lib does, so that the random stream stays aligned with it.
         """
+        self._need_factors()
         factors = np.asarray(factors)
         for size in self.info.hidden_sizes:
             random_state.randint(size, size=factors.shape[0])
@@ -201,8 +212,13 @@ class GroundTruthData:
     def sample(
         self, num: int, random_state: np.random.RandomState
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(factors int64 (num, F), observations float32 (num, H, W, C)), factors drawn first."""
+        """(factors int64 (num, F), observations float32 (num, H, W, C)), factors drawn first.
+
+        Without factors: (num, 0) factors and images drawn with `randint(len, size=num)`.
+        """
         factors = self.sample_factors(num, random_state)
+        if not self.num_factors:
+            return factors, self.observations_at(random_state.randint(len(self), size=num))
         return factors, self.sample_observations_from_factors(factors, random_state)
 
     def sample_observations(self, num: int, random_state: np.random.RandomState) -> np.ndarray:
@@ -216,8 +232,6 @@ class GroundTruthData:
     ) -> BatchLoader:
         """An endless iterator of float32 (B, C, H, W) torch batches in a seeded order (with
         the classes of the factor columns `labels`, for a conditional model)."""
-        from tune.data._loader import BatchLoader
-
         return BatchLoader(self, batch_size, seed, device=device, drop_last=drop_last,
                            labels=labels)
 

@@ -1,4 +1,6 @@
-"""Procedural dSprites, drawn by the rules of spec/datasets.md section 1.3.
+"""dSprites: its record, factor table, procedural generator and the readers of the real file.
+
+The generator follows what is known of the original drawing (Love2D vector shapes, rasterised).
 
 Pixel (row i, col j) is 1 iff its centre (j + 0.5, i + 0.5) lies inside the shape. The shape centre
 is (16 + 32 posX, 16 + 32 posY) in pixels, the shape is rotated counter-clockwise on screen by the
@@ -9,11 +11,34 @@ scattered into 64 x 64. Fit to the 12 real images: 17 differing pixels in all (a
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Callable
+
 import numpy as np
 
-from tune.data._info import DSPRITES, DatasetInfo
+from models.errors import DataFileError
+from tune.data import _real
+from tune.data._info import DatasetInfo
+from tune.data._record import Dataset, Generator, ModelDefaults, Reader, Source
 
 VERSION = 1  # bump when the pixels change: it keys the cache file
+
+# latents_classes[:, 1:] of the real file: colour (one class) is left out, as dlib does
+DSPRITES = DatasetInfo(
+    name="dsprites",
+    factor_names=("shape", "scale", "orientation", "posX", "posY"),
+    factor_sizes=(3, 6, 40, 32, 32),
+    factor_values=(
+        np.array([1.0, 2.0, 3.0]),
+        np.linspace(0.5, 1.0, 6),
+        np.linspace(0.0, 2 * np.pi, 40),
+        np.linspace(0.0, 1.0, 32),
+        np.linspace(0.0, 1.0, 32),
+    ),
+    observation_shape=(64, 64, 1),
+    binary=True,
+    hidden_sizes=(1,),
+)
 
 SQUARE_HALF = 9.6  # px at scale 1 (side 19.2)
 ELLIPSE_AXES = (12.8, 7.2)  # semi-axes, major horizontal at orientation 0
@@ -116,3 +141,65 @@ def render_packed_rows(start: int, stop: int, info: DatasetInfo = DSPRITES) -> n
     factors = (idx[:, None] // info.bases) % np.asarray(info.factor_sizes)
     bits = render_bool(factors, info).reshape(len(idx), 64 * 64)
     return np.packbits(bits, axis=1)
+
+
+# --- the real file -----------------------------------------------------------------------------
+_FILE = "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz (or its .hdf5 twin)"
+_HINT = f"Point --source at the original {_FILE}, or leave it out for the generator."
+
+
+def _reader(path: Path, info: DatasetInfo, classes: np.ndarray,
+            get: Callable[[int, int], np.ndarray]) -> Reader:
+    """Check the row order of `classes` (N, 6) and pack the pixels `get(start, stop)` to bits."""
+    _real.check_order(path, info, classes[:, 1:], "dSprites")
+    if (classes[:, 0] != 0).any():
+        raise DataFileError(f"{path}: dSprites colour class must be 0 in every row")
+
+    def write(arr: np.ndarray, start: int, stop: int) -> None:
+        rows = get(start, stop)
+        if rows.size and rows.max() > 1:
+            raise DataFileError(f"{path}: dSprites pixels must be 0 or 1")
+        arr[start:stop] = np.packbits(rows.reshape(len(rows), -1).astype(bool), axis=1)
+
+    return Reader(info, _real.chunked_fill(path, info.num_images, write))
+
+
+def read_npz(path: Path, record: Dataset) -> Reader:
+    """The original .npz: 'imgs' (N, 64, 64) uint8 0/1 and 'latents_classes' (N, 6) int64."""
+    info = record.info
+    n = info.num_images
+    zf, shapes = _real.npz_headers(path)
+    _real.expect(path, "dSprites", shapes, {"imgs": ((n, 64, 64), "uint8"),
+                                            "latents_classes": ((n, 6), "int64")}, _HINT)
+    try:
+        classes = np.asarray(np.load(path, mmap_mode=None)["latents_classes"])
+    except _real.READ_ERRORS as exc:
+        raise DataFileError(f"{path}: cannot read 'latents_classes' ({exc})") from exc
+    member = _real.NpzMember(zf, "imgs")
+    return _reader(path, info, classes, lambda start, stop: member.read(stop - start))
+
+
+def read_hdf5(path: Path, record: Dataset) -> Reader:
+    """The .hdf5 twin: datasets 'imgs' and 'latents/classes'."""
+    info = record.info
+    n = info.num_images
+    f: Any = _real.h5_open(path)
+    _real.expect(path, "dSprites", _real.h5_shapes(f), {"imgs": ((n, 64, 64), "uint8"),
+                                                        "latents/classes": ((n, 6), "int64")},
+                 _HINT)
+    return _reader(path, info, np.asarray(f["latents/classes"]),
+                   lambda start, stop: f["imgs"][start:stop])
+
+
+DATASET = Dataset(
+    info=DSPRITES,
+    title="dSprites",
+    model=ModelDefaults(image_channels=1, dense_dim=(256, 128), recon_loss="bce",
+                        dataset_size=737_280),
+    # 360 MiB bit-packed, drawn once into the cache by all cores (about a minute)
+    generator=Generator(render=render, version=VERSION, cached=True,
+                        cache_rows=render_packed_rows, rows_per_task=4096),
+    sources=(Source((".npz",), read_npz), Source((".hdf5", ".h5"), read_hdf5)),
+    source_hint=_HINT,
+)
+RECORDS = (DATASET,)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Protocol
 
 import numpy as np
 
@@ -11,7 +11,20 @@ from models.errors import ConfigError
 if TYPE_CHECKING:
     import torch
 
-    from tune.data._base import GroundTruthData
+
+class Batchable(Protocol):
+    """What the loader reads of a dataset (`GroundTruthData` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def __len__(self) -> int: ...
+
+    def images_at(self, indices: np.ndarray) -> np.ndarray:
+        """uint8 (N, H, W, C) images, 0..255."""
+
+    def factors_of(self, indices: np.ndarray) -> np.ndarray:
+        """int64 (N, F) factor classes."""
 
 
 class BatchLoader:
@@ -34,7 +47,7 @@ class BatchLoader:
             images alone (every unconditional model).
     """
 
-    def __init__(self, data: GroundTruthData, batch_size: int,
+    def __init__(self, data: Batchable, batch_size: int,
                  seed: int | np.random.SeedSequence, *, device: str = "cpu",
                  drop_last: bool = False, labels: list[int] | None = None) -> None:
         if int(batch_size) < 1:

@@ -1,6 +1,7 @@
-"""A stand-in for MPI3D: a two-joint arm holding a coloured object before a dark background.
+"""MPI3D (toy, realistic, real): their records, factor tables, the .npz reader and a stand-in.
 
-Not the real robot images (spec/datasets.md section 4): a plausible scene with the exact factor
+The stand-in is a two-joint arm holding a coloured object before a dark background: not the real
+robot images, a plausible scene with the exact factor
 structure. The background colour and camera height set the backdrop (a darker table below a
 horizon that moves with the camera); the horizontal and vertical axes turn the two arm joints;
 the object (cone, cube, cylinder, hexagonal prism, pyramid, sphere; small or large; six colours)
@@ -12,12 +13,27 @@ stored.
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
-from tune.data._info import DatasetInfo, mpi3d_info
+from models.errors import DataFileError
+from tune.data import _real
+from tune.data._info import DatasetInfo, classes
+from tune.data._record import Dataset, Generator, ModelDefaults, Reader, Source
 
 VERSION = 1
+_NAMES = ("object_color", "object_shape", "object_size", "camera_height", "background_color",
+          "horizontal_axis", "vertical_axis")
+
+
+def mpi3d_info(name: str, colors_shapes: int = 6) -> DatasetInfo:
+    """MPI3D with 6x6 (final release) or 4x4 (older toy/realistic) colours and shapes."""
+    sizes = (colors_shapes, colors_shapes, 2, 3, 3, 40, 40)
+    return DatasetInfo(name=name, factor_names=_NAMES, factor_sizes=sizes,
+                       factor_values=tuple(classes(s) for s in sizes),
+                       observation_shape=(64, 64, 3))
+
 OBJECT_RGB = np.array([[0.95, 0.95, 0.95], [0.15, 0.75, 0.2], [0.85, 0.12, 0.1],
                        [0.12, 0.25, 0.9], [0.55, 0.33, 0.15], [0.5, 0.55, 0.12]], np.float32)
 BACKGROUND_RGB = np.array([[0.45, 0.25, 0.55], [0.18, 0.52, 0.40], [0.85, 0.45, 0.40]], np.float32)
@@ -114,7 +130,7 @@ def render(factors: np.ndarray, info: DatasetInfo | None = None) -> np.ndarray:
     Returns:
         uint8 (N, 64, 64, 3).
     """
-    info = info or mpi3d_info("mpi3d_toy")
+    info = info or TOY.info
     f = np.asarray(factors, dtype=np.int64).reshape(-1, 7)
     n = len(f)
     t = _tables(tuple(info.factor_sizes))
@@ -132,3 +148,46 @@ def render(factors: np.ndarray, info: DatasetInfo | None = None) -> np.ndarray:
     patch = img[nn, rr, cc]
     img[nn, rr, cc] = patch + a * (colour - patch)
     return (np.clip(inner, 0, 255) + 0.5).astype(np.uint8)
+
+
+# --- the real files ----------------------------------------------------------------------------
+def read_npz(path: Path, record: Dataset) -> Reader:
+    """mpi3d_*.npz: 'images' (N, 64, 64, 3) uint8; N tells the 6 x 6 release from the 4 x 4."""
+    tables = (record.info, *record.variants)
+    by_length = {t.num_images: t for t in tables}
+    zf, shapes = _real.npz_headers(path)
+    got = shapes.get("images")
+    if got is None or got[1] != "uint8" or tuple(got[0][1:]) != (64, 64, 3) or \
+            got[0][0] not in by_length:
+        wanted = " or ".join(f"'images' ({t.num_images}, 64, 64, 3) uint8 ({t.factor_sizes[0]} "
+                             f"colours x {t.factor_sizes[1]} shapes)" for t in tables)
+        raise DataFileError(
+            f"{path}: not an MPI3D file. Expected {wanted}; "
+            f"found {_real.found({k: f'{s} {d}' for k, (s, d) in shapes.items()})}. "
+            f"{record.source_hint}")
+    info = by_length[got[0][0]]
+    member = _real.NpzMember(zf, "images")
+
+    def write(arr: np.ndarray, start: int, stop: int) -> None:
+        arr[start:stop] = member.read(stop - start)
+
+    return Reader(info, _real.chunked_fill(path, info.num_images, write))
+
+
+def _record(name: str, title: str) -> Dataset:
+    return Dataset(
+        info=mpi3d_info(name, 6),
+        title=title,
+        model=ModelDefaults(image_channels=3, dense_dim=(256, 256), recon_loss="mse",
+                            dataset_size=1_036_800),
+        # drawn on demand: the full cache would take 12.7 GB of disk
+        generator=Generator(render=render, version=VERSION, cached=False),
+        sources=(Source((".npz",), read_npz),),
+        source_hint="Point --source at mpi3d_toy.npz, mpi3d_realistic.npz or mpi3d_real.npz, "
+                    "or leave it out for the generator.",
+        variants=(mpi3d_info(name, 4),),  # the older 4 x 4 toy/realistic release (460,800)
+    )
+
+
+TOY = _record("mpi3d_toy", "MPI3D toy")
+RECORDS = (TOY, _record("mpi3d_realistic", "MPI3D realistic"), _record("mpi3d_real", "MPI3D real"))

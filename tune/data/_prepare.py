@@ -2,39 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import importlib
 import logging
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from models.errors import ConfigError, DataFileError
-from models.strict import nearest
-from tune.data import _build, _cache, _info, _real
+from tune.data import _build, _cache, _real
 from tune.data._base import GroundTruthData, MemmapStore, RenderStore
-from tune.data._info import DATASETS, DatasetInfo
+from tune.data._info import DatasetInfo
+from tune.data._record import Dataset, Generator
+from tune.data._registry import dataset_record
 
 log = logging.getLogger(__name__)
-
-# name -> (module, cached?, cache-rows function, rows per task)
-_GENERATORS: dict[str, tuple[str, bool, str, int]] = {
-    "dsprites": ("tune.data._dsprites", True, "render_packed_rows", 4096),
-    "cars3d": ("tune.data._cars3d", True, "cache_rows", 1098),
-    "shapes3d": ("tune.data._shapes3d", False, "", 0),
-    "mpi3d_toy": ("tune.data._mpi3d", False, "", 0),
-    "mpi3d_realistic": ("tune.data._mpi3d", False, "", 0),
-    "mpi3d_real": ("tune.data._mpi3d", False, "", 0),
-}
-
-
-def _check_name(name: str) -> None:
-    if name not in DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; {nearest(str(name), DATASETS)}")
 
 
 def _row_shape(info: DatasetInfo) -> tuple[int, ...]:
@@ -42,9 +27,13 @@ def _row_shape(info: DatasetInfo) -> tuple[int, ...]:
     return (h * w // 8,) if info.binary else (h, w, c)
 
 
-def _info_from_sizes(name: str, sizes: tuple[int, ...]) -> DatasetInfo:
-    info = _info.mpi3d_info(name, sizes[0]) if name.startswith("mpi3d") else _info.info_for(name)
-    return info if tuple(info.factor_sizes) == sizes else info.with_sizes(sizes)
+def _cached_info(record: Dataset, meta: dict[str, Any]) -> DatasetInfo:
+    """The factor table of a converted cache, from its metadata."""
+    info = record.info_for_sizes(tuple(meta["factor_sizes"]))
+    if record.has_factors:
+        return info
+    return dataclasses.replace(info, size=int(meta["num_images"]),
+                               observation_shape=tuple(meta["observation_shape"]))
 
 
 def _sizes_tag(info: DatasetInfo) -> str:
@@ -74,47 +63,51 @@ class _Progress:
 def _open(name: str, source: str | os.PathLike[str] | None, cache_dir: Any, *,
           progress: bool | str = False, full_check: bool = False
           ) -> tuple[GroundTruthData, bool, float]:
-    _check_name(name)
+    record = dataset_record(name)
     start = time.perf_counter()
     if source is None:
-        module, cached, rows_fn, chunk = _GENERATORS[name]
-        info = _info.info_for(name)
-        mod = importlib.import_module(module)
-        if not cached:
-            # drawn on demand: the pixels are a pure function of (generator version, classes)
-            store = RenderStore(mod.render, info)
-            digest = hashlib.sha256(f"{name}:{module}:v{mod.VERSION}:{info.factor_sizes}".encode())
-            data = GroundTruthData(info, store, checksum=digest.hexdigest(), source=None,
-                                   cache_path=None)
+        gen = _generator(record)
+        info = record.info
+        if not gen.cached:
+            data = _on_demand(record, info)
             return data, False, time.perf_counter() - start
         entry = _cache.Entry(_cache.cache_root(cache_dir),
-                             f"{name}-gen-v{mod.VERSION}-{_sizes_tag(info)}")
-        def fill_from(arr: np.ndarray, prog: Callable[[int], None]) -> None:
-            _build.fill_rows(arr, module, rows_fn, (info,), chunk=chunk, progress=prog)
+                             f"{name}-gen-v{gen.version}-{_sizes_tag(info)}")
+        rows = gen.cache_rows
+        assert rows is not None  # checked by the record
 
-        extra: dict[str, Any] = {"name": name, "generator": module, "version": mod.VERSION}
+        def fill_from(arr: np.ndarray, prog: Callable[[int], None]) -> None:
+            _build.fill_rows(arr, rows.__module__, rows.__name__, (info,),
+                             chunk=gen.rows_per_task, progress=prog)
+
+        extra: dict[str, Any] = {"name": name, "generator": gen.module, "version": gen.version}
         src = None
     else:
-        path = Path(source).expanduser()
+        path, key = _real.split_source(source)
         if not path.exists():
-            raise DataFileError(f"{path}: no such file or folder (the real {name} data); give an "
-                                "existing path, or leave --source out for the built-in generator")
-        entry = _cache.Entry(_cache.cache_root(cache_dir), f"{name}-src-{_real.source_key(path)}"
-                             f"-{_sizes_tag(_info.info_for(name))}")
-        src = str(path)
+            other = ", or leave --source out for the built-in generator" if record.generator \
+                else ""
+            raise DataFileError(f"{path}: no such file or folder (the real {record.title} data); "
+                                f"give an existing path{other}")
+        src_key = _real.source_key(path, key, content=record.hash_content)
+        entry = _cache.Entry(_cache.cache_root(cache_dir),
+                             f"{name}-src-{src_key}-{_sizes_tag(record.info)}")
+        src = str(path) if key is None else f"{path}:{key}"
         meta = entry.read_meta()
         if meta is not None and entry.check(meta, full=full_check) is None:
-            # converted before from this very file (same path, size, mtime): no need to reread it
-            info = _info_from_sizes(name, tuple(meta["factor_sizes"]))
+            # converted before from this very file (same path, size, mtime, or the same bytes):
+            # no need to reread it
+            info = _cached_info(record, meta)
             store = MemmapStore(entry.npy, info.observation_shape, packed=info.binary)
             data = GroundTruthData(info, store, checksum=meta["checksum"], source=src,
                                    cache_path=str(entry.npy))
             return data, False, time.perf_counter() - start
-        reader = _real.reader_for(name, path)  # validates before anything is written
+        reader = _real.reader_for(record, path, key)  # validates before anything is written
         info = reader.info
         fill_from = reader.fill
-        extra = {"name": name, "source": str(path.resolve()),
-                 "factor_sizes": list(info.factor_sizes)}
+        extra = {"name": name, "source": str(path.resolve()), "key": key,
+                 "factor_sizes": list(info.factor_sizes), "num_images": info.num_images,
+                 "observation_shape": list(info.observation_shape)}
     shape = (info.num_images, *_row_shape(info))
 
     def fill(arr: np.ndarray) -> None:
@@ -139,14 +132,15 @@ def load_dataset(name: str, source: str | os.PathLike[str] | None = None,
 
     Args:
         name: one of `DATASETS` (dsprites, shapes3d, cars3d, mpi3d_toy, mpi3d_realistic,
-            mpi3d_real).
-        source: path of the real file (Cars3D: the folder), or None for the built-in generator.
+            mpi3d_real, images).
+        source: path of the real file (Cars3D and your own images: a folder; an array inside
+            an HDF5 or .npz file: `FILE:KEY`), or None for the built-in generator.
         cache_dir: cache folder; default `$MIPET_TUNE_CACHE` or `~/.cache/mipet-tune`.
     Returns:
         The dataset, backed by a read-only memory map (or drawn on demand for the 3D Shapes
         and MPI3D generators).
     Raises:
-        ConfigError: unknown name.
+        ConfigError: unknown name, or no source for data without a generator (images).
         DataFileError: a missing, malformed, truncated or corrupt source, or an unusable cache.
     """
     return _open(name, source, cache_dir)[0]
@@ -174,22 +168,34 @@ def prepare_dataset(name: str, source: str | os.PathLike[str] | None = None,
         "seconds": round(seconds, 3),
         "built": built,
         "images": len(data),
-        "factors": dict(zip(data.factor_names, data.factors_num_values)),
+        "factors": dict(zip(data.factor_names, data.factors_num_values, strict=True)),
     }
 
 
 def small_dataset(name: str, factor_sizes: tuple[int, ...]) -> GroundTruthData:
     """See `tune.data.small_dataset`."""
-    _check_name(name)
-    module = importlib.import_module(_GENERATORS[name][0])
-    full = _info.info_for(name)
+    record = dataset_record(name)
+    _generator(record)
     try:
-        info = full.with_sizes(tuple(factor_sizes))
+        info = record.info.with_sizes(tuple(factor_sizes))
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
-    digest = hashlib.sha256(f"{name}:{module.__name__}:v{module.VERSION}:{info.factor_sizes}"
+    return _on_demand(record, info)
+
+
+def _generator(record: Dataset) -> Generator:
+    if record.generator is None:
+        raise ConfigError(f"dataset {record.name!r} has no built-in generator; give its files "
+                          f"with --source (data.source). {record.source_hint}")
+    return record.generator
+
+
+def _on_demand(record: Dataset, info: DatasetInfo) -> GroundTruthData:
+    """Drawn on demand: the pixels are a pure function of (generator version, classes)."""
+    gen = _generator(record)
+    digest = hashlib.sha256(f"{record.name}:{gen.module}:v{gen.version}:{info.factor_sizes}"
                             .encode())
-    return GroundTruthData(info, RenderStore(module.render, info), checksum=digest.hexdigest(),
+    return GroundTruthData(info, RenderStore(gen.render, info), checksum=digest.hexdigest(),
                            source=None, cache_path=None)
 
 

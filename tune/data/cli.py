@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from tune.data._info import DATASETS
+from tune.data._registry import DATASETS
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

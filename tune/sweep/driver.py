@@ -269,8 +269,10 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
             made = None
             stack.enter_context(SweepLock(folder))
             from tune.sweep.storage import check_writable
+            from tune.sweep.study import check_study
 
             check_writable(folder)
+            check_study(folder)  # a damaged optuna.journal fails here, before Ray starts
             _check_ray_state(folder, spec)
             if not (folder / MARKER_FILE).is_file():  # a sweep from before the marker
                 write_marker(folder, spec.name)

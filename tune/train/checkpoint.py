@@ -42,6 +42,7 @@ __all__ = [
     "is_complete",
     "latest_complete",
     "read_marker",
+    "sha256",
     "save_state",
     "load_state",
 ]
@@ -71,7 +72,8 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -124,7 +126,7 @@ def write_checkpoint(
             _fsync_path(path)
             files[path.relative_to(tmp).as_posix()] = {
                 "size": path.stat().st_size,
-                "sha256": _sha256(path),
+                "sha256": sha256(path),
             }
         marker = {
             "format": _FORMAT,
@@ -186,7 +188,7 @@ def is_complete(path: str | os.PathLike[str], *, verify: bool = False) -> bool:
                 return False
         except OSError:
             return False
-        if verify and _sha256(file) != meta.get("sha256"):
+        if verify and sha256(file) != meta.get("sha256"):
             return False
     return True
 
@@ -232,10 +234,23 @@ def save_state(
 
     Returns:
         The file written.
+
+    Raises:
+        OSError: the file cannot be written (a full disk, for example).
     """
     import torch
 
-    return atomic_write(Path(folder) / filename, lambda fh: torch.save(state, fh))
+    def write(fh: Any) -> None:
+        try:
+            torch.save(state, fh)
+        except RuntimeError as exc:
+            # torch's zip writer reports a failed write (ENOSPC) as "unexpected pos ...": raise
+            # the disk's error that it hides.
+            if isinstance(exc.__context__, OSError):
+                raise exc.__context__ from exc
+            raise
+
+    return atomic_write(Path(folder) / filename, write)
 
 
 def load_state(
@@ -266,7 +281,7 @@ def load_state(
         if read_marker(path) is not None and not is_complete(path, verify=verify):
             raise DataFileError(
                 f"{path}: incomplete or corrupt checkpoint (files differ from its {MARKER} "
-                "marker); use an older checkpoint"
+                "marker); use an older checkpoint (`mipet-tune train --from CHECKPOINT`)"
             )
         path = path / filename
     try:

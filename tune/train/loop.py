@@ -6,9 +6,10 @@ trainable passes a thin wrapper around `ray.tune.report`.
 
 Seeding: one integer per run, split with `numpy.random.SeedSequence(seed).spawn(3)` into the model
 initialisation (and reparameterisation noise) stream, the data-order stream and the metrics stream.
-The torch generator is seeded before the model is built (spec/mipet.md 7.17, a FIX), so the same
-seed gives the same losses; a checkpoint holds every random-number state, so a resumed run goes on
-exactly as if it had never stopped.
+The torch generator is seeded before the model is built (the paper code built it first, so its
+seed did not control the initialisation), so the same seed gives the same losses; a checkpoint
+holds every random-number state, so a resumed run goes on exactly as if it had never stopped.
+The checkpoint's contents are `tune.train.run_checkpoint`; the evaluation, `tune.train.evaluation`.
 
 The run's steps are the methods of `Run`: `setup`, `resume`, `train` (`train_step` per batch,
 `interval` at each report, evaluation or checkpoint), `save`, `finish`. Before each step the
@@ -18,7 +19,6 @@ loss-weight schedules (`train.schedules`) are set on the model; after it the lr 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import time
@@ -31,19 +31,29 @@ import numpy as np
 import torch
 
 from models import ModelConfig, build_model, param_groups
-from models.errors import ConfigError, NonFiniteLossError
+from models.errors import ConfigError, NonFiniteLossError, ResourceError
 from tune.config.run import RunConfig
-from tune.train.conditional import (
-    FreeFactors, condition_columns, labels_at, with_condition_classes,
+from tune.train.conditional import condition_columns, with_condition_classes
+from tune.train.evaluation import Encoder, evaluate_model, finite_only
+from tune.train.run_checkpoint import (
+    CONFIG_FILE,
+    META_FILE,
+    STATE_FILE,
+    load_checkpoint,
+    save_checkpoint,
+    set_rng_state,
 )
 from tune.train.scheduling import LRStepper, WeightSchedules
 
 log = logging.getLogger(__name__)
 
+__all__ = [  # the evaluation and the checkpoint files live in their own modules
+    "CONFIG_FILE", "META_FILE", "STATE_FILE", "Encoder", "Run", "TrainResult", "build_optimizer",
+    "evaluate_model", "load_checkpoint", "load_data", "lr_lambda", "model_config_for",
+    "pick_device", "run_training", "save_checkpoint", "seed_streams",
+]
+
 Report = Callable[[dict[str, Any], "Path | None"], None]
-STATE_FILE = "state.pt"
-CONFIG_FILE = "config.yaml"
-META_FILE = "meta.json"
 CheckpointMeta = Callable[[int, "dict[str, Any] | None"], dict[str, Any]]
 
 
@@ -134,148 +144,6 @@ def load_data(cfg: RunConfig) -> Any:
     from tune.data import load_dataset
 
     return load_dataset(cfg.data.name, source=cfg.data.source, cache_dir=cfg.data.cache_dir)
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(folder: Path, cfg: RunConfig, state: dict[str, Any],
-                    meta: dict[str, Any] | None = None) -> Path:
-    """Write a complete checkpoint of the training `state` (model, optimizer, ... states) into
-    `folder` (atomically: temp dir, then rename), with the caller's `meta` (JSON) beside it."""
-    from tune.train.checkpoint import save_state, write_checkpoint
-
-    state = {"format": 1, "config": cfg.to_dict(), **state, "rng": _rng_state()}
-
-    def write(tmp: Path) -> None:
-        save_state(tmp, state, filename=STATE_FILE)
-        (tmp / CONFIG_FILE).write_text(cfg.to_yaml())
-        if meta is not None:
-            (tmp / META_FILE).write_text(json.dumps(meta))
-
-    return write_checkpoint(folder.parent, folder.name, write, step=int(state["step"]))
-
-
-def load_checkpoint(folder: Path, cfg: RunConfig) -> dict[str, Any]:
-    """Read a checkpoint written by `save_checkpoint`, refusing one of another configuration."""
-    from tune.train.checkpoint import load_state
-
-    path = Path(folder) / STATE_FILE
-    if not path.is_file():
-        raise ConfigError(f"{folder}: not a mipet-tune checkpoint (no {STATE_FILE})")
-    state = load_state(Path(folder), filename=STATE_FILE)
-    saved = RunConfig.from_dict(state["config"])
-    if saved.config_id() != cfg.config_id() or saved.seed != cfg.seed:
-        raise ConfigError(
-            f"{folder}: checkpoint of another configuration (config {saved.config_id()} seed "
-            f"{saved.seed}, expected {cfg.config_id()} seed {cfg.seed})"
-        )
-    return state
-
-
-class Encoder:
-    """The model's encoder as a numpy function for the metrics: images (N, H, W, C) uint8 or
-    float32 in [0, 1] -> mu (N, d), or (mu, logvar) with `with_logvar`, in large batches on the
-    run's device."""
-
-    def __init__(self, model: torch.nn.Module, device: torch.device, *, batch_size: int = 1024,
-                 with_logvar: bool = False) -> None:
-        self.model, self.device, self.batch_size, self.with_logvar = (
-            model, device, batch_size, with_logvar
-        )
-        self.calls = 0
-        self.images = 0
-
-    @torch.no_grad()
-    def __call__(self, images: np.ndarray, labels: np.ndarray | None = None):
-        was_training = self.model.training
-        self.model.eval()
-        mus, logvars = [], []
-        try:
-            for start in range(0, len(images), self.batch_size):
-                chunk = torch.from_numpy(
-                    np.ascontiguousarray(images[start:start + self.batch_size])
-                )
-                x = chunk.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
-                x = x.float() / 255.0 if chunk.dtype == torch.uint8 else x.float()
-                if labels is None:
-                    mu, logvar = self.model.encode(x)
-                else:  # a conditional model's encoder is given the true classes
-                    y = torch.from_numpy(labels[start:start + self.batch_size]).to(self.device)
-                    mu, logvar = self.model.encode(x, y)
-                mus.append(mu.float().cpu().numpy())
-                logvars.append(logvar.float().cpu().numpy())
-        finally:
-            self.model.train(was_training)
-        self.calls += 1
-        self.images += len(images)
-        mu = np.concatenate(mus) if mus else np.zeros((0, 0), np.float32)
-        if self.with_logvar:
-            return mu, np.concatenate(logvars) if logvars else mu
-        return mu
-
-
-def evaluate_model(model, data, cfg: RunConfig, device: torch.device, *, protocol: str,
-                   metrics: tuple[str, ...] | None, seed: int) -> dict[str, float]:
-    """Disentanglement metrics of the model's representation (`analysis.metrics`).
-
-    On the encoder mean by default; on a sampled z (the paper code's choice) with
-    `eval.representation: sample` or the `mipet` protocol. With `eval.cache` every distinct image
-    is encoded once per evaluation. A NaN code (a diverged model) raises NonFiniteLossError.
-    """
-    from analysis.errors import AnalysisError
-    from analysis.metrics import evaluate, evaluate_encoder
-
-    sample = cfg.eval.representation == "sample" or protocol == "mipet"
-    encoder = Encoder(model, device, with_logvar=sample)
-    names = list(metrics) if metrics else None
-    columns = condition_columns(model.cfg, data) if getattr(model, "needs_labels", False) else None
-    if columns is not None:
-        # Only the factors the model is not given are scored; its encoder gets each row's
-        # true classes of the others (no cache: those classes are drawn by the metrics).
-        full, data = data, FreeFactors(data, columns)
-        given = encoder
-
-        def encoder(rows: np.ndarray):  # type: ignore[no-redef]
-            rows = np.asarray(rows).reshape(-1)
-            return given(full.images_at(rows), labels_at(full, columns, rows))
-
-    try:
-        if cfg.eval.cache and columns is None:
-            return evaluate_encoder(data, encoder, metrics=names, seed=seed, protocol=protocol,
-                                    sample=sample)
-        noise = np.random.default_rng([seed, 1])
-
-        def represent(observations: np.ndarray) -> np.ndarray:
-            if not sample:
-                return encoder(observations)
-            mu, logvar = encoder(observations)
-            return mu + np.exp(0.5 * logvar) * noise.standard_normal(mu.shape)
-
-        return evaluate(data, represent, metrics=names, seed=seed, protocol=protocol)
-    except AnalysisError as exc:
-        if "nan" in str(exc).lower() or "inf" in str(exc).lower():
-            raise NonFiniteLossError(f"the model's codes are not finite: {exc}") from exc
-        raise
-
-
-def _finite_only(prefix: str, values: dict[str, float]) -> dict[str, float]:
-    """Metrics as reported: a metric that is NaN for this model (for example a Gaussian score
-    with a constant latent) is left out and logged, never reported as a number."""
-    bad = [k for k, v in values.items() if not math.isfinite(v)]
-    if bad:
-        log.warning("metrics %s are not finite for this model; left out of the report", bad)
-    return {f"{prefix}/{k}": v for k, v in values.items() if math.isfinite(v)}
 
 
 def _check_finite(step: int, terms: dict[str, float]) -> None:
@@ -408,6 +276,11 @@ class Run:
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
         data = data if data is not None else load_data(cfg)
+        if cfg.train.batch_size > len(data):
+            raise ConfigError(
+                f"train.batch_size={cfg.train.batch_size} is larger than dataset "
+                f"{cfg.data.name!r} ({len(data)} images); give at most {len(data)}"
+            )
         mcfg = model_config_for(cfg, data)
         torch.manual_seed(seeds[0])
         model = build_model(mcfg).to(device)
@@ -437,7 +310,7 @@ class Run:
         self.adversaries.load_state_dict(state.get("adversaries", {}))
         self.scheduler.load_state_dict(state["scheduler"])
         self.loader.load_state_dict(state["loader"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         self.step = self.start_step = int(state["step"])
         self.final_report = {"step": self.step}
         self.history = state.get("history", self.history)
@@ -501,7 +374,7 @@ class Run:
         if evaluate:
             fast = evaluate_model(self.model, self.data, self.cfg, self.device, protocol="fast",
                                   metrics=self.cfg.eval.fast_metrics, seed=self.metric_seed)
-            metrics.update(_finite_only("fast", fast))
+            metrics.update(finite_only("fast", fast))
             self.history["fast"][self.step] = fast
             self.pictures(f"images/step_{self.step:08d}")
         self.log_scalars(metrics)
@@ -521,8 +394,13 @@ class Run:
     def save(self, final: dict[str, Any] | None) -> Path:
         """A checkpoint at this step (`final`: the run's last report, for the caller's meta)."""
         meta = self.checkpoint_meta(self.step, final) if self.checkpoint_meta else None
-        self.last_ckpt = save_checkpoint(self.checkpoint_root / f"checkpoint_{self.step:08d}",
-                                         self.cfg, self.state(), meta)
+        folder = self.checkpoint_root / f"checkpoint_{self.step:08d}"
+        try:
+            self.last_ckpt = save_checkpoint(folder, self.cfg, self.state(), meta)
+        except OSError as exc:  # a full disk, a folder made read-only: one line, not a trace
+            raise ResourceError(
+                f"{folder}: cannot write the checkpoint ({exc.strerror or exc})"
+            ) from exc
         return self.last_ckpt
 
     # ---- the end -------------------------------------------------------------------------
@@ -534,10 +412,10 @@ class Run:
             self.eval_metrics = evaluate_model(
                 self.model, self.data, cfg, self.device, protocol=cfg.eval.protocol,
                 metrics=cfg.eval.metrics or None, seed=self.metric_seed)
-            final.update(_finite_only("eval", self.eval_metrics))
+            final.update(finite_only("eval", self.eval_metrics))
         self.pictures(".")
         if self.writer is not None:
-            eval_scalars = _finite_only("eval", self.eval_metrics)
+            eval_scalars = finite_only("eval", self.eval_metrics)
             for k, v in eval_scalars.items():
                 self.writer.add_scalar(k, v, self.step)
             write_hparams(self.writer, cfg, {**eval_scalars, **{

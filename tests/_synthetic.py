@@ -1,4 +1,4 @@
-"""A synthetic sweep folder with known answers, for tests, demos and the README.
+"""A synthetic sweep folder with known answers: test scaffolding (the tests import it).
 
 `synthetic_trials()` builds a trials table in the `trials.parquet` schema; `write_sweep()`
 writes it as a sweep folder (`sweep.yaml`, `trials.parquet`, a Ray-style `ray/` folder with
