@@ -1,11 +1,13 @@
 """The sweep driver: a `SweepSpec` in, a sweep folder out.
 
     <storage>/<name>/
+      .mipet-sweep      the marker that makes it a sweep folder (its format version)
+      .mipet-sweep.lock while a driver runs: who holds the folder (see `tune.sweep.folder`)
       sweep.yaml        the resolved spec (with the search space)
       optuna.journal    the Optuna study (optuna-dashboard opens it); optuna_study.json names it
       ray/              Ray Tune's experiment folder (trial folders, checkpoints, TensorBoard)
       trials/<id>/      per-trial artifacts: TensorBoard scalars, reconstructions, traversals
-      trials.parquet    one row per trial and seed
+      trials.parquet    one row per trial and seed; merged as each trial ends, only gains rows
       report/           ranked tables, plots, best_config.yaml
 """
 
@@ -15,7 +17,10 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,11 +28,19 @@ from typing import Any
 
 import yaml
 
-from models.errors import ConfigError
 from analysis.trials import flatten
+from models.errors import ConfigError
 from tune.config.run import RunConfig, known_paths, read_yaml
 from tune.config.sweep import SweepSpec
 from tune.sweep.floor import write_sweep_floor
+from tune.sweep.folder import (
+    MARKER_FILE,
+    SweepFolderError,
+    SweepLock,
+    check_sweep_folder,
+    is_sweep_folder,
+    write_marker,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +48,7 @@ SPEC_FILE = "sweep.yaml"
 RAY_DIR = "ray"
 TRIALS_FILE = "trials.parquet"
 STATE_FILE = "sweep_state.json"
+INTERRUPTED = "INTERRUPTED"  # trials.parquet status of a trial a signal stopped
 
 # Set in the driver before Ray Tune is imported; trial workers started by this driver inherit them.
 _ENV_DEFAULTS = {
@@ -175,7 +189,7 @@ def _build_scheduler(spec: SweepSpec, base: RunConfig):
 
 
 def _trainable(spec: SweepSpec, folder: Path | str):
-    from ray import tune
+    from ray import tune as ray_tune
 
     from tune.sweep.trainable import train_trial
 
@@ -185,7 +199,8 @@ def _trainable(spec: SweepSpec, folder: Path | str):
         "objectives": list(spec.metric),
     }
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    return tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
+    return ray_tune.with_resources(ray_tune.with_parameters(train_trial, context=context),
+                                   resources)
 
 
 def _check_objectives(spec: SweepSpec, base: RunConfig) -> None:
@@ -228,41 +243,111 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
     """Run (or, with `resume=folder`, continue) a sweep into its folder, write trials.parquet,
     and (with `analyse`) the ranked table, report and best config.
 
-    Bad input (spec, space, resources, storage) fails before any trial starts.
+    Bad input (spec, space, resources, storage) fails before any trial starts, and a sweep
+    that fails before its first trial leaves no folder behind (or, in a folder that existed,
+    nothing of what it wrote). One driver at a time holds a sweep folder (`SweepLock`).
+    SIGINT and SIGTERM stop the sweep gracefully: the result says `interrupted` (the signal),
+    running trials are recorded as INTERRUPTED, nothing is analysed, and `resume` continues.
+
+    Raises:
+        SweepFolderError: `resume` is not a sweep folder, another driver holds it, or Ray's
+            experiment state in it is damaged.
+        SweepInterrupted: a signal came before the trials started.
     """
     set_ray_env()
     if resume is not None:
         folder = Path(resume).expanduser().resolve()
+        check_sweep_folder(folder)
         spec = _resumed_spec(folder)
     if spec is None:
         raise ConfigError("run_sweep needs a SweepSpec or resume=FOLDER")
     base, space = prepare(spec)
-    if resume is None:
-        folder = _new_sweep_folder(spec, base, space)
-    else:
-        from tune.sweep.storage import check_writable
-        from tune.sweep.study import check_study
+    with _Interrupts() as interrupts, contextlib.ExitStack() as stack:
+        if resume is None:
+            folder, made = _new_sweep_folder(spec, base, space, stack)
+        else:
+            made = None
+            stack.enter_context(SweepLock(folder))
+            from tune.sweep.storage import check_writable
+            from tune.sweep.study import check_study
 
-        check_writable(folder)
-        check_study(folder)  # a damaged optuna.journal fails here, before Ray starts
-    checksum = _start_cluster(spec, base, folder, address)
-    grid = _fit(spec, base, space, folder, resumed=resume is not None, verbose=verbose)
-    _reconcile_study(spec, folder, grid)
-    write_trials(folder, trials_table(grid, data_checksum=checksum))
-    write_sweep_floor(folder, spec, base, space)  # the untrained models, for the ranking
-    text, best = (None, None)
-    if analyse:
-        from tune.cli.analyze import analyse_sweep
+            check_writable(folder)
+            check_study(folder)  # a damaged optuna.journal fails here, before Ray starts
+            _check_ray_state(folder, spec)
+            if not (folder / MARKER_FILE).is_file():  # a sweep from before the marker
+                write_marker(folder, spec.name)
+        try:
+            checksum = _start_cluster(spec, base, folder, address)
+            interrupts.reinstall()
+        except BaseException:
+            if made is not None:
+                made.undo()
+            raise
+        _ACTIVE.update(folder=folder, checksum=checksum)
+        try:
+            grid = _fit(spec, base, space, folder, resumed=resume is not None,
+                        verbose=verbose, interrupts=interrupts)
+        finally:
+            _ACTIVE.clear()
+        if interrupts.signum is not None:
+            return _interrupted(spec, folder, grid, checksum, interrupts.signum)
+        _reconcile_study(spec, folder, grid)
+        write_trials(folder, trials_table(grid, data_checksum=checksum))
+        write_sweep_floor(folder, spec, base, space)  # the untrained models, for the ranking
+        text, best = (None, None)
+        if analyse:
+            from tune.cli.analyze import analyse_sweep
 
-        text, best = analyse_sweep(folder, by=list(spec.metric))
-    return SweepResult(folder=folder, ranked_text=text, best_config=best)
+            text, best = analyse_sweep(folder, by=list(spec.metric))
+        finished = _finished_count(folder)
+    return SweepResult(folder=folder, ranked_text=text, best_config=best, finished=finished,
+                       planned=spec.num_samples)
+
+
+def _interrupted(spec: SweepSpec, folder: Path, grid, checksum: str, signum: int) -> SweepResult:
+    """Record a sweep stopped by a signal: unfinished trials as INTERRUPTED, nothing final."""
+    statuses = _saved_statuses(folder)
+    write_trials(folder, trials_table(grid, data_checksum=checksum, statuses=statuses))
+    finished = _finished_count(folder)
+    log.warning("sweep %s interrupted by %s: %d of %d trials finished; continue with "
+                "`mipet-tune sweep --resume %s`", spec.name, signal.Signals(signum).name,
+                finished, spec.num_samples, folder)
+    return SweepResult(folder=folder, finished=finished, planned=spec.num_samples,
+                       interrupted=signum)
+
+
+def _saved_statuses(folder: Path) -> dict[str, str]:
+    """Each trial's status in Ray's last experiment snapshot (the one a resume restores; the
+    ResultGrid of an interrupted fit marks stopped trials TERMINATED)."""
+    try:
+        from ray.tune import ExperimentAnalysis
+
+        return {t.trial_id: t.status for t in ExperimentAnalysis(str(folder / RAY_DIR)).trials}
+    except Exception as exc:  # no snapshot: decide from the reports (see trials_table)
+        log.debug("no experiment snapshot to read statuses from: %s", exc)
+        return {}
+
+
+def _finished_count(folder: Path) -> int:
+    import pandas as pd
+
+    path = folder / TRIALS_FILE
+    if not path.is_file():
+        return 0
+    try:
+        df = pd.read_parquet(path, columns=["trial_id", "status"])
+    except Exception as exc:  # pyarrow raises several kinds for a broken file
+        log.warning("%s is unreadable: %s", path, exc)
+        return 0
+    return int(df.loc[df["status"] == "TERMINATED", "trial_id"].nunique())
 
 
 def _resumed_spec(folder: Path) -> SweepSpec:
     """The spec a sweep folder was started with, its search space as it was then."""
     spec_path = folder / SPEC_FILE
     if not spec_path.is_file():
-        raise ConfigError(f"{folder}: not a sweep folder (no {SPEC_FILE}); nothing to resume")
+        raise SweepFolderError(f"{folder}: the sweep folder lacks {SPEC_FILE} (the sweep's "
+                               "settings); it cannot be resumed")
     saved = read_yaml(spec_path)
     resolved = saved.pop("resolved", None) or {}
     if resolved.get("space"):  # the space as it was, even if its preset changed since
@@ -270,28 +355,101 @@ def _resumed_spec(folder: Path) -> SweepSpec:
     return SweepSpec.from_dict(saved)
 
 
-def _new_sweep_folder(spec: SweepSpec, base: RunConfig, space) -> Path:
-    """Create a new sweep's folder (refusing one that holds a sweep) and write sweep.yaml."""
+def _check_ray_state(folder: Path, spec: SweepSpec) -> None:
+    """Refuse to resume when Ray's experiment state is damaged but trials have run: a new
+    experiment in the folder would start the sweep over (and run more than num_samples)."""
+    problem = ray_state_problem(folder / RAY_DIR)
+    if problem is None:
+        return
+    ray_dir = folder / RAY_DIR
+    ran = any(ray_dir.glob("*/params.json")) or (folder / TRIALS_FILE).is_file()
+    if not ran:
+        return  # nothing ran yet: a fresh experiment loses nothing
+    finished = _finished_count(folder) if (folder / TRIALS_FILE).is_file() else None
+    kept = (f"its {finished} finished of {spec.num_samples} trials stay readable"
+            if finished is not None else "its trials stay readable from ray/")
+    raise SweepFolderError(
+        f"{folder}: cannot resume: Ray's experiment state is damaged ({problem}), and a new "
+        f"experiment would start the sweep over; {kept} (`mipet-tune rank {folder}`); restore "
+        f"{RAY_DIR}/ from a backup to continue, or run the rest as a new sweep with another "
+        "--name")
+
+
+def ray_state_problem(ray_dir: Path) -> str | None:
+    """What is wrong with Ray's experiment folder for `Tuner.restore`, or None if nothing."""
+    if not ray_dir.is_dir():
+        return f"{RAY_DIR}/ is missing"
+    if not (ray_dir / "tuner.pkl").is_file():
+        return f"{RAY_DIR}/tuner.pkl is missing"
+    states = sorted(ray_dir.glob("experiment_state-*.json"))
+    if not states:
+        return f"no {RAY_DIR}/experiment_state-*.json"
+    newest = states[-1]  # Ray restores the newest (the names sort by time)
+    try:
+        state = json.loads(newest.read_text())
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        return f"{RAY_DIR}/{newest.name} is truncated or unreadable: {exc}"
+    if not isinstance(state, dict) or "trial_data" not in state:
+        return f"{RAY_DIR}/{newest.name} holds no trial data"
+    return None
+
+
+@dataclass
+class _Made:
+    """What `_new_sweep_folder` created, so that a sweep failing before its first trial can
+    remove exactly that."""
+
+    folder: Path
+    created_folder: bool
+    files: list[Path]
+
+    def undo(self) -> None:
+        if self.created_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return
+        for path in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _new_sweep_folder(spec: SweepSpec, base: RunConfig, space,
+                      stack: contextlib.ExitStack) -> tuple[Path, _Made]:
+    """Create a new sweep's folder, lock it (refusing one another driver holds or that holds a
+    sweep already) and write the marker and sweep.yaml."""
     folder = sweep_folder(spec)
     if not isinstance(folder, Path):
         raise ConfigError(
             f"storage {spec.storage!r}: remote sweep folders are written by Ray; give a local or "
             "shared-filesystem folder for the sweep itself"
         )
-    ray_dir = folder / RAY_DIR
-    if ray_dir.exists() and any(ray_dir.iterdir()):
-        raise ConfigError(
-            f"{folder} already holds a sweep; continue it with `mipet-tune sweep --resume "
-            f"{folder}` or pick another --name"
-        )
     from tune.sweep.storage import check_writable
 
-    check_writable(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    resolved = spec.to_dict()
-    resolved["resolved"] = {"space": space.to_dict(), "base": base.to_dict()}
-    (folder / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
-    return folder
+    check_writable(folder.parent)
+    try:
+        folder.mkdir()  # atomic: whether this driver created the folder
+        created = True
+    except FileExistsError:
+        created = False
+    # Never undo anything before the lock is ours: another driver may have the folder.
+    stack.enter_context(SweepLock(folder))
+    made = _Made(folder, created_folder=created, files=[])
+    try:
+        ray_dir = folder / RAY_DIR
+        if is_sweep_folder(folder) or (ray_dir.exists() and any(ray_dir.iterdir())):
+            raise SweepFolderError(
+                f"{folder} already holds a sweep; continue it with `mipet-tune sweep --resume "
+                f"{folder}` or pick another --name"
+            )
+        check_writable(folder)
+        resolved = spec.to_dict()
+        resolved["resolved"] = {"space": space.to_dict(), "base": base.to_dict()}
+        made.files += [folder / SPEC_FILE, folder / MARKER_FILE, folder / STATE_FILE]
+        (folder / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+        write_marker(folder, spec.name)
+    except BaseException:
+        made.undo()
+        raise
+    return folder, made
 
 
 def _start_cluster(spec: SweepSpec, base: RunConfig, folder: Path, address: str | None) -> str:
@@ -309,24 +467,53 @@ def _start_cluster(spec: SweepSpec, base: RunConfig, folder: Path, address: str 
 
 
 def _fit(spec: SweepSpec, base: RunConfig, space, folder: Path, *, resumed: bool,
-         verbose: int):
+         verbose: int, interrupts: _Interrupts):
     """Run the trials (a new Tuner, or the restored one of a resumed sweep); the ResultGrid."""
-    from ray import tune
+    from ray import tune as ray_tune
 
     trainable = _trainable(spec, folder)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # Ray's progress tables are logs, not results
-        if resumed and tune.Tuner.can_restore(str(folder / RAY_DIR)):
+        if resumed and ray_tune.Tuner.can_restore(str(folder / RAY_DIR)):
             from tune.sweep.searcher import make_study_storage, relocate_mirror
 
             relocate_mirror(make_study_storage(folder).path)  # the folder may have moved
-            tuner = tune.Tuner.restore(str(folder / RAY_DIR), trainable=trainable,
-                                       resume_unfinished=True, resume_errored=True)
+            tuner = ray_tune.Tuner.restore(str(folder / RAY_DIR), trainable=trainable,
+                                           resume_unfinished=True, resume_errored=True)
         else:
             tuner = _new_tuner(spec, base, space, folder, trainable, verbose)
-        grid = tuner.fit()
+        relocate = _new_trials_in(folder) if resumed else contextlib.nullcontext()
+        with interrupts.fitting(), relocate:
+            grid = tuner.fit()
     log.info("sweep %s: fit() took %.1f s", spec.name, time.perf_counter() - t0)
     return grid
+
+
+@contextlib.contextmanager
+def _new_trials_in(folder: Path):
+    """Make the trials a restored Tuner creates live in `folder`, even if the sweep folder was
+    moved or copied since it started. Ray 2.60 updates the restored trials' storage, but its
+    SearchGenerator restores the pickled Experiment, whose storage still names the old folder:
+    new trials (their checkpoints) went there, into someone else's sweep. Patched for the
+    duration of one `fit()` in this process."""
+    from ray.tune.search.search_generator import SearchGenerator
+
+    original = SearchGenerator.set_state
+
+    def set_state(self, state: dict) -> None:
+        original(self, state)
+        storage = getattr(self._experiment, "storage", None)
+        if storage is not None and not storage.custom_fs_provided:
+            if Path(storage.storage_fs_path) != folder:
+                log.info("the sweep folder moved from %s: new trials go to %s",
+                         storage.storage_fs_path, folder)
+                storage.storage_fs_path = Path(folder).as_posix()
+
+    SearchGenerator.set_state = set_state
+    try:
+        yield
+    finally:
+        SearchGenerator.set_state = original
 
 
 def _reconcile_study(spec: SweepSpec, folder: Path, grid) -> None:
@@ -343,19 +530,23 @@ def _reconcile_study(spec: SweepSpec, folder: Path, grid) -> None:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """A finished (or resumed) sweep: its folder, the ranked table as text, the best config."""
+    """A finished, resumed or interrupted sweep: its folder, the ranked table as text and the
+    best config (None when interrupted), how many trials finished of those planned."""
 
     folder: Path
     ranked_text: str | None = None
     best_config: Path | None = None
+    finished: int = 0
+    planned: int = 0
+    interrupted: int | None = None  # the signal that stopped the sweep, or None
 
 
 def _new_tuner(spec, base, space, folder: Path, trainable, verbose: int):
-    from ray import tune
+    from ray import tune as ray_tune
 
     searcher = _build_searcher(spec, space, folder)
     multi = len(spec.metric) > 1
-    tune_config = tune.TuneConfig(
+    tune_config = ray_tune.TuneConfig(
         search_alg=searcher,
         scheduler=_build_scheduler(spec, base),
         num_samples=spec.num_samples,
@@ -364,19 +555,19 @@ def _new_tuner(spec, base, space, folder: Path, trainable, verbose: int):
         trial_dirname_creator=trial_dirname,
         **({} if multi else {"metric": spec.metric[0], "mode": spec.mode[0]}),
     )
-    run_config = tune.RunConfig(
+    run_config = ray_tune.RunConfig(
         name=RAY_DIR,
         storage_path=str(folder),
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
-        callbacks=ray_loggers(folder),
+        failure_config=ray_tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
+        callbacks=ray_loggers(folder) + [trials_writer()],
         verbose=verbose,
     )
-    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+    return ray_tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 
 def _write_state(folder: Path, state: dict[str, Any]) -> None:
-    from tune.train.checkpoint import atomic_write
+    from analysis._files import atomic_write
 
     path = folder / STATE_FILE
     old = json.loads(path.read_text()) if path.is_file() else {}
@@ -385,36 +576,62 @@ def _write_state(folder: Path, state: dict[str, Any]) -> None:
 
 
 # ---- the trials table ----------------------------------------------------------------------
-def trials_table(grid, *, data_checksum: str | None = None):
+def trials_table(grid, *, data_checksum: str | None = None,
+                 statuses: dict[str, str] | None = None):
     """One row per trial and seed from a ResultGrid, built by `analysis.trials.trial_rows` (the
-    builder that also rebuilds a killed sweep's table from `ray/`)."""
-    import pandas as pd
+    builder that also rebuilds a killed sweep's table from `ray/`).
 
-    from analysis.trials import trial_rows
-
+    Args:
+        statuses: for an interrupted sweep, each trial's status in Ray's last snapshot; a
+            trial neither TERMINATED nor ERROR there (or, without a snapshot entry, one whose
+            last report is not its final one) gets status INTERRUPTED instead of TERMINATED.
+    """
     rows = []
     for result in grid:
         metrics = dict(result.metrics or {})
         trial_dir = Path(result.path) if result.path else None
-        error = str(result.error) if result.error is not None else None
-        try:
-            resolved = RunConfig.from_dict(result.config).to_dict()
-        except Exception as exc:  # a config that never validated: keep the row, flagged
-            resolved = None
-            error = error or f"invalid config: {exc}"
-        rows += trial_rows(
-            trial_id=metrics.get("trial_id") or (
-                trial_dir.name.removeprefix("trial_") if trial_dir else None),
-            config=result.config or {},
-            reports=[metrics] if metrics else [],
-            error=error,
-            resolved=resolved,
-            over=True,
+        trial_id = metrics.get("trial_id") or (
+            trial_dir.name.removeprefix("trial_") if trial_dir else None)
+        over = True
+        if statuses is not None:
+            saved = statuses.get(str(trial_id))
+            over = saved in ("TERMINATED", "ERROR") if saved else "seed_results" in metrics
+        rows += _rows(
+            trial_id=trial_id, config=result.config or {}, metrics=metrics,
+            error=str(result.error) if result.error is not None else None,
             checkpoint_path=result.checkpoint.path if result.checkpoint is not None else None,
-            trial_dir=str(trial_dir) if trial_dir else None,
-            sweep_dir=trial_dir.parent.parent if trial_dir else None,
-            extra={"data_checksum": data_checksum},
-        )
+            trial_dir=trial_dir, over=over, data_checksum=data_checksum)
+    return _table(rows)
+
+
+def _rows(*, trial_id, config: dict, metrics: dict, error: str | None,
+          checkpoint_path: str | None, trial_dir: Path | None, over: bool,
+          data_checksum: str | None) -> list[dict[str, Any]]:
+    """A trial's rows; an unfinished trial (`over` False) has status INTERRUPTED."""
+    from analysis.trials import trial_rows
+
+    try:
+        resolved = RunConfig.from_dict(config).to_dict()
+    except Exception as exc:  # a config that never validated: keep the row, flagged
+        resolved = None
+        error = error or f"invalid config: {exc}"
+    rows = trial_rows(
+        trial_id=trial_id, config=config, reports=[metrics] if metrics else [], error=error,
+        resolved=resolved, over=over, checkpoint_path=checkpoint_path,
+        trial_dir=str(trial_dir) if trial_dir else None,
+        sweep_dir=trial_dir.parent.parent if trial_dir else None,
+        extra={"data_checksum": data_checksum},
+    )
+    if not over:
+        for row in rows:
+            if row["status"] in ("RUNNING", "PENDING"):
+                row["status"] = INTERRUPTED
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]):
+    import pandas as pd
+
     df = pd.DataFrame(rows)
     if not df.empty:
         df = df.sort_values(["trial_id", "seed"], kind="stable").reset_index(drop=True)
@@ -422,7 +639,154 @@ def trials_table(grid, *, data_checksum: str | None = None):
 
 
 def write_trials(folder: Path, df) -> Path:
-    """Write trials.parquet atomically (a crash never leaves half a table)."""
-    from tune.train.checkpoint import atomic_write
+    """Merge `df` into trials.parquet and write it atomically (a crash mid-write leaves the
+    previous table). The table only gains rows: see `merge_trials`."""
+    from analysis._files import atomic_write
 
-    return atomic_write(folder / TRIALS_FILE, lambda fh: df.to_parquet(fh, index=False))
+    path = Path(folder) / TRIALS_FILE
+    merged = merge_trials(_read_trials(path), df)
+    return atomic_write(path, lambda fh: merged.to_parquet(fh, index=False))
+
+
+def _read_trials(path: Path):
+    import pandas as pd
+
+    if not path.is_file():
+        return None
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:  # keep the unreadable table beside the new one, never drop it
+        aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
+        os.replace(path, aside)
+        log.warning("%s is unreadable (%s); kept as %s and rebuilt", path, exc, aside.name)
+        return None
+
+
+def merge_trials(old, new):
+    """The rows of `old` and `new` by (trial_id, seed): a row of `new` replaces the same run's
+    row of `old`, except that a finished row (TERMINATED or ERROR) is never replaced by an
+    unfinished one. No row of `old` is dropped."""
+    import pandas as pd
+
+    if old is None or old.empty:
+        return _table(new.to_dict("records")) if new is not None else pd.DataFrame()
+    if new is None or new.empty:
+        return old
+    both = pd.concat([old.assign(_new=0), new.assign(_new=1)], ignore_index=True)
+    both["_trial"] = both["trial_id"].astype(str)
+    both["_seed"] = pd.to_numeric(both.get("seed"), errors="coerce").fillna(-1)
+    final = both["status"].isin(["TERMINATED", "ERROR"]).astype(int)
+    both["_rank"] = final * 2 + both["_new"]
+    both = both.sort_values("_rank", kind="stable")
+    merged = both.drop_duplicates(["_trial", "_seed"], keep="last")
+    merged = merged.drop(columns=["_new", "_trial", "_seed", "_rank"])
+    out = _table(merged.to_dict("records"))
+    if len(out) < len(old):  # pragma: no cover (by construction)
+        raise RuntimeError("merging the trials table would lose rows")
+    return out
+
+
+# ---- writing a trial's row as it ends --------------------------------------------------------
+_ACTIVE: dict[str, Any] = {}  # the running sweep's folder and data checksum (this process)
+
+
+def trials_writer():
+    """A Tune Callback that merges a trial's rows into trials.parquet the moment the trial
+    ends (see `tune.sweep.callbacks`)."""
+    from tune.sweep.callbacks import TrialsWriter
+
+    return TrialsWriter()
+
+
+def error_text(trial) -> str:
+    try:
+        return Path(trial.error_file).read_text(errors="replace").strip() or "error"
+    except (OSError, TypeError):
+        return "error"
+
+
+def record_trial(trial, *, error: str | None) -> None:
+    """Merge an ended trial's rows (a Tune `Trial`) into the active sweep's trials.parquet."""
+    folder = _ACTIVE.get("folder")
+    if folder is None:
+        return
+    try:
+        checkpoint = trial.checkpoint
+        rows = _rows(trial_id=trial.trial_id, config=dict(trial.config or {}),
+                     metrics=dict(trial.last_result or {}), error=error,
+                     checkpoint_path=checkpoint.path if checkpoint is not None else None,
+                     trial_dir=Path(trial.path) if trial.path else None, over=True,
+                     data_checksum=_ACTIVE.get("checksum"))
+        write_trials(folder, _table(rows))
+    except Exception as exc:  # never fail the sweep over this early copy
+        log.warning("trial %s: could not write its row to %s: %s", trial.trial_id,
+                    TRIALS_FILE, exc)
+
+
+# ---- signals ---------------------------------------------------------------------------------
+class SweepInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM before the trials started (nothing to resume): exit 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _Interrupts:
+    """SIGINT and SIGTERM handlers for the driver's main thread.
+
+    While `tuner.fit()` runs, the first signal is handed to Tune's own graceful stop (its
+    SIGUSR1 handler: the same as Ctrl-C, but installed for SIGTERM too), which snapshots the
+    experiment and returns; `signum` remembers which signal it was. A second signal, or one
+    outside `fit()`, raises `SweepInterrupted`.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._fitting = False
+        self._saved: dict[int, Any] = {}
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._saved[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def reinstall(self) -> None:
+        """Take the signals back: `ray.init` installs a C-level SIGTERM handler in the driver
+        (it logs a stack and aborts, exit 134), replacing ours."""
+        for sig in self._saved:
+            signal.signal(sig, self._handle)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._saved.items():
+            signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def fitting(self):
+        # Tune installs its SIGINT handler only where this variable is unset; ours forwards.
+        old = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
+        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+        self._fitting = True
+        self.reinstall()
+        try:
+            yield
+        finally:
+            self._fitting = False
+            if old is None:
+                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
+            else:
+                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old
+
+    def _handle(self, signum: int, frame) -> None:
+        if self._fitting and self.signum is None:
+            tune_stop = signal.getsignal(signal.SIGUSR1)
+            if callable(tune_stop):
+                self.signum = signum
+                log.warning("%s: stopping the sweep gracefully (running trials keep their last "
+                            "checkpoint; a second signal stops at once)",
+                            signal.Signals(signum).name)
+                tune_stop(signal.SIGUSR1, frame)
+                return
+        self.signum = signum
+        raise SweepInterrupted(signum)
