@@ -21,7 +21,7 @@ import pytest
 import yaml
 from _processes import ProcessReaper
 
-from tune.sweep.driver import INTERRUPTED, merge_trials, write_trials
+from tune.sweep.table import INTERRUPTED, merge_trials, write_trials
 from tune.sweep.folder import LOCK_FILE, MARKER_FILE, SweepFolderError, SweepLock, read_lock
 
 pytestmark = pytest.mark.ray
@@ -368,14 +368,14 @@ def test_trials_table_only_gains_rows_and_a_crash_mid_write_keeps_the_old(tmp_pa
             fh.write(b"PAR1 half a table")
             raise OSError("disk full")
 
-    import tune.sweep.driver as driver
+    import tune.sweep.table as table
 
-    real = driver.merge_trials
-    driver.merge_trials = lambda o, n: Broken(real(o, n))
+    real = table.merge_trials
+    table.merge_trials = lambda o, n: Broken(real(o, n))
     try:
         with pytest.raises(OSError, match="disk full"):
             write_trials(tmp_path, new)
     finally:
-        driver.merge_trials = real
+        table.merge_trials = real
     assert (tmp_path / "trials.parquet").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["trials.parquet"]

@@ -18,7 +18,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     signal stopped it (resume it with --resume), 2 on bad input or a folder that is not a sweep
     or that another driver holds."""
     from tune.config.sweep import SweepSpec
-    from tune.sweep.driver import SweepInterrupted, run_sweep
+    from tune.sweep.driver import run_sweep
+    from tune.sweep.interrupts import SweepInterrupted
 
     try:
         if args.resume:
@@ -75,14 +76,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from tune.cli.analyze import rank_text
+    from tune.sweep.results import rank_text
 
     print(rank_text(Path(args.sweep), by=args.by, top=args.top))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tune.cli.analyze import export
+    from tune.sweep.results import export
 
     path = export(Path(args.sweep), to=args.to, by=args.by)
     print(path)
@@ -90,7 +91,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tune.cli.analyze import report
+    from tune.sweep.results import report
 
     print(report(Path(args.sweep)))
     return 0

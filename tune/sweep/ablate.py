@@ -157,7 +157,7 @@ def ablate(*, sweep: str | None = None, config: str | None = None,
         if saved.get("table") == "paper":  # an ablation run whose file asked for the paper's
             return paper_table_text(folder, tuple(saved.get("metrics") or ()), fmt)
         rows = columns = metrics = None  # type: ignore[assignment]
-    from tune.cli.analyze import ablation_text
+    from tune.sweep.results import ablation_text
 
     return ablation_text(folder, rows=rows, columns=columns, metrics=metrics, fmt=fmt)
 
@@ -165,7 +165,7 @@ def ablate(*, sweep: str | None = None, config: str | None = None,
 def _saved_ablation(folder: Path) -> dict[str, Any]:
     """The ablation spec a run saved in its folder's sweep.yaml, or {} (a search sweep, an old
     run, or no readable file: the plain ablation table is made then)."""
-    path = folder / "sweep.yaml"  # tune.sweep.driver.SPEC_FILE, which run_ablation writes
+    path = folder / "sweep.yaml"  # tune.sweep.folder.SPEC_FILE, which run_ablation writes
     if not path.is_file():
         return {}
     try:
@@ -186,15 +186,9 @@ def paper_table_text(folder: Path, metrics: tuple[str, ...], fmt: str) -> str:
 
 def run_ablation(spec: AblationSpec, *, address: str | None = None, verbose: int = 1) -> Path:
     """Run every cell of the grid as a Ray trial (no searcher); returns the folder."""
-    from tune.sweep.driver import (
-        RAY_DIR,
-        SPEC_FILE,
-        ray_loggers,
-        set_ray_env,
-        trial_dirname,
-        trials_table,
-        write_trials,
-    )
+    from tune.sweep.driver import ray_loggers, set_ray_env, trial_dirname
+    from tune.sweep.folder import RAY_DIR, SPEC_FILE
+    from tune.sweep.table import trials_table, write_trials
 
     set_ray_env()
     configs = spec.configs()

@@ -4,7 +4,8 @@ experiment snapshot lags by up to its period, about 10 s, and a SIGKILL of the d
 window used to lose the trial's result).
 
 It is pickled into `ray/tuner.pkl` and holds no state: the folder comes from the driver's
-`_ACTIVE` (this process's running sweep), so a sweep folder that was moved still gets its rows.
+`tune.sweep.table.ACTIVE` (this process's running sweep), so a sweep folder that was moved
+still gets its rows.
 This module imports Ray at the top; the driver imports it only when it builds a Tuner.
 """
 
@@ -17,11 +18,11 @@ class TrialsWriter(Callback):
     """Merge each ended trial's rows (finished or errored) into the sweep's trials.parquet."""
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        from tune.sweep.driver import record_trial
+        from tune.sweep.table import record_trial
 
         record_trial(trial, error=None)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        from tune.sweep.driver import error_text, record_trial
+        from tune.sweep.table import error_text, record_trial
 
         record_trial(trial, error=error_text(trial))

@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,25 +29,31 @@ import yaml
 
 from analysis.trials import flatten
 from models.errors import ConfigError
-from tune.config.run import RunConfig, known_paths, read_yaml
+from tune.config.run import RunConfig, known_paths
 from tune.config.sweep import SweepSpec
 from tune.sweep.floor import write_sweep_floor
 from tune.sweep.folder import (
     MARKER_FILE,
+    RAY_DIR,
+    SPEC_FILE,
+    STATE_FILE,
     SweepFolderError,
     SweepLock,
     check_sweep_folder,
     is_sweep_folder,
     write_marker,
 )
+from tune.sweep.interrupts import Interrupts
+from tune.sweep.resume import check_ray_state, resumed_spec, saved_statuses
+from tune.sweep.table import (
+    ACTIVE,
+    finished_count,
+    trials_table,
+    write_trials,
+)
 
 log = logging.getLogger(__name__)
 
-SPEC_FILE = "sweep.yaml"
-RAY_DIR = "ray"
-TRIALS_FILE = "trials.parquet"
-STATE_FILE = "sweep_state.json"
-INTERRUPTED = "INTERRUPTED"  # trials.parquet status of a trial a signal stopped
 
 # Set in the driver before Ray Tune is imported; trial workers started by this driver inherit them.
 _ENV_DEFAULTS = {
@@ -258,11 +263,11 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
     if resume is not None:
         folder = Path(resume).expanduser().resolve()
         check_sweep_folder(folder)
-        spec = _resumed_spec(folder)
+        spec = resumed_spec(folder)
     if spec is None:
         raise ConfigError("run_sweep needs a SweepSpec or resume=FOLDER")
     base, space = prepare(spec)
-    with _Interrupts() as interrupts, contextlib.ExitStack() as stack:
+    with Interrupts() as interrupts, contextlib.ExitStack() as stack:
         if resume is None:
             folder, made = _new_sweep_folder(spec, base, space, stack)
         else:
@@ -273,7 +278,7 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
 
             check_writable(folder)
             check_study(folder)  # a damaged optuna.journal fails here, before Ray starts
-            _check_ray_state(folder, spec)
+            check_ray_state(folder, spec)
             if not (folder / MARKER_FILE).is_file():  # a sweep from before the marker
                 write_marker(folder, spec.name)
         try:
@@ -283,12 +288,12 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
             if made is not None:
                 made.undo()
             raise
-        _ACTIVE.update(folder=folder, checksum=checksum)
+        ACTIVE.update(folder=folder, checksum=checksum)
         try:
             grid = _fit(spec, base, space, folder, resumed=resume is not None,
                         verbose=verbose, interrupts=interrupts)
         finally:
-            _ACTIVE.clear()
+            ACTIVE.clear()
         if interrupts.signum is not None:
             return _interrupted(spec, folder, grid, checksum, interrupts.signum)
         _reconcile_study(spec, folder, grid)
@@ -296,102 +301,24 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
         write_sweep_floor(folder, spec, base, space)  # the untrained models, for the ranking
         text, best = (None, None)
         if analyse:
-            from tune.cli.analyze import analyse_sweep
+            from tune.sweep.results import analyse_sweep
 
             text, best = analyse_sweep(folder, by=list(spec.metric))
-        finished = _finished_count(folder)
+        finished = finished_count(folder)
     return SweepResult(folder=folder, ranked_text=text, best_config=best, finished=finished,
                        planned=spec.num_samples)
 
 
 def _interrupted(spec: SweepSpec, folder: Path, grid, checksum: str, signum: int) -> SweepResult:
     """Record a sweep stopped by a signal: unfinished trials as INTERRUPTED, nothing final."""
-    statuses = _saved_statuses(folder)
+    statuses = saved_statuses(folder)
     write_trials(folder, trials_table(grid, data_checksum=checksum, statuses=statuses))
-    finished = _finished_count(folder)
+    finished = finished_count(folder)
     log.warning("sweep %s interrupted by %s: %d of %d trials finished; continue with "
                 "`mipet-tune sweep --resume %s`", spec.name, signal.Signals(signum).name,
                 finished, spec.num_samples, folder)
     return SweepResult(folder=folder, finished=finished, planned=spec.num_samples,
                        interrupted=signum)
-
-
-def _saved_statuses(folder: Path) -> dict[str, str]:
-    """Each trial's status in Ray's last experiment snapshot (the one a resume restores; the
-    ResultGrid of an interrupted fit marks stopped trials TERMINATED)."""
-    try:
-        from ray.tune import ExperimentAnalysis
-
-        return {t.trial_id: t.status for t in ExperimentAnalysis(str(folder / RAY_DIR)).trials}
-    except Exception as exc:  # no snapshot: decide from the reports (see trials_table)
-        log.debug("no experiment snapshot to read statuses from: %s", exc)
-        return {}
-
-
-def _finished_count(folder: Path) -> int:
-    import pandas as pd
-
-    path = folder / TRIALS_FILE
-    if not path.is_file():
-        return 0
-    try:
-        df = pd.read_parquet(path, columns=["trial_id", "status"])
-    except Exception as exc:  # pyarrow raises several kinds for a broken file
-        log.warning("%s is unreadable: %s", path, exc)
-        return 0
-    return int(df.loc[df["status"] == "TERMINATED", "trial_id"].nunique())
-
-
-def _resumed_spec(folder: Path) -> SweepSpec:
-    """The spec a sweep folder was started with, its search space as it was then."""
-    spec_path = folder / SPEC_FILE
-    if not spec_path.is_file():
-        raise SweepFolderError(f"{folder}: the sweep folder lacks {SPEC_FILE} (the sweep's "
-                               "settings); it cannot be resumed")
-    saved = read_yaml(spec_path)
-    resolved = saved.pop("resolved", None) or {}
-    if resolved.get("space"):  # the space as it was, even if its preset changed since
-        saved["space"] = resolved["space"]
-    return SweepSpec.from_dict(saved)
-
-
-def _check_ray_state(folder: Path, spec: SweepSpec) -> None:
-    """Refuse to resume when Ray's experiment state is damaged but trials have run: a new
-    experiment in the folder would start the sweep over (and run more than num_samples)."""
-    problem = ray_state_problem(folder / RAY_DIR)
-    if problem is None:
-        return
-    ray_dir = folder / RAY_DIR
-    ran = any(ray_dir.glob("*/params.json")) or (folder / TRIALS_FILE).is_file()
-    if not ran:
-        return  # nothing ran yet: a fresh experiment loses nothing
-    finished = _finished_count(folder) if (folder / TRIALS_FILE).is_file() else None
-    kept = (f"its {finished} finished of {spec.num_samples} trials stay readable"
-            if finished is not None else "its trials stay readable from ray/")
-    raise SweepFolderError(
-        f"{folder}: cannot resume: Ray's experiment state is damaged ({problem}), and a new "
-        f"experiment would start the sweep over; {kept} (`mipet-tune rank {folder}`); restore "
-        f"{RAY_DIR}/ from a backup to continue, or run the rest as a new sweep with another "
-        "--name")
-
-
-def ray_state_problem(ray_dir: Path) -> str | None:
-    """What is wrong with Ray's experiment folder for `Tuner.restore`, or None if nothing."""
-    if not ray_dir.is_dir():
-        return f"{RAY_DIR}/ is missing"
-    if not (ray_dir / "tuner.pkl").is_file():
-        return f"{RAY_DIR}/tuner.pkl is missing"
-    states = sorted(ray_dir.glob("experiment_state-*.json"))
-    if not states:
-        return f"no {RAY_DIR}/experiment_state-*.json"
-    newest = states[-1]  # Ray restores the newest (the names sort by time)
-    try:
-        state = json.loads(newest.read_text())
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        return f"{RAY_DIR}/{newest.name} is truncated or unreadable: {exc}"
-    if not isinstance(state, dict) or "trial_data" not in state:
-        return f"{RAY_DIR}/{newest.name} holds no trial data"
-    return None
 
 
 @dataclass
@@ -467,7 +394,7 @@ def _start_cluster(spec: SweepSpec, base: RunConfig, folder: Path, address: str 
 
 
 def _fit(spec: SweepSpec, base: RunConfig, space, folder: Path, *, resumed: bool,
-         verbose: int, interrupts: _Interrupts):
+         verbose: int, interrupts: Interrupts):
     """Run the trials (a new Tuner, or the restored one of a resumed sweep); the ResultGrid."""
     from ray import tune as ray_tune
 
@@ -544,6 +471,8 @@ class SweepResult:
 def _new_tuner(spec, base, space, folder: Path, trainable, verbose: int):
     from ray import tune as ray_tune
 
+    from tune.sweep.callbacks import TrialsWriter
+
     searcher = _build_searcher(spec, space, folder)
     multi = len(spec.metric) > 1
     tune_config = ray_tune.TuneConfig(
@@ -560,7 +489,7 @@ def _new_tuner(spec, base, space, folder: Path, trainable, verbose: int):
         storage_path=str(folder),
         failure_config=ray_tune.FailureConfig(max_failures=spec.max_failures),
         checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
-        callbacks=ray_loggers(folder) + [trials_writer()],
+        callbacks=ray_loggers(folder) + [TrialsWriter()],  # rows written as trials end
         verbose=verbose,
     )
     return ray_tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
@@ -575,218 +504,3 @@ def _write_state(folder: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda fh: fh.write(json.dumps(old, indent=1).encode()))
 
 
-# ---- the trials table ----------------------------------------------------------------------
-def trials_table(grid, *, data_checksum: str | None = None,
-                 statuses: dict[str, str] | None = None):
-    """One row per trial and seed from a ResultGrid, built by `analysis.trials.trial_rows` (the
-    builder that also rebuilds a killed sweep's table from `ray/`).
-
-    Args:
-        statuses: for an interrupted sweep, each trial's status in Ray's last snapshot; a
-            trial neither TERMINATED nor ERROR there (or, without a snapshot entry, one whose
-            last report is not its final one) gets status INTERRUPTED instead of TERMINATED.
-    """
-    rows = []
-    for result in grid:
-        metrics = dict(result.metrics or {})
-        trial_dir = Path(result.path) if result.path else None
-        trial_id = metrics.get("trial_id") or (
-            trial_dir.name.removeprefix("trial_") if trial_dir else None)
-        over = True
-        if statuses is not None:
-            saved = statuses.get(str(trial_id))
-            over = saved in ("TERMINATED", "ERROR") if saved else "seed_results" in metrics
-        rows += _rows(
-            trial_id=trial_id, config=result.config or {}, metrics=metrics,
-            error=str(result.error) if result.error is not None else None,
-            checkpoint_path=result.checkpoint.path if result.checkpoint is not None else None,
-            trial_dir=trial_dir, over=over, data_checksum=data_checksum)
-    return _table(rows)
-
-
-def _rows(*, trial_id, config: dict, metrics: dict, error: str | None,
-          checkpoint_path: str | None, trial_dir: Path | None, over: bool,
-          data_checksum: str | None) -> list[dict[str, Any]]:
-    """A trial's rows; an unfinished trial (`over` False) has status INTERRUPTED."""
-    from analysis.trials import trial_rows
-
-    try:
-        resolved = RunConfig.from_dict(config).to_dict()
-    except Exception as exc:  # a config that never validated: keep the row, flagged
-        resolved = None
-        error = error or f"invalid config: {exc}"
-    rows = trial_rows(
-        trial_id=trial_id, config=config, reports=[metrics] if metrics else [], error=error,
-        resolved=resolved, over=over, checkpoint_path=checkpoint_path,
-        trial_dir=str(trial_dir) if trial_dir else None,
-        sweep_dir=trial_dir.parent.parent if trial_dir else None,
-        extra={"data_checksum": data_checksum},
-    )
-    if not over:
-        for row in rows:
-            if row["status"] in ("RUNNING", "PENDING"):
-                row["status"] = INTERRUPTED
-    return rows
-
-
-def _table(rows: list[dict[str, Any]]):
-    import pandas as pd
-
-    df = pd.DataFrame(rows)
-    if not df.empty:
-        df = df.sort_values(["trial_id", "seed"], kind="stable").reset_index(drop=True)
-    return df
-
-
-def write_trials(folder: Path, df) -> Path:
-    """Merge `df` into trials.parquet and write it atomically (a crash mid-write leaves the
-    previous table). The table only gains rows: see `merge_trials`."""
-    from analysis._files import atomic_write
-
-    path = Path(folder) / TRIALS_FILE
-    merged = merge_trials(_read_trials(path), df)
-    return atomic_write(path, lambda fh: merged.to_parquet(fh, index=False))
-
-
-def _read_trials(path: Path):
-    import pandas as pd
-
-    if not path.is_file():
-        return None
-    try:
-        return pd.read_parquet(path)
-    except Exception as exc:  # keep the unreadable table beside the new one, never drop it
-        aside = path.with_name(f"{path.name}.unreadable-{int(time.time())}")
-        os.replace(path, aside)
-        log.warning("%s is unreadable (%s); kept as %s and rebuilt", path, exc, aside.name)
-        return None
-
-
-def merge_trials(old, new):
-    """The rows of `old` and `new` by (trial_id, seed): a row of `new` replaces the same run's
-    row of `old`, except that a finished row (TERMINATED or ERROR) is never replaced by an
-    unfinished one. No row of `old` is dropped."""
-    import pandas as pd
-
-    if old is None or old.empty:
-        return _table(new.to_dict("records")) if new is not None else pd.DataFrame()
-    if new is None or new.empty:
-        return old
-    both = pd.concat([old.assign(_new=0), new.assign(_new=1)], ignore_index=True)
-    both["_trial"] = both["trial_id"].astype(str)
-    both["_seed"] = pd.to_numeric(both.get("seed"), errors="coerce").fillna(-1)
-    final = both["status"].isin(["TERMINATED", "ERROR"]).astype(int)
-    both["_rank"] = final * 2 + both["_new"]
-    both = both.sort_values("_rank", kind="stable")
-    merged = both.drop_duplicates(["_trial", "_seed"], keep="last")
-    merged = merged.drop(columns=["_new", "_trial", "_seed", "_rank"])
-    out = _table(merged.to_dict("records"))
-    if len(out) < len(old):  # pragma: no cover (by construction)
-        raise RuntimeError("merging the trials table would lose rows")
-    return out
-
-
-# ---- writing a trial's row as it ends --------------------------------------------------------
-_ACTIVE: dict[str, Any] = {}  # the running sweep's folder and data checksum (this process)
-
-
-def trials_writer():
-    """A Tune Callback that merges a trial's rows into trials.parquet the moment the trial
-    ends (see `tune.sweep.callbacks`)."""
-    from tune.sweep.callbacks import TrialsWriter
-
-    return TrialsWriter()
-
-
-def error_text(trial) -> str:
-    try:
-        return Path(trial.error_file).read_text(errors="replace").strip() or "error"
-    except (OSError, TypeError):
-        return "error"
-
-
-def record_trial(trial, *, error: str | None) -> None:
-    """Merge an ended trial's rows (a Tune `Trial`) into the active sweep's trials.parquet."""
-    folder = _ACTIVE.get("folder")
-    if folder is None:
-        return
-    try:
-        checkpoint = trial.checkpoint
-        rows = _rows(trial_id=trial.trial_id, config=dict(trial.config or {}),
-                     metrics=dict(trial.last_result or {}), error=error,
-                     checkpoint_path=checkpoint.path if checkpoint is not None else None,
-                     trial_dir=Path(trial.path) if trial.path else None, over=True,
-                     data_checksum=_ACTIVE.get("checksum"))
-        write_trials(folder, _table(rows))
-    except Exception as exc:  # never fail the sweep over this early copy
-        log.warning("trial %s: could not write its row to %s: %s", trial.trial_id,
-                    TRIALS_FILE, exc)
-
-
-# ---- signals ---------------------------------------------------------------------------------
-class SweepInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM before the trials started (nothing to resume): exit 128 + signal."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-class _Interrupts:
-    """SIGINT and SIGTERM handlers for the driver's main thread.
-
-    While `tuner.fit()` runs, the first signal is handed to Tune's own graceful stop (its
-    SIGUSR1 handler: the same as Ctrl-C, but installed for SIGTERM too), which snapshots the
-    experiment and returns; `signum` remembers which signal it was. A second signal, or one
-    outside `fit()`, raises `SweepInterrupted`.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._fitting = False
-        self._saved: dict[int, Any] = {}
-
-    def __enter__(self) -> _Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._saved[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def reinstall(self) -> None:
-        """Take the signals back: `ray.init` installs a C-level SIGTERM handler in the driver
-        (it logs a stack and aborts, exit 134), replacing ours."""
-        for sig in self._saved:
-            signal.signal(sig, self._handle)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._saved.items():
-            signal.signal(sig, handler)
-
-    @contextlib.contextmanager
-    def fitting(self):
-        # Tune installs its SIGINT handler only where this variable is unset; ours forwards.
-        old = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
-        os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-        self._fitting = True
-        self.reinstall()
-        try:
-            yield
-        finally:
-            self._fitting = False
-            if old is None:
-                os.environ.pop("TUNE_DISABLE_SIGINT_HANDLER", None)
-            else:
-                os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = old
-
-    def _handle(self, signum: int, frame) -> None:
-        if self._fitting and self.signum is None:
-            tune_stop = signal.getsignal(signal.SIGUSR1)
-            if callable(tune_stop):
-                self.signum = signum
-                log.warning("%s: stopping the sweep gracefully (running trials keep their last "
-                            "checkpoint; a second signal stops at once)",
-                            signal.Signals(signum).name)
-                tune_stop(signal.SIGUSR1, frame)
-                return
-        self.signum = signum
-        raise SweepInterrupted(signum)

@@ -44,6 +44,11 @@ from tune.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+# The sweep folder's layout (docs/architecture.md, "The sweep folder").
+SPEC_FILE = "sweep.yaml"  # the resolved spec, with the search space
+RAY_DIR = "ray"  # Ray Tune's experiment folder
+TRIALS_FILE = "trials.parquet"  # one row per trial and seed
+STATE_FILE = "sweep_state.json"  # the driver's own notes (the data checksum, start time)
 MARKER_FILE = ".mipet-sweep"
 MARKER_FORMAT = 1
 LOCK_FILE = ".mipet-sweep.lock"

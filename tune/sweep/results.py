@@ -1,5 +1,7 @@
-"""The CLI's side of the analysis: `analysis` computes, this module validates what it exports as
-a RunConfig (analysis picks the row; tune owns the config) and names the files it wrote.
+"""A finished sweep's results: `analysis` computes the ranking, the report and the best
+configuration; this module validates what it exports as a RunConfig (analysis picks the row;
+tune owns the config) and names the files it wrote. The driver calls `analyse_sweep` after
+`fit()`; `mipet-tune rank | export | report` call the rest. It imports no Ray.
 
 The exported `best_config.yaml` holds only the model fields its model reads: analysis knows no
 model, so this module hands it `models.used_fields` (torch-free) to ask."""
