@@ -48,7 +48,7 @@ def _run(pics: Path, **sections) -> dict:
     return tiny_run_dict(data={"name": "images", "source": str(pics)}, **sections)
 
 
-# ---- config time ------------------------------------------------------------------------------
+# ---- config time --------------------------------------------------------------------------------
 def test_metrics_that_need_factors_are_refused_on_own_images(pics: Path) -> None:
     with pytest.raises(ConfigError, match=r"mig needs ground-truth factors.*'images'.*"
                                           r"work here: unsupervised, udr_lasso, udr_spearman"):
@@ -217,7 +217,7 @@ def test_adding_columns_keeps_every_row(tmp_path: Path) -> None:
     assert out["eval/udr_a2a"][0] == 0.25 and out["eval/udr_a2a"][2] == 0.5
 
 
-# ---- a sweep through the CLI ----------------------------------------------------------------------
+# ---- a sweep through the CLI --------------------------------------------------------------------
 def test_a_two_trial_sweep_on_own_images_ranked_by_udr(ray_session, pics: Path, tmp_path: Path,
                                                       capsys) -> None:
     from conftest import tiny_train
@@ -248,3 +248,10 @@ def test_a_two_trial_sweep_on_own_images_ranked_by_udr(ray_session, pics: Path, 
     assert "udr_a2a" in capsys.readouterr().out
     df = pd.read_parquet(folder / "trials.parquet")
     assert len(df) == 4 and df["eval/udr_a2a"].notna().all()
+    # `udr` names udr_lasso; `mipet-tune udr` recomputes the all-to-all with other budgets
+    assert main(["rank", str(folder), "--by", "udr"]) == 0
+    assert "udr_lasso" in capsys.readouterr().out
+    assert main(["udr", str(folder), "--protocol", "dlib"]) == 0
+    again = pd.read_parquet(folder / "trials.parquet")
+    assert again.drop(columns="eval/udr_a2a").equals(df.drop(columns="eval/udr_a2a"))
+    assert again["eval/udr_a2a"].notna().all()

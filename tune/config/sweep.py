@@ -122,9 +122,9 @@ class SweepSpec:
                     f"metric {m!r}: optimise a final value, eval/<metric> (e.g. eval/mig) or "
                     "train/<loss term> (e.g. train/recon)"
                 )
+        check_udr_seeds(self.metric, self.scheduler.metric, self.seeds)
         object.__setattr__(self, "metric", tuple(
             UDR_METRIC if m == "eval/udr" else m for m in self.metric))
-        check_udr_seeds(self.metric, self.scheduler.metric, self.seeds)
         if self.max_concurrent < 0:
             raise ConfigError(f"max_concurrent must be >= 0, got {self.max_concurrent}")
         if self.max_failures < 0:
