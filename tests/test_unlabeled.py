@@ -199,6 +199,7 @@ def test_the_noise_floor_of_udr_is_the_untrained_models_udr(pics: Path) -> None:
     floor = floor_table([cfg], seeds=2)
     # untrained latents carry no information (KL <= 0.01 each): no latent agrees, UDR 0
     assert len(floor) == 2 and (floor["eval/udr_lasso"] == 0).all()
+    assert (floor["eval/udr_a2a"] == 0).all()
     assert "eval/gaussian_total_correlation" in floor and "eval/mig" not in floor
     assert floor_table([cfg], seeds=1).filter(like="udr").empty  # one seed: no group
 

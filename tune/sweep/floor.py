@@ -4,8 +4,9 @@ Once per model and dataset a sweep (or ablation grid) uses, the model is built e
 first trial builds it (the same run config, seed and init stream, so the same step-0 weights), not
 trained, and evaluated with the trials' protocol and metrics; and likewise at the two seeds after
 that one, for the floor's own seed spread; those untrained models, as one group, give the floor
-of UDR (`eval/udr_lasso`, ...: each model's score in its row). The rows go to `floor.parquet` in
-the sweep folder (`analysis.floor` reads them and holds the rule for "clearly above the floor").
+of UDR (`eval/udr_lasso`, `eval/udr_a2a`, ...: each model's score in its row). The rows go to
+`floor.parquet` in the sweep folder (`analysis.floor` reads them and holds the rule for "clearly
+above the floor").
 
 No Ray here: the driver calls `write_floor` in its own process, after the trials (so the floor
 never delays them), and a failure to compute it is logged, never fatal to the sweep.
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from models.errors import ConfigError
-from tune.config.run import RunConfig
+from tune.config.run import UDR_DEFAULT, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +145,8 @@ def _udr_floor(first: RunConfig, models: list, data: Any, device, rows: list[dic
         return
     for row, extra in zip(rows, scores, strict=True):
         row.update({f"eval/{n}": extra.get(f"eval/{n}", 0.0) for n in names})
+        # the all-to-all UDR of the floor's models is the same group's lasso score
+        row["eval/udr_a2a"] = row[f"eval/{UDR_DEFAULT}"]
 
 
 def write_floor(folder: str | Path, configs: Iterable[RunConfig]) -> Path | None:
