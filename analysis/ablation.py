@@ -8,6 +8,14 @@ Rows are the combinations of the `rows` parameters present in the finished trial
 gets one table column, or one per value of the `columns` parameter. The best cell of each table
 column (by the metric's direction; ties all) is marked: bold in Markdown and LaTeX, `best=True`
 in the CSV. Failed, non-finite, unfinished and early-stopped trials are left out.
+
+A continuous parameter (a float range in the sweep's search space, such as beta in [4, 10]; in
+a table without a saved space, a float column with more than `bins` distinct values) gets
+quantile bins instead of one row per sampled value: `bins` (default `BINS` = 4) bins holding
+about equally many trials, labelled by their range, `[4, 5.3)`, the last one closed,
+`[8.1, 10]`; at most one bin per two distinct values (four sampled values make two bins, three
+keep one row each). Integer and categorical parameters, float grids and every parameter of
+an ablation grid (`mipet-tune ablate`) keep one row per value. `bins=0` turns binning off.
 """
 
 from __future__ import annotations
@@ -37,7 +45,101 @@ from analysis.trials import direction, usable_trials
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AblationTable", "ablation_table", "ablation_text", "write_ablation"]
+__all__ = [
+    "BINS",
+    "AblationTable",
+    "Bin",
+    "ablation_table",
+    "ablation_text",
+    "continuous_params",
+    "write_ablation",
+]
+
+#: Quantile bins of a continuous parameter's rows.
+BINS = 4
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Bin:
+    """A range of a continuous parameter, `[low, high)` (`[low, high]` for the last bin)."""
+
+    low: float
+    high: float
+    closed: bool = False
+
+    def __str__(self) -> str:
+        return f"[{fmt.num(self.low, 3)}, {fmt.num(self.high, 3)}{']' if self.closed else ')'}"
+
+    def __contains__(self, x: float) -> bool:
+        return self.low <= x <= self.high if self.closed else self.low <= x < self.high
+
+
+def _declared_float_ranges(df: pd.DataFrame) -> dict[str, bool] | None:
+    """{config column: continuous?} from the search space saved in sweep.yaml; None if none."""
+    spec = df.attrs.get("spec") or {}
+    space = (spec.get("resolved") or {}).get("space") or spec.get("space")
+    if not isinstance(space, dict) or not isinstance(space.get("params"), dict):
+        return None
+    out = {}
+    for path, decl in space["params"].items():
+        alts = decl if isinstance(decl, list) else [decl]
+        out[f"config/{path}"] = all(
+            isinstance(a, dict) and "low" in a and "high" in a and "choices" not in a
+            and a.get("type", "float") == "float" and a.get("step") is None
+            for a in alts
+        )
+    return out
+
+
+def continuous_params(
+    df: pd.DataFrame, params: Sequence[str], *, bins: int = BINS
+) -> dict[str, list[Bin]]:
+    """The parameters among `params` (config columns) that get quantile bins, and their bins.
+
+    Returns:
+        {config column: bins, lowest first}; empty for `bins` < 2.
+    """
+    if bins < 2 or (df.attrs.get("spec") or {}).get("kind") == "ablation":
+        return {}  # an ablation grid's values are chosen, not sampled: one row each
+    declared = _declared_float_ranges(df)
+    out = {}
+    for col in params:
+        values = [_hashable(v) for v in df[col]]
+        x = np.array([float(v) for v in values if _is_number(v)], dtype=float)
+        if len(x) < len([v for v in values if v is not None]):
+            continue  # a non-number among the values: categorical
+        distinct = np.unique(x)
+        if declared is not None and col in declared:
+            if not declared[col]:
+                continue
+        elif not (all(isinstance(v, float) for v in values if v is not None)
+                  and len(distinct) > bins):
+            continue
+        n_bins = min(bins, len(distinct) // 2)
+        if n_bins < 2:
+            continue
+        edges = np.unique(np.quantile(x, np.linspace(0.0, 1.0, n_bins + 1)))
+        out[col] = [
+            Bin(float(lo), float(hi), closed=i == len(edges) - 2)
+            for i, (lo, hi) in enumerate(zip(edges[:-1], edges[1:], strict=True))
+        ]
+    return out
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+
+
+def _binned(used: pd.DataFrame, ranges: dict[str, list[Bin]]) -> pd.DataFrame:
+    """`used` with each binned column's values replaced by their `Bin` (None stays None)."""
+    out = used.copy()
+    for col, edges in ranges.items():
+        out[col] = [
+            None if not _is_number(_hashable(v))
+            else next(b for b in edges if float(v) in b or b.closed)
+            for v in out[col]
+        ]
+    return out
 
 FORMATS = {"md": "md", "markdown": "md", "tex": "tex", "latex": "tex", "csv": "csv"}
 
@@ -54,8 +156,9 @@ class AblationTable:
             `column` (the column parameter's value, a tuple of values for several, or None),
             `metric`, `mean`, `std`, `n`
             (trials), `n_configs` (distinct configurations pooled in the cell), `cell`
-            (`mean ± std (n)`) and `best` (bool).
+            (`mean ± std (n)`) and `best` (bool). A binned parameter's value is its `Bin`.
         excluded: counts of trials left out, by reason.
+        binned: {parameter: its bins} for the continuous parameters (see the module text).
     """
 
     rows: tuple[str, ...]
@@ -63,6 +166,7 @@ class AblationTable:
     metrics: tuple[str, ...]
     stats: pd.DataFrame
     excluded: dict[str, int]
+    binned: dict[str, list[Bin]] = dataclasses.field(default_factory=dict)
 
     # ---- layout ------------------------------------------------------------------------------
     def _column_keys(self) -> list[tuple[str, Any]]:
@@ -207,6 +311,7 @@ def ablation_table(
     metrics: str | Sequence[str] | None = None,
     *,
     include_stopped: bool = False,
+    bins: int = BINS,
 ) -> AblationTable:
     """Build an ablation table from a trials table.
 
@@ -218,6 +323,7 @@ def ablation_table(
         metrics: metric names (`mig`, `eval/sap`, `train/recon`); default: the sweep's
             ranking metric.
         include_stopped: keep trials an early-stopping scheduler ended.
+        bins: quantile bins of a continuous parameter (see the module text); 0: none.
     Returns:
         An `AblationTable`. A cell pools every finished trial with that setting; when this
         pools several configurations (other parameters varied too) a warning is logged and
@@ -233,6 +339,10 @@ def ablation_table(
     if used.empty:
         reasons = ", ".join(f"{n} {k}" for k, n in excluded.items() if n) or "none"
         raise AnalysisError(f"no finished trials among {len(df)} (left out: {reasons})")
+    used.attrs.update(spec=df.attrs.get("spec") or {})  # the search space says what is a range
+    ranges = continuous_params(used, every, bins=bins)
+    if ranges:
+        used = _binned(used, ranges)
     keys = [[_hashable(v) for v in used[c]] for c in every]
     groups: dict[tuple[Any, ...], list[int]] = {}
     for i, key in enumerate(zip(*keys, strict=True)):
@@ -250,7 +360,9 @@ def ablation_table(
             pooled,
             ", ".join(param_label(c) for c in every),
         )
-    return AblationTable(tuple(row_cols), tuple(col_cols), tuple(metric_cols), stats, excluded)
+    return AblationTable(
+        tuple(row_cols), tuple(col_cols), tuple(metric_cols), stats, excluded, ranges
+    )
 
 
 def _table_params(
@@ -333,6 +445,7 @@ def ablation_text(
     *,
     fmt: str = "md",
     write: bool = True,
+    bins: int | None = None,
 ) -> str:
     """What `mipet-tune ablate` prints: an ablation table of a sweep folder as text.
 
@@ -344,6 +457,8 @@ def ablation_text(
         metrics: metric names; default: the sweep's ranking metric.
         fmt: `md` (or `markdown`), `tex` (or `latex`), `csv`.
         write: also write `report/ablation.{md,tex,csv}` into the sweep folder.
+        bins: quantile bins of a continuous row or column parameter; default `BINS` when
+            `rows` are named, none for the default rows (one row per configuration).
     Returns:
         The table in `fmt`.
     Raises:
@@ -355,12 +470,15 @@ def ablation_text(
         raise AnalysisError(f"unknown table format {fmt!r}; choose one of {sorted(FORMATS)}")
     df = folder_or_df if isinstance(folder_or_df, pd.DataFrame) else load_sweep(folder_or_df)
     cols = [columns] if isinstance(columns, str) else list(columns or [])
-    if rows is None or (not isinstance(rows, str) and len(rows) == 0):
+    per_config = rows is None or (not isinstance(rows, str) and len(rows) == 0)
+    if bins is None:
+        bins = 0 if per_config else BINS
+    if per_config:
         taken = {resolve_param(df, c) for c in cols}
         rows = [p for p in searched_params(df) if p not in taken]
         if not rows:
             raise AnalysisError("no searched parameter left for the table's rows; name --rows")
-    table = ablation_table(df, rows=rows, columns=cols or None, metrics=metrics)
+    table = ablation_table(df, rows=rows, columns=cols or None, metrics=metrics, bins=bins)
     folder = df.attrs.get("sweep_folder")
     if write and folder:
         write_ablation(table, Path(folder) / "report", "ablation")
@@ -373,6 +491,8 @@ def ablation_text(
 
 
 def _sort_key(v: Any) -> tuple[int, Any]:
+    if isinstance(v, Bin):
+        return (0, v.low)
     if v is None:
         return (3, "")
     if isinstance(v, (bool, np.bool_)):

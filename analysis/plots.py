@@ -247,8 +247,22 @@ def plot_pareto(
 
 
 def plot_importance(imp: pd.DataFrame, path: str | Path) -> Path:
-    """Horizontal bars: one group per parameter, one bar per metric (from `importance`)."""
-    data = imp.dropna(axis=1, how="all")
+    """Horizontal bars: one group per parameter, one bar per metric.
+
+    Args:
+        imp: a long table from `analysis.importance.bootstrap_importance` (the bars get its
+            95% interval as error bars) or a wide one from `importance` (parameters x metrics).
+        path: the PNG to write.
+    """
+    long = {"metric", "parameter", "importance"} <= set(imp.columns)
+    if long:
+        from analysis.importance import importance_matrix
+
+        data = importance_matrix(imp)
+        lows, highs = importance_matrix(imp, "low"), importance_matrix(imp, "high")
+    else:
+        data = imp.dropna(axis=1, how="all")
+        lows = highs = None
     if data.empty:
         raise AnalysisError("no importance values to plot (too few trials, or no variation)")
     params = list(data.index)
@@ -258,46 +272,86 @@ def plot_importance(imp: pd.DataFrame, path: str | Path) -> Path:
     ax = fig.subplots()
     y = np.arange(len(params))
     for k, m in enumerate(metrics):
-        ax.barh(y - 0.4 + height * (k + 0.5), data[m].fillna(0).to_numpy(), height=height, label=m)
+        x = data[m].fillna(0).to_numpy()
+        err = None
+        if lows is not None and highs is not None:
+            lo = np.nan_to_num(lows[m].to_numpy(dtype=float), nan=0.0)
+            hi = np.nan_to_num(highs[m].to_numpy(dtype=float), nan=0.0)
+            err = np.vstack([np.clip(x - lo, 0, None), np.clip(hi - x, 0, None)])
+        ax.barh(y - 0.4 + height * (k + 0.5), x, height=height, label=m, xerr=err,
+                error_kw={"lw": 0.8, "capsize": 2, "ecolor": "0.2"})
     ax.set_yticks(y, params)
     ax.invert_yaxis()
     ax.set_xlim(0, 1)
-    ax.set_xlabel(f"importance (share, {imp.attrs.get('method', 'forest')})")
+    method = imp.attrs.get("method", "forest")
+    ax.set_xlabel(f"importance (share, {method})" + (", 95% bootstrap interval" if long else ""))
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title("Hyperparameter importance per metric (random forest on the trials)", fontsize=10)
+    n = int(imp["n_trials"].max()) if long and len(imp) else None
+    ax.set_title(
+        f"Hyperparameter importance per metric ({method}"
+        + (f", {n} trials)" if n else " on the trials)"),
+        fontsize=10,
+    )
     return _save_figure(fig, path)
 
 
 def plot_correlation(corr: pd.DataFrame, path: str | Path) -> Path:
-    """Heatmap of a metric correlation matrix (from `metric_correlation`), values printed."""
+    """Heatmap of the metric agreement, values printed.
+
+    Args:
+        corr: a long table from `analysis.importance.metric_agreement` (each cell shows rho,
+            its 95% interval and n; pairs not `shown` are left blank) or a square matrix from
+            `metric_correlation`.
+        path: the PNG to write.
+    """
     if corr.empty:
         raise AnalysisError("empty correlation matrix")
-    labels = [metric_label(c) for c in corr.columns]
-    k = len(labels)
-    fig = _figure(2.2 + 0.55 * k, 1.6 + 0.5 * k)
+    long = {"a", "b", "rho"} <= set(corr.columns)
+    if long:
+        names = list(corr.attrs.get("metrics") or dict.fromkeys([*corr["a"], *corr["b"]]))
+        k = len(names)
+        values = np.eye(k)
+        texts = [["" if i != j else "1" for j in range(k)] for i in range(k)]
+        for _, r in corr.iterrows():
+            i, j = names.index(r["a"]), names.index(r["b"])
+            if not r["shown"] or not np.isfinite(r["rho"]):
+                values[i, j] = values[j, i] = np.nan
+                texts[i][j] = texts[j][i] = fmt.DASH
+                continue
+            values[i, j] = values[j, i] = r["rho"]
+            texts[i][j] = texts[j][i] = (
+                f"{r['rho']:.2f}\n[{r['low']:.2f}, {r['high']:.2f}]\nn={int(r['n'])}"
+            )
+    else:
+        names = list(corr.columns)
+        k = len(names)
+        values = corr.to_numpy(dtype=float)
+        texts = [[fmt.DASH if np.isnan(v) else f"{v:.2f}" for v in row] for row in values]
+    labels = [metric_label(c) for c in names]
+    scale = 1.0 if long else 0.55
+    fig = _figure(2.2 + scale * k, 1.6 + (0.9 if long else 0.5) * k)
     ax = fig.subplots()
-    values = corr.to_numpy(dtype=float)
     im = ax.imshow(np.ma.masked_invalid(values), cmap="RdBu_r", vmin=-1, vmax=1)
     ax.set_xticks(range(k), labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(k), labels, fontsize=8)
     for i in range(k):
         for j in range(k):
-            v = values[i, j]
-            text = fmt.DASH if np.isnan(v) else f"{v:.2f}"
             ax.text(
                 j,
                 i,
-                text,
+                texts[i][j],
                 ha="center",
                 va="center",
-                fontsize=7,
-                color="white" if abs(np.nan_to_num(v)) > 0.6 else "black",
+                fontsize=6 if long else 7,
+                color="white" if abs(np.nan_to_num(values[i, j])) > 0.6 else "black",
             )
     fig.colorbar(im, ax=ax, shrink=0.8, label="Spearman rank correlation")
     how = "lower-is-better negated" if corr.attrs.get("oriented", True) else "raw values"
+    extra = ", rho [95% interval] n" if long else ""
     ax.set_title(
-        f"Metric agreement over {corr.attrs.get('n_points', '?')} points ({how})", fontsize=10
+        f"Metric agreement over {corr.attrs.get('n_points', '?')} points ({how}{extra})",
+        fontsize=10,
     )
     return _save_figure(fig, path)
 

@@ -38,7 +38,15 @@ from analysis.trials import direction, usable_trials
 
 log = logging.getLogger(__name__)
 
-__all__ = ["aggregate_seeds", "default_metrics", "pareto_fronts", "rank", "rank_table"]
+__all__ = [
+    "aggregate_seeds",
+    "default_metrics",
+    "pareto_fronts",
+    "pareto_metrics",
+    "rank",
+    "rank_table",
+    "reconstruction_metric",
+]
 
 #: The metric a sweep is ranked by when none is named, in order of preference.
 PREFERRED = (
@@ -49,6 +57,37 @@ PREFERRED = (
     "eval/sap",
     "train/loss",
 )
+
+
+#: The reconstruction term, the loss that means the same in every trial: `train/rec` is what the
+#: models report; `train/recon` is accepted for tables that name it so. Never `train/loss`: the
+#: total loss weighs the KL and other terms by beta (and its kin), so its value is not comparable
+#: across trials that sample those weights (a sweep's losses may span 107 to -54).
+RECONSTRUCTION = ("train/rec", "train/recon")
+
+
+def reconstruction_metric(df: pd.DataFrame) -> str | None:
+    """The table's reconstruction column (see `RECONSTRUCTION`) with a finite value, or None."""
+    for col in RECONSTRUCTION:
+        if col in df.columns and np.isfinite(pd.to_numeric(df[col], errors="coerce")).any():
+            return col
+    return None
+
+
+def pareto_metrics(df: pd.DataFrame, primary: Sequence[str]) -> list[str]:
+    """The two objectives of the report's Pareto front: disentanglement against reconstruction.
+
+    The first two ranking metrics when there are two (other than `train/loss`), else the first
+    ranking metric against the reconstruction term (`reconstruction_metric`); [] when no pair
+    can be made. `train/loss` is never an objective: it is not comparable across trials.
+    """
+    named = [m for m in primary if m != "train/loss"]
+    if len(named) >= 2:
+        return list(named[:2])
+    rec = reconstruction_metric(df)
+    if named and rec and named[0] != rec:
+        return [named[0], rec]
+    return []
 
 
 def default_metrics(df: pd.DataFrame) -> list[str]:

@@ -5,7 +5,9 @@
                               importance, metric agreement, plots, best trials' images
     ranked.csv, ranked.md     the full ranked table
     ablation_<param>.{md,tex,csv}
-    importance.csv, metric_correlation.csv
+    importance.csv            per metric and parameter: the share, the bootstrap mean and
+                              95% interval, the trials (left out below 10 trials)
+    metric_correlation.csv    per pair of metrics: Spearman rho, n, 95% interval, shown
     best_config.yaml          the best trial's complete run config (see analysis.export)
     plots/*.png
 The HTML page embeds its images (base64), so it can be mailed or archived alone.
@@ -24,10 +26,16 @@ from pathlib import Path
 import pandas as pd
 
 from analysis import _format as fmt
-from analysis.ablation import ablation_table, write_ablation
+from analysis.ablation import BINS, ablation_table, continuous_params, write_ablation
 from analysis.errors import AnalysisError
 from analysis.export import ModelFields, export_best
-from analysis.importance import default_report_metrics, importance, metric_correlation
+from analysis.importance import (
+    MIN_IMPORTANCE_TRIALS,
+    default_report_metrics,
+    importance_intervals,
+    importance_matrix,
+    metric_agreement,
+)
 from analysis.plots import (
     plot_best_images,
     plot_correlation,
@@ -36,9 +44,11 @@ from analysis.plots import (
     plot_pareto,
 )
 from analysis.rank import (
+    RECONSTRUCTION,
     default_metrics,
     excluded_line,
     floor_csv_rows,
+    pareto_metrics,
     rank,
     ranked_markdown,
     ranked_notes,
@@ -57,7 +67,7 @@ from analysis.sweep import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["write_report"]
+__all__ = ["report_metrics", "write_report"]
 
 MAX_ABLATION_LEVELS = 12
 MAX_TABLE_METRICS = 4
@@ -122,6 +132,7 @@ class _Sweep:
     metrics: list[str]  # the metrics for plots, importance and agreement
     ranked: pd.DataFrame
     params: list[str]  # the searched parameters
+    importance: pd.DataFrame | None = None  # from the caller (Optuna's evaluators), or None
 
     @property
     def plots(self) -> Path:
@@ -136,6 +147,7 @@ def write_report(
     top: int = 3,
     max_rows: int = 25,
     model_fields: ModelFields | None = None,
+    importance: pd.DataFrame | None = None,
 ) -> Path:
     """Write the sweep report into `<folder>/report/`.
 
@@ -143,10 +155,13 @@ def write_report(
         folder: the sweep folder.
         by: the ranking metric(s) (default: the sweep's objective, else MIG, ...).
         metrics: the metrics for plots, importance and agreement (default: every `eval/*`
-            metric with values, plus `train/recon` or `train/loss`).
+            metric with values, plus the reconstruction term `train/rec`).
         top: how many best configurations get their images shown.
         max_rows: rows of the ranked table shown in the page (ranked.csv has all).
         model_fields: for `best_config.yaml`, as for `analysis.export.best_config`.
+        importance: a table from `analysis.importance.bootstrap_importance` (the `mipet-tune`
+            commands pass Optuna's fANOVA, `tune.sweep.importance.sweep_importance`); default:
+            `importance_intervals`, the random-forest fallback, on `metrics`.
     Returns:
         The path of `report/index.md` (`index.html` lies beside it).
     Raises:
@@ -156,6 +171,7 @@ def write_report(
             left out with a note instead.
     """
     sweep = _read(folder, by, metrics)
+    sweep.importance = importance
     try:  # the write boundary: a read-only or clogged folder is one line, naming the path
         sweep.plots.mkdir(parents=True, exist_ok=True)
         doc = _Doc(sweep.out)
@@ -178,17 +194,25 @@ def write_report(
     return index
 
 
+def report_metrics(
+    df: pd.DataFrame, by: str | Sequence[str] | None = None, metrics: Sequence[str] | None = None
+) -> tuple[list[str], list[str]]:
+    """(the ranking metrics, the metrics of the plots, importance and agreement) of a report."""
+    primary = resolve_metrics(df, by) if by else default_metrics(df)
+    report = resolve_metrics(df, metrics) if metrics else default_report_metrics(df)
+    for m in primary:
+        if m not in report:
+            report.insert(0, m)
+    return primary, report
+
+
 def _read(folder: str | Path, by: str | Sequence[str] | None,
           metrics: Sequence[str] | None) -> _Sweep:
     df = load_sweep(folder)
     root = Path(df.attrs["sweep_folder"])
-    primary = resolve_metrics(df, by) if by else default_metrics(df)
-    report_metrics = resolve_metrics(df, metrics) if metrics else default_report_metrics(df)
-    for m in primary:
-        if m not in report_metrics:
-            report_metrics.insert(0, m)
+    primary, report = report_metrics(df, by, metrics)
     ranked = rank(df, primary)  # raises when nothing finished
-    return _Sweep(df, root, root / "report", primary, report_metrics, ranked, searched_params(df))
+    return _Sweep(df, root, root / "report", primary, report, ranked, searched_params(df))
 
 
 def _summary(doc: _Doc, sweep: _Sweep, name: str) -> None:
@@ -246,14 +270,9 @@ def _best_config(doc: _Doc, sweep: _Sweep, model_fields: ModelFields | None) -> 
 
 
 def _pareto(doc: _Doc, sweep: _Sweep) -> None:
-    """Disentanglement against reconstruction (or the first two ranking metrics)."""
-    df, primary = sweep.df, sweep.primary
-    loss = next((c for c in ("train/recon", "train/loss") if c in df.columns), None)
-    pair = (
-        list(primary[:2])
-        if len(primary) >= 2
-        else ([primary[0], loss] if loss and primary[0] != loss else [])
-    )
+    """Disentanglement against the reconstruction term (or the first two ranking metrics)."""
+    df = sweep.df
+    pair = pareto_metrics(df, sweep.primary)
     if not pair:
         return
     doc.heading("Pareto front")
@@ -263,7 +282,10 @@ def _pareto(doc: _Doc, sweep: _Sweep) -> None:
         front = both[both["pareto_front"] == 1]
         doc.para(
             f"{len(front)} of {len(both)} configurations are not beaten on both "
-            f"{pair[0]} and {pair[1]}."
+            f"{pair[0]} and {pair[1]} (seed means)."
+            + (" The second objective is the reconstruction term, not the total loss: that "
+               "weighs its other terms by beta, so it does not compare across trials."
+               if pair[1] in RECONSTRUCTION else "")
         )
         doc.table(*_front_rows(front, pair))
         doc.image(path, "Pareto front")
@@ -281,8 +303,9 @@ def _ablations(doc: _Doc, sweep: _Sweep) -> None:
         doc.heading("Ablation tables")
         doc.para(
             "Cells: mean ± std (number of trials) over every finished trial with that "
-            "setting; the best of each column in bold. LaTeX (booktabs) and CSV versions "
-            "lie beside this page."
+            f"setting; the best of each column in bold. A continuous parameter is split into "
+            f"up to {BINS} quantile bins, labelled by their range. LaTeX (booktabs) and CSV "
+            "versions lie beside this page."
         )
     for rows_ in ablations:
         stem = "ablation_" + "_".join(param_label(p).replace("/", "-") for p in rows_)
@@ -310,39 +333,114 @@ def _ablations(doc: _Doc, sweep: _Sweep) -> None:
 def _importance(doc: _Doc, sweep: _Sweep) -> None:
     doc.heading("Hyperparameter importance")
     try:
-        imp = importance(sweep.df, sweep.metrics)
-        imp.to_csv(sweep.out / "importance.csv")
-        doc.para(
-            "Share of a random forest's impurity decrease per parameter, fitted to each "
-            "metric over the finished trials (seeds as samples)."
-        )
-        doc.table(
-            ["parameter", *[metric_label(m) for m in imp.columns]],
-            [[p, *[fmt.num(v, 2) for v in imp.loc[p]]] for p in imp.index],
-            ["l"] + ["r"] * len(imp.columns),
-        )
-        doc.image(plot_importance(imp, sweep.plots / "importance.png"), "importance")
+        imp = sweep.importance
+        if imp is None:
+            imp = importance_intervals(sweep.df, sweep.metrics)
     except AnalysisError as exc:
         doc.para(f"(No importance: {exc}.)")
+        return
+    method = imp.attrs.get("method", "forest")
+    minimum = imp.attrs.get("min_trials", MIN_IMPORTANCE_TRIALS)
+    early = imp.attrs.get("too_early", {})
+    if imp.empty and not early:
+        doc.para("(No importance: no metric varies across the finished trials.)")
+        return
+    if imp.empty:
+        counts = sorted(set(early.values()))
+        doc.para(
+            f"Too early for importance: it needs at least {minimum} finished trials with a "
+            f"value of the metric, and this sweep has {fmt.value(max(counts))}. Below that the "
+            "shares (which always sum to 1) name a winner whatever the data; none is shown."
+        )
+        return
+    imp.to_csv(sweep.out / "importance.csv", index=False)
+    how = {
+        "fanova": "Optuna's fANOVA (FanovaImportanceEvaluator)",
+        "ped_anova": "Optuna's PED-ANOVA (PedAnovaImportanceEvaluator)",
+    }.get(method, "a random forest's impurity decrease (the fallback without Optuna)")
+    doc.para(
+        f"Share of each parameter by {how}, per metric over the finished trials (seeds as "
+        f"samples); in brackets the 95% percentile interval of {imp.attrs.get('n_boot')} "
+        "bootstrap resamples of the trials. Shares sum to 1 per metric, so compare a share "
+        "with its interval, not with zero alone."
+    )
+    wide = importance_matrix(imp)
+    lows, highs = importance_matrix(imp, "low"), importance_matrix(imp, "high")
+    doc.table(
+        ["parameter", *[metric_label(m) for m in wide.columns]],
+        [
+            [p, *[_interval(wide.loc[p, m], lows.loc[p, m], highs.loc[p, m])
+                  for m in wide.columns]]
+            for p in wide.index
+        ],
+        ["l"] + ["r"] * len(wide.columns),
+    )
+    notes = [f"{metric_label(m)} ({n} trials)" for m, n in early.items()]
+    if notes:
+        doc.para(f"Too early (fewer than {minimum} trials): " + ", ".join(notes) + ".")
+    constant = imp.attrs.get("constant") or []
+    if constant:
+        doc.para("Left out, the same in every trial: "
+                 + ", ".join(metric_label(m) for m in constant) + ".")
+    left = imp.attrs.get("left_out") or {}
+    if left:
+        doc.para("Left out: " + "; ".join(f"{p} ({why})" for p, why in left.items()) + ".")
+    doc.image(plot_importance(imp, sweep.plots / "importance.png"), "importance")
+
+
+def _interval(value: float, low: float, high: float) -> str:
+    """A share and its interval, two decimals (shares lie in [0, 1])."""
+    if any(pd.isna(v) for v in (value, low, high)):
+        return fmt.DASH
+    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
 
 
 def _agreement(doc: _Doc, sweep: _Sweep) -> None:
     doc.heading("Agreement between metrics")
     try:
-        corr = metric_correlation(sweep.df, sweep.metrics)
-        corr.to_csv(sweep.out / "metric_correlation.csv")
-        doc.para(
-            f"Spearman rank correlation over {corr.attrs['n_points']} configurations (seed "
-            "means); lower-is-better metrics negated, so +1 means the two metrics order "
-            "the configurations alike."
-        )
-        doc.image(plot_correlation(corr, sweep.plots / "metric_correlation.png"), "correlation")
+        pairs = metric_agreement(sweep.df, sweep.metrics)
     except AnalysisError as exc:
         doc.para(f"(No correlation: {exc}.)")
+        return
+    minimum = pairs.attrs["min_points"]
+    n_points = pairs.attrs["n_points"]
+    if not pairs["shown"].any():
+        doc.para(
+            f"Too early for the agreement between metrics: a rank correlation needs at least "
+            f"{minimum} configurations with both values, and this sweep has {n_points}. "
+            "Below that its 95% interval spans almost every value from -1 to 1."
+        )
+        return
+    pairs.to_csv(sweep.out / "metric_correlation.csv", index=False)
+    doc.para(
+        f"Spearman rank correlation over up to {n_points} configurations (seed means), with "
+        "the number of configurations n and a 95% interval (Fisher z); lower-is-better "
+        "metrics negated, so +1 means the two metrics order the configurations alike. Pairs "
+        f"with fewer than {minimum} configurations are left blank."
+    )
+    shown = pairs[pairs["shown"]]
+    doc.table(
+        ["metric", "metric", "rho", "95% interval", "n"],
+        [
+            [metric_label(r["a"]), metric_label(r["b"]), fmt.num(r["rho"], 2),
+             f"[{fmt.num(r['low'], 2)}, {fmt.num(r['high'], 2)}]", str(int(r["n"]))]
+            for _, r in shown.iterrows()
+        ],
+        ["l", "l", "r", "r", "r"],
+    )
+    doc.image(plot_correlation(pairs, sweep.plots / "metric_correlation.png"), "correlation")
 
 
 def _metrics_vs_params(doc: _Doc, sweep: _Sweep) -> None:
     doc.heading("Metrics against the searched parameters")
+    n_used = int(sweep.ranked.attrs.get("n_used", 0))
+    if n_used < MIN_IMPORTANCE_TRIALS:
+        doc.para(
+            f"Too early for metric-against-parameter panels: {n_used} finished trials, fewer "
+            f"than {MIN_IMPORTANCE_TRIALS}; a line through so few points reads as a trend it "
+            "is not. Each configuration's values are in the ranking above and in ranked.csv."
+        )
+        return
     for m in sweep.metrics:
         try:
             png = sweep.plots / f"vs_params_{metric_label(m).replace('/', '-')}.png"
@@ -440,11 +538,13 @@ def _front_rows(
 
 
 def _ablation_specs(df: pd.DataFrame, params: Sequence[str]) -> list[list[str]]:
-    """One table per searched parameter with few values, plus model x num_ipe if both vary."""
+    """One table per searched parameter with few values or a continuous range (binned), plus
+    model x num_ipe if both vary."""
     specs = []
+    binned = set(continuous_params(df, params, bins=BINS))
     for p in params:
         levels = {_hashable(v) for v in df[p]}
-        if len(levels) <= MAX_ABLATION_LEVELS:
+        if p in binned or len(levels) <= MAX_ABLATION_LEVELS:
             specs.append([p])
     names = [c for c in ("config/model/name",) if c in params]
     k = [c for c in params if c.rsplit("/", 1)[-1] in ("num_ipe", "n_ipe")]

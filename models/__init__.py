@@ -1,4 +1,4 @@
-"""The PyTorch MIPET VAEs, their baselines and ablations (spec/mipet.md).
+"""The PyTorch MIPET VAEs, their baselines and ablations (docs/paper_code.md).
 
 Example:
     >>> import torch, models

@@ -1,4 +1,4 @@
-"""The K IPE maps and their EF conversion, batched over K (spec/mipet.md section 2).
+"""The K IPE maps and their EF conversion, batched over K (docs/paper_code.md).
 
 All K maps live in stacked parameters with a leading K axis, so one forward runs one batched
 matrix exponential and a few batched matmuls whatever K is (the paper code loops over K modules).

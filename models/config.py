@@ -1,8 +1,8 @@
 """`ModelConfig`: the one frozen description of a model.
 
-Defaults are the paper's published run (GIST-IRR/MIPET-VAEs run.sh; spec/mipet.md sections 3.2 and
-2.5): latent size 10, K = 3 IPE maps (1 for the commutative model), alpha = beta = gamma = 1,
-hy_rec 0.1, hy_hes 40, hy_commute 20, forward_eq_prob 0.2, every behaviour of the paper code kept.
+Defaults are the paper's published run (GIST-IRR/MIPET-VAEs run.sh; docs/paper_code.md):
+latent size 10, K = 3 IPE maps (1 for the commutative model), alpha = beta = gamma = 1, hy_rec
+0.1, hy_hes 40, hy_commute 20, forward_eq_prob 0.2, every behaviour of the paper code kept.
 """
 
 from __future__ import annotations

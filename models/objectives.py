@@ -1,4 +1,4 @@
-"""Loss terms as small composable objectives (spec/mipet.md section 2.5).
+"""Loss terms as small composable objectives (per-model losses as the paper code reduces them).
 
 A model is its networks plus a list of objectives. Each objective reads a `LossInputs` record and
 returns named scalar terms; its `weights` say which terms enter the optimised loss and with what

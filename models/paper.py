@@ -1,4 +1,4 @@
-"""Parity with the paper code: optimizer groups and checkpoints (spec/mipet.md sections 3.3, 9)."""
+"""Parity with the paper code: optimizer groups and checkpoints (docs/paper_code.md)."""
 
 from __future__ import annotations
 
@@ -106,9 +106,10 @@ def _is_dead_paper_key(model: nn.Module, pkey: str) -> bool:
 def load_paper_state_dict(model: nn.Module, state_dict: Mapping[str, Tensor]) -> None:
     """Load a checkpoint of the paper code (GIST-IRR/MIPET-VAEs `model.pt`) into `model`.
 
-    Key names and layouts: spec/mipet.md section 9. The model must have the same architecture
-    (dataset channels, dense_dim, latent_dim, K). With keep_dead_params=False the paper's dead
-    parameters (EF nu / post_carrier, the Lie encoder's unused heads) are skipped.
+    Key names follow the paper code's modules (`to_paper_state_dict` writes the same layout).
+    The model must have the same architecture (dataset channels, dense_dim, latent_dim, K).
+    With keep_dead_params=False the paper's dead parameters (EF nu / post_carrier, the Lie
+    encoder's unused heads) are skipped.
 
     Raises:
         ConfigError: on a missing or unexpected key, or a shape that does not match.

@@ -78,7 +78,7 @@ def test_an_ablation_grid_runs_and_writes_its_table(ray_session, tmp_path: Path)
     floor = load_floor(folder)  # the untrained models, three seeds each, as the trials evaluate
     assert sorted(set(floor["config/model/name"])) == ["beta_vae", "mipet_vae"]
     assert len(floor) == 6 and floor["eval/mig"].between(0, 1).all()
-    from tune.cli.analyze import ablation_text
+    from tune.sweep.results import ablation_text
 
     text = ablation_text(folder, rows=["model/name"], metrics=["eval/mig"])
     assert "beta_vae" in text and "mipet_vae" in text and "(2)" in text

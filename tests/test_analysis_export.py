@@ -161,7 +161,7 @@ def _unread_in(path, cfg) -> set[str]:
 def test_the_exported_file_reloads_as_the_trials_config(tmp_path, model: dict) -> None:
     """Through the CLI's export (tune hands analysis `models.used_fields`): the file holds no
     field the model does not read, and reading it gives the trial's RunConfig back."""
-    from tune.cli.analyze import export
+    from tune.sweep.results import export
     from tune.config.run import RunConfig
 
     cfg = _one_trial_sweep(tmp_path, model)
@@ -174,7 +174,7 @@ def test_the_exported_file_reloads_as_the_trials_config(tmp_path, model: dict) -
 
 def test_the_report_writes_the_same_trimmed_file(tmp_path) -> None:
     """`mipet-tune report` rewrites report/best_config.yaml; it too leaves out unread fields."""
-    from tune.cli.analyze import report
+    from tune.sweep.results import report
 
     cfg = _one_trial_sweep(tmp_path, {"name": "betatcvae", "beta": 6.0})
     index = report(tmp_path)

@@ -150,6 +150,13 @@ def test_write_report(sweep: Path) -> None:
         "ablation_model-beta.csv",
     ):
         assert (out / name).stat().st_size > 0, name
+    imp = pd.read_csv(out / "importance.csv")  # without Optuna: the forest, with intervals
+    assert "the fallback without Optuna" in md and len(imp) == 3 * 4  # metrics x parameters
+    assert (imp["low"] <= imp["high"]).all() and (imp["n_boot"] == 100).all()
+    recon = imp[imp["metric"] == "train/recon"].set_index("parameter")
+    assert recon["importance"].idxmax() == "model/beta" and recon.loc["model/beta", "low"] > 0.5
+    pairs = pd.read_csv(out / "metric_correlation.csv")
+    assert pairs["n"].tolist() == [18, 18, 18] and pairs["shown"].all()
     ranked = pd.read_csv(out / "ranked.csv")
     configs = ranked[ranked["config_id"] != "noise floor"]
     assert len(configs) == 18 and ranked.loc[0, "eval/mig/mean"] == pytest.approx(0.418)
@@ -173,6 +180,8 @@ def test_report_of_a_single_configuration(tmp_path: Path) -> None:
     index = write_report(write_sweep(one, tmp_path / "one"), metrics=["mig", "recon"])
     md = index.read_text()
     assert "(No importance: no searched parameters" in md
-    assert "(No correlation: a rank correlation needs 3 or more configs" in md
+    assert "Too early for the agreement between metrics: a rank correlation needs at least 10 " \
+        "configurations with both values, and this sweep has 1." in md
+    assert "metric_correlation.png" not in md
     assert "![Pareto front](plots/pareto.png)" in md
     assert (index.parent / "best_config.yaml").is_file()

@@ -215,6 +215,8 @@ def test_cli_bad_yaml_and_impossible_resources(ray_session, tmp_path, capsys) ->
     assert main(["sweep", "--config", str(good), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "gpu" in err[0].lower()
+    # Nothing of the sweep that never started is left (no folder holding only sweep.yaml).
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
 
 
 def test_the_quick_start_commands_in_a_fresh_interpreter(tmp_path: Path) -> None:

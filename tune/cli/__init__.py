@@ -1,4 +1,4 @@
-"""The `mipet-tune` command line (`tune.cli.commands`) and its side of the analysis
-(`tune.cli.analyze`). It may import every layer, but only inside the commands."""
+"""The `mipet-tune` command line (`tune.cli.commands`). It may import every layer, but only
+inside the commands, so `mipet-tune --help` stays instant."""
 
 from tune.cli.commands import main  # noqa: F401

@@ -14,26 +14,42 @@ log = logging.getLogger("mipet_tune")
 
 # ---- commands ------------------------------------------------------------------------------
 def cmd_sweep(args: argparse.Namespace) -> int:
+    """Exit 0 when the sweep ran to its end, 128 + the signal (130 SIGINT, 143 SIGTERM) when a
+    signal stopped it (resume it with --resume), 2 on bad input or a folder that is not a sweep
+    or that another driver holds."""
     from tune.config.sweep import SweepSpec
     from tune.sweep.driver import run_sweep
+    from tune.sweep.interrupts import SweepInterrupted
 
-    if args.resume:
-        if args.preset or args.config:
-            raise _usage("--resume continues a sweep as it was saved; drop --preset/--config")
-        if args.dry_run:
-            raise _usage("--dry-run estimates a new sweep: give --preset NAME or --config FILE")
-        result = run_sweep(resume=args.resume, address=args.address, verbose=_ray_verbosity(args))
-    else:
-        if not (args.preset or args.config):
-            raise _usage("give --preset NAME or --config FILE (or --resume DIR)")
-        spec = SweepSpec.load(preset=args.preset, config=_config_file(args.config, "sweep"),
-                              overrides=args.set, name=args.name, storage=args.out)
-        if args.dry_run:
-            from tune.sweep.estimate import sweep_dry_run_text
+    try:
+        if args.resume:
+            if args.preset or args.config:
+                raise _usage("--resume continues a sweep as it was saved; drop --preset/--config")
+            if args.dry_run:
+                raise _usage("--dry-run estimates a new sweep: give --preset NAME or "
+                             "--config FILE")
+            result = run_sweep(resume=args.resume, address=args.address,
+                               verbose=_ray_verbosity(args))
+        else:
+            if not (args.preset or args.config):
+                raise _usage("give --preset NAME or --config FILE (or --resume DIR)")
+            spec = SweepSpec.load(preset=args.preset, config=_config_file(args.config, "sweep"),
+                                  overrides=args.set, name=args.name, storage=args.out)
+            if args.dry_run:
+                from tune.sweep.estimate import sweep_dry_run_text
 
-            print(sweep_dry_run_text(spec, args.throughput))
-            return 0
-        result = run_sweep(spec, address=args.address, verbose=_ray_verbosity(args))
+                print(sweep_dry_run_text(spec, args.throughput))
+                return 0
+            result = run_sweep(spec, address=args.address, verbose=_ray_verbosity(args))
+    except SweepInterrupted as exc:
+        print(f"mipet-tune sweep: interrupted by {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    if result.interrupted is not None:
+        print(f"interrupted: {result.finished} of {result.planned} trials finished; "
+              f"no best config exported")
+        print(f"\nsweep folder: {result.folder}")
+        print(f"continue it:  mipet-tune sweep --resume {result.folder}")
+        return 128 + result.interrupted
     print(result.ranked_text)
     print(f"\nsweep folder: {result.folder}")
     if result.best_config is not None:
@@ -60,8 +76,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
-    from tune.cli.analyze import rank_text
     from tune.cli.udr import ensure_all_to_all
+    from tune.sweep.results import rank_text
 
     ensure_all_to_all(args.sweep, args.by)  # `--by udr_a2a` on a table without it
     print(rank_text(Path(args.sweep), by=args.by, top=args.top))
@@ -69,7 +85,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from tune.cli.analyze import export
+    from tune.sweep.results import export
 
     path = export(Path(args.sweep), to=args.to, by=args.by)
     print(path)
@@ -77,7 +93,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from tune.cli.analyze import report
+    from tune.sweep.results import report
 
     print(report(Path(args.sweep)))
     return 0

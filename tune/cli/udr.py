@@ -1,6 +1,6 @@
 """`mipet-tune udr SWEEP [--protocol fast|dlib]`: the all-to-all UDR of a finished sweep, added to
 its trials.parquet as `eval/udr_a2a` (registered by tune.cli; `rank --by udr_a2a` computes it
-when the table has no such column yet)."""
+when a finished row of the table lacks it)."""
 
 from __future__ import annotations
 
@@ -32,16 +32,19 @@ def udr_command(args: argparse.Namespace) -> int:
 
 
 def ensure_all_to_all(folder: str | Path, by: Sequence[str] | None) -> None:
-    """Compute the all-to-all UDR before a ranking by `udr_a2a` when the table lacks it."""
+    """Compute the all-to-all UDR before a ranking by `udr_a2a` when a finished row lacks it."""
     if not by or not any(b in ("udr_a2a", "eval/udr_a2a") for b in by):
         return
     import pandas as pd
 
+    from analysis.trials import FINISHED
+    from tune.sweep.folder import TRIALS_FILE
     from tune.sweep.udr import A2A_COLUMN, write_all_to_all
 
-    path = Path(folder).expanduser() / "trials.parquet"
+    path = Path(folder).expanduser() / TRIALS_FILE
     if path.is_file():
-        column = pd.read_parquet(path).get(A2A_COLUMN)
-        if column is not None and column.notna().any():
+        table = pd.read_parquet(path)
+        done = table[table["status"] == FINISHED]
+        if A2A_COLUMN in table and done[A2A_COLUMN].notna().all():
             return
     write_all_to_all(Path(folder).expanduser())

@@ -6,6 +6,8 @@
 - `tune.sweep.study`, `.journal`, `.reconcile`: where the study lives (and the refusal of a
   damaged journal), its append-only journal for optuna-dashboard, its reconciliation with
   Tune's trials after `fit()` (these three import no Ray).
+- `tune.sweep.folder`: the sweep-folder marker and the one-driver-per-folder lock.
+- `tune.sweep.callbacks`: the Tune Callback that writes a trial's rows as it ends.
 - `tune.sweep.ablate`: ablation grids run through Ray without a searcher.
 - `tune.sweep.connect`, `.resources`, `.storage`, `.nodes`: joining a cluster, checking resource
   requests, resolving the storage, preparing the data on every node.

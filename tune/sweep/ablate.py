@@ -41,7 +41,7 @@ import yaml
 from models.errors import ConfigError
 from models.strict import from_dict, nearest
 from tune.config.run import RunConfig, apply_overrides, known_paths, read_yaml, set_path
-from tune.config.sweep import ResourcesSpec, _NAME_OK
+from tune.config.sweep import _NAME_OK, ResourcesSpec
 from tune.sweep.floor import write_floor
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class AblationSpec:
         for variant in self.variants or ({},):
             for combo in combos:
                 flat = dict(variant)
-                flat.update(dict(zip(keys, combo)))
+                flat.update(dict(zip(keys, combo, strict=True)))
                 d = apply_overrides(dict(self.base), [])
                 for path, value in flat.items():
                     set_path(d, path, value)
@@ -157,7 +157,7 @@ def ablate(*, sweep: str | None = None, config: str | None = None,
         if saved.get("table") == "paper":  # an ablation run whose file asked for the paper's
             return paper_table_text(folder, tuple(saved.get("metrics") or ()), fmt)
         rows = columns = metrics = None  # type: ignore[assignment]
-    from tune.cli.analyze import ablation_text
+    from tune.sweep.results import ablation_text
 
     return ablation_text(folder, rows=rows, columns=columns, metrics=metrics, fmt=fmt)
 
@@ -165,7 +165,7 @@ def ablate(*, sweep: str | None = None, config: str | None = None,
 def _saved_ablation(folder: Path) -> dict[str, Any]:
     """The ablation spec a run saved in its folder's sweep.yaml, or {} (a search sweep, an old
     run, or no readable file: the plain ablation table is made then)."""
-    path = folder / "sweep.yaml"  # tune.sweep.driver.SPEC_FILE, which run_ablation writes
+    path = folder / "sweep.yaml"  # tune.sweep.folder.SPEC_FILE, which run_ablation writes
     if not path.is_file():
         return {}
     try:
@@ -186,16 +186,16 @@ def paper_table_text(folder: Path, metrics: tuple[str, ...], fmt: str) -> str:
 
 def run_ablation(spec: AblationSpec, *, address: str | None = None, verbose: int = 1) -> Path:
     """Run every cell of the grid as a Ray trial (no searcher); returns the folder."""
-    from tune.sweep.driver import (
-        RAY_DIR, SPEC_FILE, ray_loggers, set_ray_env, trial_dirname, trials_table, write_trials,
-    )
+    from tune.sweep.driver import ray_loggers, set_ray_env, trial_dirname
+    from tune.sweep.folder import RAY_DIR, SPEC_FILE
+    from tune.sweep.table import trials_table, write_trials
 
     set_ray_env()
     configs = spec.configs()
-    from tune.sweep.resources import check_resources
-    from tune.sweep.storage import check_writable, resolve_storage
     from tune.sweep.connect import connect
     from tune.sweep.nodes import prepare_on_all_nodes
+    from tune.sweep.resources import check_resources
+    from tune.sweep.storage import check_writable, resolve_storage
 
     folder = Path(resolve_storage(spec.storage).removeprefix("file://")) / spec.name
     if (folder / RAY_DIR).exists() and any((folder / RAY_DIR).iterdir()):
@@ -216,24 +216,25 @@ def run_ablation(spec: AblationSpec, *, address: str | None = None, verbose: int
     for data in {(c.data.name, c.data.source, c.data.cache_dir) for c in configs}:
         checksums[data] = prepare_on_all_nodes(*data)
 
-    from ray import tune
+    from ray import tune as ray_tune
     from ray.tune.search import BasicVariantGenerator
 
     from tune.sweep.trainable import train_trial
 
     context = {"sweep_dir": str(folder), "seeds": 1, "objectives": list(spec.metrics)}
-    trainable = tune.with_resources(tune.with_parameters(train_trial, context=context),
-                                    {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+    trainable = ray_tune.with_resources(ray_tune.with_parameters(train_trial, context=context),
+                                        {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     points = [c.to_dict() for c in configs]
     searcher = BasicVariantGenerator(points_to_evaluate=points, max_concurrent=spec.max_concurrent)
-    tuner = tune.Tuner(
+    tuner = ray_tune.Tuner(
         trainable,
         param_space=points[0],  # the structure every point fills in (all have the same keys)
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=len(points),
-                                    reuse_actors=True, trial_dirname_creator=trial_dirname),
-        run_config=tune.RunConfig(name=RAY_DIR, storage_path=str(folder), verbose=verbose,
-                                  callbacks=ray_loggers(folder),
-                                  failure_config=tune.FailureConfig(max_failures=spec.max_failures)),
+        tune_config=ray_tune.TuneConfig(search_alg=searcher, num_samples=len(points),
+                                        reuse_actors=True, trial_dirname_creator=trial_dirname),
+        run_config=ray_tune.RunConfig(
+            name=RAY_DIR, storage_path=str(folder), verbose=verbose,
+            callbacks=ray_loggers(folder),
+            failure_config=ray_tune.FailureConfig(max_failures=spec.max_failures)),
     )
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):

@@ -124,9 +124,9 @@ def connect(
       the user set `RAY_AUTH_MODE`, it is set to "token" when a token is available
       (`RAY_AUTH_TOKEN`, `RAY_AUTH_TOKEN_PATH` or `~/.ray/auth_token`), as Ray itself does for
       "auto" only: a cluster started with `ray start` on Ray >= 2.59 checks a token, and a
-      plain `ray.init(address=...)` fails after 20 s without it (`shared/notes/ray-optuna.md`
-      section 5). A driver and a cluster that disagree on token auth connect fine but no actor
-      (no trial) can start, so a tiny actor is started as a probe; if it cannot start within
+      plain `ray.init(address=...)` fails after 20 s without it (measured with Ray 2.60). A
+      driver and a cluster that disagree on token auth connect fine but no actor (no trial) can
+      start, so a tiny actor is started as a probe; if it cannot start within
       `probe_timeout_s`, the error says to set `RAY_AUTH_MODE` to match the cluster.
     - Otherwise: start a new local instance (never attach to a `ray start` cluster by accident),
       without dashboard, without forwarding worker logs unless `verbose`.

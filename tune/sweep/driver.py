@@ -1,11 +1,13 @@
 """The sweep driver: a `SweepSpec` in, a sweep folder out.
 
     <storage>/<name>/
+      .mipet-sweep      the marker that makes it a sweep folder (its format version)
+      .mipet-sweep.lock while a driver runs: who holds the folder (see `tune.sweep.folder`)
       sweep.yaml        the resolved spec (with the search space)
       optuna.journal    the Optuna study (optuna-dashboard opens it); optuna_study.json names it
       ray/              Ray Tune's experiment folder (trial folders, checkpoints, TensorBoard)
       trials/<id>/      per-trial artifacts: TensorBoard scalars, reconstructions, traversals
-      trials.parquet    one row per trial and seed
+      trials.parquet    one row per trial and seed; merged as each trial ends, only gains rows
       report/           ranked tables, plots, best_config.yaml
 """
 
@@ -15,6 +17,8 @@ import contextlib
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -23,18 +27,33 @@ from typing import Any
 
 import yaml
 
-from models.errors import ConfigError
 from analysis.trials import flatten
-from tune.config.run import RunConfig, known_paths, read_yaml
+from models.errors import ConfigError
+from tune.config.run import RunConfig, known_paths
 from tune.config.sweep import SweepSpec
 from tune.sweep.floor import write_sweep_floor
+from tune.sweep.folder import (
+    MARKER_FILE,
+    RAY_DIR,
+    SPEC_FILE,
+    STATE_FILE,
+    SweepFolderError,
+    SweepLock,
+    check_sweep_folder,
+    is_sweep_folder,
+    write_marker,
+)
+from tune.sweep.interrupts import Interrupts
+from tune.sweep.resume import check_ray_state, resumed_spec, saved_statuses
+from tune.sweep.table import (
+    ACTIVE,
+    finished_count,
+    trials_table,
+    write_trials,
+)
 
 log = logging.getLogger(__name__)
 
-SPEC_FILE = "sweep.yaml"
-RAY_DIR = "ray"
-TRIALS_FILE = "trials.parquet"
-STATE_FILE = "sweep_state.json"
 
 # Set in the driver before Ray Tune is imported; trial workers started by this driver inherit them.
 _ENV_DEFAULTS = {
@@ -175,7 +194,7 @@ def _build_scheduler(spec: SweepSpec, base: RunConfig):
 
 
 def _trainable(spec: SweepSpec, folder: Path | str):
-    from ray import tune
+    from ray import tune as ray_tune
 
     from tune.sweep.trainable import train_trial
 
@@ -185,7 +204,8 @@ def _trainable(spec: SweepSpec, folder: Path | str):
         "objectives": list(spec.metric),
     }
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    return tune.with_resources(tune.with_parameters(train_trial, context=context), resources)
+    return ray_tune.with_resources(ray_tune.with_parameters(train_trial, context=context),
+                                   resources)
 
 
 def _check_objectives(spec: SweepSpec, base: RunConfig) -> None:
@@ -230,70 +250,135 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
     """Run (or, with `resume=folder`, continue) a sweep into its folder, write trials.parquet,
     and (with `analyse`) the ranked table, report and best config.
 
-    Bad input (spec, space, resources, storage) fails before any trial starts.
+    Bad input (spec, space, resources, storage) fails before any trial starts, and a sweep
+    that fails before its first trial leaves no folder behind (or, in a folder that existed,
+    nothing of what it wrote). One driver at a time holds a sweep folder (`SweepLock`).
+    SIGINT and SIGTERM stop the sweep gracefully: the result says `interrupted` (the signal),
+    running trials are recorded as INTERRUPTED, nothing is analysed, and `resume` continues.
+
+    Raises:
+        SweepFolderError: `resume` is not a sweep folder, another driver holds it, or Ray's
+            experiment state in it is damaged.
+        SweepInterrupted: a signal came before the trials started.
     """
     set_ray_env()
     if resume is not None:
         folder = Path(resume).expanduser().resolve()
-        spec = _resumed_spec(folder)
+        check_sweep_folder(folder)
+        spec = resumed_spec(folder)
     if spec is None:
         raise ConfigError("run_sweep needs a SweepSpec or resume=FOLDER")
     base, space = prepare(spec)
-    if resume is None:
-        folder = _new_sweep_folder(spec, base, space)
-    else:
-        from tune.sweep.storage import check_writable
-        from tune.sweep.study import check_study
+    with Interrupts() as interrupts, contextlib.ExitStack() as stack:
+        if resume is None:
+            folder, made = _new_sweep_folder(spec, base, space, stack)
+        else:
+            made = None
+            stack.enter_context(SweepLock(folder))
+            from tune.sweep.storage import check_writable
+            from tune.sweep.study import check_study
 
-        check_writable(folder)
-        check_study(folder)  # a damaged optuna.journal fails here, before Ray starts
-    checksum = _start_cluster(spec, base, folder, address)
-    grid = _fit(spec, base, space, folder, resumed=resume is not None, verbose=verbose)
-    _reconcile_study(spec, folder, grid)
-    write_trials(folder, trials_table(grid, data_checksum=checksum))
-    write_sweep_floor(folder, spec, base, space)  # the untrained models, for the ranking
-    text, best = (None, None)
-    if analyse:
-        from tune.cli.analyze import analyse_sweep
+            check_writable(folder)
+            check_study(folder)  # a damaged optuna.journal fails here, before Ray starts
+            check_ray_state(folder, spec)
+            if not (folder / MARKER_FILE).is_file():  # a sweep from before the marker
+                write_marker(folder, spec.name)
+        try:
+            checksum = _start_cluster(spec, base, folder, address)
+            interrupts.reinstall()
+        except BaseException:
+            if made is not None:
+                made.undo()
+            raise
+        ACTIVE.update(folder=folder, checksum=checksum)
+        try:
+            grid = _fit(spec, base, space, folder, resumed=resume is not None,
+                        verbose=verbose, interrupts=interrupts)
+        finally:
+            ACTIVE.clear()
+        if interrupts.signum is not None:
+            return _interrupted(spec, folder, grid, checksum, interrupts.signum)
+        _reconcile_study(spec, folder, grid)
+        write_trials(folder, trials_table(grid, data_checksum=checksum))
+        write_sweep_floor(folder, spec, base, space)  # the untrained models, for the ranking
+        text, best = (None, None)
+        if analyse:
+            from tune.sweep.results import analyse_sweep
 
-        text, best = analyse_sweep(folder, by=list(spec.metric))
-    return SweepResult(folder=folder, ranked_text=text, best_config=best)
+            text, best = analyse_sweep(folder, by=list(spec.metric))
+        finished = finished_count(folder)
+    return SweepResult(folder=folder, ranked_text=text, best_config=best, finished=finished,
+                       planned=spec.num_samples)
 
 
-def _resumed_spec(folder: Path) -> SweepSpec:
-    """The spec a sweep folder was started with, its search space as it was then."""
-    spec_path = folder / SPEC_FILE
-    if not spec_path.is_file():
-        raise ConfigError(f"{folder}: not a sweep folder (no {SPEC_FILE}); nothing to resume")
-    saved = read_yaml(spec_path)
-    resolved = saved.pop("resolved", None) or {}
-    if resolved.get("space"):  # the space as it was, even if its preset changed since
-        saved["space"] = resolved["space"]
-    return SweepSpec.from_dict(saved)
+def _interrupted(spec: SweepSpec, folder: Path, grid, checksum: str, signum: int) -> SweepResult:
+    """Record a sweep stopped by a signal: unfinished trials as INTERRUPTED, nothing final."""
+    statuses = saved_statuses(folder)
+    write_trials(folder, trials_table(grid, data_checksum=checksum, statuses=statuses))
+    finished = finished_count(folder)
+    log.warning("sweep %s interrupted by %s: %d of %d trials finished; continue with "
+                "`mipet-tune sweep --resume %s`", spec.name, signal.Signals(signum).name,
+                finished, spec.num_samples, folder)
+    return SweepResult(folder=folder, finished=finished, planned=spec.num_samples,
+                       interrupted=signum)
 
 
-def _new_sweep_folder(spec: SweepSpec, base: RunConfig, space) -> Path:
-    """Create a new sweep's folder (refusing one that holds a sweep) and write sweep.yaml."""
+@dataclass
+class _Made:
+    """What `_new_sweep_folder` created, so that a sweep failing before its first trial can
+    remove exactly that."""
+
+    folder: Path
+    created_folder: bool
+    files: list[Path]
+
+    def undo(self) -> None:
+        if self.created_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            return
+        for path in self.files:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def _new_sweep_folder(spec: SweepSpec, base: RunConfig, space,
+                      stack: contextlib.ExitStack) -> tuple[Path, _Made]:
+    """Create a new sweep's folder, lock it (refusing one another driver holds or that holds a
+    sweep already) and write the marker and sweep.yaml."""
     folder = sweep_folder(spec)
     if not isinstance(folder, Path):
         raise ConfigError(
             f"storage {spec.storage!r}: remote sweep folders are written by Ray; give a local or "
             "shared-filesystem folder for the sweep itself"
         )
-    ray_dir = folder / RAY_DIR
-    if ray_dir.exists() and any(ray_dir.iterdir()):
-        raise ConfigError(
-            f"{folder} already holds a sweep; continue it with `mipet-tune sweep --resume "
-            f"{folder}` or pick another --name"
-        )
     from tune.sweep.storage import check_writable
 
-    check_writable(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    resolved = spec.to_dict()
-    resolved["resolved"] = {"space": space.to_dict(), "base": base.to_dict()}
-    (folder / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
-    return folder
+    check_writable(folder.parent)
+    try:
+        folder.mkdir()  # atomic: whether this driver created the folder
+        created = True
+    except FileExistsError:
+        created = False
+    # Never undo anything before the lock is ours: another driver may have the folder.
+    stack.enter_context(SweepLock(folder))
+    made = _Made(folder, created_folder=created, files=[])
+    try:
+        ray_dir = folder / RAY_DIR
+        if is_sweep_folder(folder) or (ray_dir.exists() and any(ray_dir.iterdir())):
+            raise SweepFolderError(
+                f"{folder} already holds a sweep; continue it with `mipet-tune sweep --resume "
+                f"{folder}` or pick another --name"
+            )
+        check_writable(folder)
+        resolved = spec.to_dict()
+        resolved["resolved"] = {"space": space.to_dict(), "base": base.to_dict()}
+        made.files += [folder / SPEC_FILE, folder / MARKER_FILE, folder / STATE_FILE]
+        (folder / SPEC_FILE).write_text(yaml.safe_dump(resolved, sort_keys=False))
+        write_marker(folder, spec.name)
+    except BaseException:
+        made.undo()
+        raise
+    return folder, made
 
 
 def _start_cluster(spec: SweepSpec, base: RunConfig, folder: Path, address: str | None) -> str:
@@ -311,24 +396,53 @@ def _start_cluster(spec: SweepSpec, base: RunConfig, folder: Path, address: str 
 
 
 def _fit(spec: SweepSpec, base: RunConfig, space, folder: Path, *, resumed: bool,
-         verbose: int):
+         verbose: int, interrupts: Interrupts):
     """Run the trials (a new Tuner, or the restored one of a resumed sweep); the ResultGrid."""
-    from ray import tune
+    from ray import tune as ray_tune
 
     trainable = _trainable(spec, folder)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(sys.stderr):  # Ray's progress tables are logs, not results
-        if resumed and tune.Tuner.can_restore(str(folder / RAY_DIR)):
+        if resumed and ray_tune.Tuner.can_restore(str(folder / RAY_DIR)):
             from tune.sweep.searcher import make_study_storage, relocate_mirror
 
             relocate_mirror(make_study_storage(folder).path)  # the folder may have moved
-            tuner = tune.Tuner.restore(str(folder / RAY_DIR), trainable=trainable,
-                                       resume_unfinished=True, resume_errored=True)
+            tuner = ray_tune.Tuner.restore(str(folder / RAY_DIR), trainable=trainable,
+                                           resume_unfinished=True, resume_errored=True)
         else:
             tuner = _new_tuner(spec, base, space, folder, trainable, verbose)
-        grid = tuner.fit()
+        relocate = _new_trials_in(folder) if resumed else contextlib.nullcontext()
+        with interrupts.fitting(), relocate:
+            grid = tuner.fit()
     log.info("sweep %s: fit() took %.1f s", spec.name, time.perf_counter() - t0)
     return grid
+
+
+@contextlib.contextmanager
+def _new_trials_in(folder: Path):
+    """Make the trials a restored Tuner creates live in `folder`, even if the sweep folder was
+    moved or copied since it started. Ray 2.60 updates the restored trials' storage, but its
+    SearchGenerator restores the pickled Experiment, whose storage still names the old folder:
+    new trials (their checkpoints) went there, into someone else's sweep. Patched for the
+    duration of one `fit()` in this process."""
+    from ray.tune.search.search_generator import SearchGenerator
+
+    original = SearchGenerator.set_state
+
+    def set_state(self, state: dict) -> None:
+        original(self, state)
+        storage = getattr(self._experiment, "storage", None)
+        if storage is not None and not storage.custom_fs_provided:
+            if Path(storage.storage_fs_path) != folder:
+                log.info("the sweep folder moved from %s: new trials go to %s",
+                         storage.storage_fs_path, folder)
+                storage.storage_fs_path = Path(folder).as_posix()
+
+    SearchGenerator.set_state = set_state
+    try:
+        yield
+    finally:
+        SearchGenerator.set_state = original
 
 
 def _reconcile_study(spec: SweepSpec, folder: Path, grid) -> None:
@@ -345,19 +459,25 @@ def _reconcile_study(spec: SweepSpec, folder: Path, grid) -> None:
 
 @dataclass(frozen=True)
 class SweepResult:
-    """A finished (or resumed) sweep: its folder, the ranked table as text, the best config."""
+    """A finished, resumed or interrupted sweep: its folder, the ranked table as text and the
+    best config (None when interrupted), how many trials finished of those planned."""
 
     folder: Path
     ranked_text: str | None = None
     best_config: Path | None = None
+    finished: int = 0
+    planned: int = 0
+    interrupted: int | None = None  # the signal that stopped the sweep, or None
 
 
 def _new_tuner(spec, base, space, folder: Path, trainable, verbose: int):
-    from ray import tune
+    from ray import tune as ray_tune
+
+    from tune.sweep.callbacks import TrialsWriter
 
     searcher = _build_searcher(spec, space, folder)
     multi = len(spec.metric) > 1
-    tune_config = tune.TuneConfig(
+    tune_config = ray_tune.TuneConfig(
         search_alg=searcher,
         scheduler=_build_scheduler(spec, base),
         num_samples=spec.num_samples,
@@ -366,19 +486,19 @@ def _new_tuner(spec, base, space, folder: Path, trainable, verbose: int):
         trial_dirname_creator=trial_dirname,
         **({} if multi else {"metric": spec.metric[0], "mode": spec.mode[0]}),
     )
-    run_config = tune.RunConfig(
+    run_config = ray_tune.RunConfig(
         name=RAY_DIR,
         storage_path=str(folder),
-        failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
-        callbacks=ray_loggers(folder),
+        failure_config=ray_tune.FailureConfig(max_failures=spec.max_failures),
+        checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
+        callbacks=ray_loggers(folder) + [TrialsWriter()],  # rows written as trials end
         verbose=verbose,
     )
-    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+    return ray_tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 
 def _write_state(folder: Path, state: dict[str, Any]) -> None:
-    from tune.train.checkpoint import atomic_write
+    from analysis._files import atomic_write
 
     path = folder / STATE_FILE
     old = json.loads(path.read_text()) if path.is_file() else {}
@@ -386,45 +506,3 @@ def _write_state(folder: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda fh: fh.write(json.dumps(old, indent=1).encode()))
 
 
-# ---- the trials table ----------------------------------------------------------------------
-def trials_table(grid, *, data_checksum: str | None = None):
-    """One row per trial and seed from a ResultGrid, built by `analysis.trials.trial_rows` (the
-    builder that also rebuilds a killed sweep's table from `ray/`)."""
-    import pandas as pd
-
-    from analysis.trials import trial_rows
-
-    rows = []
-    for result in grid:
-        metrics = dict(result.metrics or {})
-        trial_dir = Path(result.path) if result.path else None
-        error = str(result.error) if result.error is not None else None
-        try:
-            resolved = RunConfig.from_dict(result.config).to_dict()
-        except Exception as exc:  # a config that never validated: keep the row, flagged
-            resolved = None
-            error = error or f"invalid config: {exc}"
-        rows += trial_rows(
-            trial_id=metrics.get("trial_id") or (
-                trial_dir.name.removeprefix("trial_") if trial_dir else None),
-            config=result.config or {},
-            reports=[metrics] if metrics else [],
-            error=error,
-            resolved=resolved,
-            over=True,
-            checkpoint_path=result.checkpoint.path if result.checkpoint is not None else None,
-            trial_dir=str(trial_dir) if trial_dir else None,
-            sweep_dir=trial_dir.parent.parent if trial_dir else None,
-            extra={"data_checksum": data_checksum},
-        )
-    df = pd.DataFrame(rows)
-    if not df.empty:
-        df = df.sort_values(["trial_id", "seed"], kind="stable").reset_index(drop=True)
-    return df
-
-
-def write_trials(folder: Path, df) -> Path:
-    """Write trials.parquet atomically (a crash never leaves half a table)."""
-    from tune.train.checkpoint import atomic_write
-
-    return atomic_write(folder / TRIALS_FILE, lambda fh: df.to_parquet(fh, index=False))

@@ -30,19 +30,19 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
             `objectives` (the metric keys the searcher optimises: a run without a finite value
             of one fails, so Optuna records a failure rather than a missing value).
     """
-    from ray import tune
+    from ray import tune as ray_tune
 
     from tune.config.run import RunConfig
     from tune.train.checkpoint import is_complete
     from tune.train.loop import META_FILE, run_training
 
     cfg = RunConfig.from_dict(config)  # bad keys fail here, before any work
-    trial = _Trial(cfg, context, trial_id=tune.get_context().get_trial_id() or "local",
+    trial = _Trial(cfg, context, trial_id=ray_tune.get_context().get_trial_id() or "local",
                    gpu_ids=_assigned_gpus())
     resume_dir: Path | None = None
     resume_index, resumed_step = 0, 0
     holder = None
-    checkpoint = tune.get_checkpoint()
+    checkpoint = ray_tune.get_checkpoint()
     if checkpoint is not None:
         holder = checkpoint.as_directory()
         folder = Path(holder.__enter__())
@@ -60,7 +60,7 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
 
     if resume_index >= trial.n_seeds:  # restarted after its last checkpoint: report it again
         trial.udr.score(trial.done)
-        tune.report({"step": cfg.train.steps, "total_step": trial.n_seeds * cfg.train.steps,
+        ray_tune.report({"step": cfg.train.steps, "total_step": trial.n_seeds * cfg.train.steps,
                      "config_id": trial.config_id,
                      **_seed_means(trial.done), "seed_results": json.dumps(trial.done)})
     try:
@@ -138,7 +138,7 @@ class _SeedRun:
                 "resumable": False, "step": step}
 
     def report(self, metrics: dict[str, Any], saved: Path | None) -> None:
-        from ray import tune
+        from ray import tune as ray_tune
 
         from models.errors import NonFiniteLossError
 
@@ -159,8 +159,8 @@ class _SeedRun:
             if missing:  # Optuna must see a failure, not a missing or NaN value
                 raise NonFiniteLossError(
                     f"objective {', '.join(missing)} is not finite for this run")
-        ckpt = tune.Checkpoint.from_directory(str(saved)) if saved is not None else None
-        tune.report(metrics, checkpoint=ckpt)
+        ckpt = ray_tune.Checkpoint.from_directory(str(saved)) if saved is not None else None
+        ray_tune.report(metrics, checkpoint=ckpt)
 
 
 def _final_numbers(result: Any) -> dict[str, Any]:

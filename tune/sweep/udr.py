@@ -13,7 +13,9 @@ it); the trial's value, what Optuna sees, is their mean (the mean of the seed ro
 All-to-all (`all_to_all`, `write_all_to_all`): every finished seed's `final_model.pt` of a sweep,
 encoded on one shared sample; each model's score is the median over all the other models of the
 sweep, not only its own seeds. It goes into trials.parquet as `eval/udr_a2a`, added by
-(trial_id, seed) to the table as it is on disk (no row is dropped or reordered).
+(trial_id, seed) to the table as it is on disk (no row is dropped or reordered), under the sweep
+folder's lock. A resumed sweep's new rows have none: compute it again (`rank --by udr_a2a`
+does when a finished row lacks it).
 
 The encoding lives here, not in `analysis`, because it needs torch and the models.
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from tune.config.run import UDR_DEFAULT, RunConfig
+from tune.sweep.folder import TRIALS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -244,24 +247,25 @@ def add_trial_columns(folder: str | Path, values) -> Path:
         values: a DataFrame with `trial_id`, `seed` and the new columns; a run it lacks gets NaN.
     Returns:
         The table's path. The table keeps every row, in its order, and every other column.
+    Raises:
+        SweepFolderError: a driver holds the sweep folder (it is running or resuming).
     """
     import pandas as pd
 
+    from tune.sweep.folder import SweepLock
     from tune.train.checkpoint import atomic_write
 
     folder = Path(folder)
-    table = _read_trials(folder)
-    new = [c for c in values.columns if c not in ("trial_id", "seed")]
-    key = pd.MultiIndex.from_arrays([table["trial_id"].astype(str),
-                                     pd.to_numeric(table["seed"], errors="coerce")])
-    by = values.set_index([values["trial_id"].astype(str),
-                           pd.to_numeric(values["seed"], errors="coerce")])
-    for col in new:
-        table[col] = by[col].reindex(key).to_numpy(dtype=float)
-    return atomic_write(folder / _TRIALS, lambda fh: table.to_parquet(fh, index=False))
-
-
-_TRIALS = "trials.parquet"
+    with SweepLock(folder):  # no driver merges rows into the table meanwhile
+        table = _read_trials(folder)
+        new = [c for c in values.columns if c not in ("trial_id", "seed")]
+        key = pd.MultiIndex.from_arrays([table["trial_id"].astype(str),
+                                         pd.to_numeric(table["seed"], errors="coerce")])
+        by = values.set_index([values["trial_id"].astype(str),
+                               pd.to_numeric(values["seed"], errors="coerce")])
+        for col in new:
+            table[col] = by[col].reindex(key).to_numpy(dtype=float)
+        return atomic_write(folder / TRIALS_FILE, lambda fh: table.to_parquet(fh, index=False))
 
 
 def _read_trials(folder: Path):
@@ -269,8 +273,8 @@ def _read_trials(folder: Path):
 
     from models.errors import ConfigError
 
-    path = folder / _TRIALS
+    path = folder / TRIALS_FILE
     if not path.is_file():
-        raise ConfigError(f"{folder}: no {_TRIALS} (not a sweep folder, or a sweep that never "
-                          "finished a trial)")
+        raise ConfigError(f"{folder}: no {TRIALS_FILE} (not a sweep folder, or a sweep that "
+                          "never finished a trial)")
     return pd.read_parquet(path)

@@ -1,5 +1,7 @@
-"""The CLI's side of the analysis: `analysis` computes, this module validates what it exports as
-a RunConfig (analysis picks the row; tune owns the config) and names the files it wrote.
+"""A finished sweep's results: `analysis` computes the ranking, the report and the best
+configuration; this module validates what it exports as a RunConfig (analysis picks the row;
+tune owns the config) and names the files it wrote. The driver calls `analyse_sweep` after
+`fit()`; `mipet-tune rank | export | report` call the rest. It imports no Ray.
 
 The exported `best_config.yaml` holds only the model fields its model reads: analysis knows no
 model, so this module hands it `models.used_fields` (torch-free) to ask."""
@@ -51,8 +53,11 @@ def export(folder: Path, *, to: str | Path | None = None, by: Sequence[str] | No
 
 def report(folder: Path, *, by: Sequence[str] | None = None) -> Path:
     from analysis import write_report
+    from tune.sweep.importance import report_importance  # Optuna's fANOVA, for the report
 
-    return write_report(_sweep(folder), by=by, model_fields=used_fields)
+    folder = _sweep(folder)
+    return write_report(folder, by=by, model_fields=used_fields,
+                        importance=report_importance(folder, by=by))
 
 
 def ablation_text(folder: Path, *, rows=None, columns=None, metrics=None, fmt: str = "md") -> str:
