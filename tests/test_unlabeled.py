@@ -218,6 +218,18 @@ def test_adding_columns_keeps_every_row(tmp_path: Path) -> None:
     assert out["eval/udr_a2a"][0] == 0.25 and out["eval/udr_a2a"][2] == 0.5
 
 
+def test_all_to_all_on_a_folder_without_models_is_one_line(tmp_path: Path, capsys) -> None:
+    from tune.cli.commands import main
+
+    assert main(["udr", str(tmp_path)]) == 2
+    assert "no trials.parquet" in capsys.readouterr().err
+    pd.DataFrame({"trial_id": ["a"], "seed": [0], "status": ["TERMINATED"], "failed": [False],
+                  "artifact_dir": [str(tmp_path)]}).to_parquet(tmp_path / "trials.parquet")
+    assert main(["rank", str(tmp_path), "--by", "udr_a2a"]) == 2
+    err = capsys.readouterr().err
+    assert "needs at least 2 finished models" in err and len(err.strip().splitlines()) == 1
+
+
 # ---- a sweep through the CLI --------------------------------------------------------------------
 def test_a_two_trial_sweep_on_own_images_ranked_by_udr(ray_session, pics: Path, tmp_path: Path,
                                                       capsys) -> None:

@@ -110,7 +110,8 @@ def evaluate_model(model, data, cfg: RunConfig, device: torch.device, *, protoco
             rows = np.asarray(rows).reshape(-1)
             return given(full.images_at(rows), labels_at(full, columns, rows))
 
-    if cfg.eval.cache and columns is None and data.factor_names:  # the cache keys on factors
+    has_factors = bool(getattr(data, "factor_names", True))  # the cache keys on factors
+    if cfg.eval.cache and columns is None and has_factors:
         return evaluate_encoder(data, encoder, metrics=names, seed=seed, protocol=protocol,
                                 sample=sample)
     noise = np.random.default_rng([seed, 1])
