@@ -84,6 +84,8 @@ def test_udr_needs_two_seeds_and_is_named_udr_or_udr_lasso(pics: Path) -> None:
     assert cfg.eval.metrics == ("udr_lasso",)
     with pytest.raises(ConfigError, match="one train run makes one model"):
         check_one_model(cfg)
+    # a sweep's best config: UDR dropped, the defaults of data without factors instead
+    assert check_one_model(cfg, exported=True).eval.metrics == ("unsupervised",)
     with pytest.raises(ConfigError, match="not during training"):
         RunConfig.from_dict(_run(pics, eval={"fast_metrics": ["udr_spearman"]}))
 

@@ -271,14 +271,24 @@ def config_changes(old: Mapping[str, Any], new: RunConfig, *,
     return out
 
 
-def check_one_model(cfg: RunConfig) -> None:
-    """Refuse a group metric (UDR) in a run that trains one model (`mipet-tune train`)."""
+def check_one_model(cfg: RunConfig, *, exported: bool = False) -> RunConfig:
+    """Refuse a group metric (UDR) in a run that trains one model (`mipet-tune train`); a
+    sweep's exported best config (`exported`) has its group metrics dropped instead (logged)."""
     group = [n for n in cfg.eval.metrics if n in GROUP_METRIC_KEYS]
+    if group and exported:
+        import logging
+
+        logging.getLogger(__name__).info(
+            "%s left out: one train run makes one model (its sweep scored the seeds together)",
+            ", ".join(group))
+        rest = tuple(n for n in cfg.eval.metrics if n not in GROUP_METRIC_KEYS)
+        return cfg.replace(eval=dataclasses.replace(cfg.eval, metrics=rest))
     if group:
         raise ConfigError(
             f"eval.metrics: {group[0]} compares models trained with different seeds, and one "
             "train run makes one model, which cannot form a group; drop it here (a sweep with "
             "seeds >= 2 reports it)")
+    return cfg
 
 
 def eval_without_factors(ev: EvalConfig, dataset: str) -> EvalConfig:
