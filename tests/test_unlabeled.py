@@ -194,6 +194,35 @@ def test_a_trials_seeds_form_a_group_and_train_on_own_images(pics: Path, tmp_pat
     assert TrialUDR(cfg, 1).names == []  # one seed: no group
 
 
+def test_the_trainable_reports_the_groups_udr_per_seed_and_as_the_objective(
+        pics: Path, tmp_path: Path, monkeypatch) -> None:
+    """`train_trial` outside Ray (its reports captured): the last report carries each seed's
+    own UDR in `seed_results` and their mean as the objective."""
+    import json
+
+    from conftest import tiny_train
+    from ray import tune as ray_tune
+
+    from tune.sweep.trainable import train_trial
+
+    reports: list[dict] = []
+    monkeypatch.setattr(ray_tune, "report", lambda m, checkpoint=None: reports.append(m))
+    monkeypatch.setattr(ray_tune, "get_checkpoint", lambda: None)
+    monkeypatch.setattr(ray_tune, "get_context",
+                        lambda: type("C", (), {"get_trial_id": lambda self: "t1"})())
+    config = RunConfig.from_dict(_run(pics, train=tiny_train(6, 3),
+                                      eval={"protocol": "fast"})).to_dict()
+    train_trial(config, context={"sweep_dir": str(tmp_path), "seeds": 2,
+                                 "objectives": ["eval/udr_lasso"]})
+    last = reports[-1]
+    rows = json.loads(last["seed_results"])
+    assert [r["seed"] for r in rows] == [0, 1]
+    scores = [r["eval/udr_lasso"] for r in rows]
+    assert last["eval/udr_lasso"] == pytest.approx(np.mean(scores))
+    assert all((tmp_path / "trials" / "t1" / f"seed_{s}" / "final_model.pt").is_file()
+               for s in (0, 1))
+
+
 def test_the_noise_floor_of_udr_is_the_untrained_models_udr(pics: Path) -> None:
     from tune.sweep.floor import floor_table
 
