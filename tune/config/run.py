@@ -308,8 +308,7 @@ def eval_without_factors(ev: EvalConfig, dataset: str) -> EvalConfig:
         if bad:
             raise ConfigError(
                 f"{where}: {', '.join(bad)} need{'s' * (len(bad) == 1)} ground-truth factors, "
-                f"which dataset "
-                f"{dataset!r} has none of; metrics that work here: "
+                f"which dataset {dataset!r} has none of; metrics that work here: "
                 f"{', '.join(works(protocol, where == 'eval.metrics'))}"
                 + (" (UDR in a sweep with seeds >= 2)" if where == "eval.metrics" else ""))
 
