@@ -11,20 +11,24 @@ Stacking the four phase kernels gives one Conv2d(Cin, 4*Cout, k=2, p=1) whose (H
 holds phase (a, b) at rows a..a+H-1 and columns b..b+W-1 of its channel block (a, b).
 
 oneDNN (torch's CPU convolutions) computes the weight gradient of a transposed convolution in
-channels_last slowly (4x the time of the forward for the decoder's 32->32 layer); the weight
-gradient of the equivalent 2x2 convolution costs less than the forward. So `PhaseConvTranspose2d`
-runs the forward and the input gradient as torch's transposed convolution and the weight gradient
-through the phase convolution; for outputs of at most `PHASE_FORWARD_MAX_OUT` channels (the
-image layer, 1 or 3 channels) the forward runs as the phase convolution too (oneDNN's transposed
-convolution with 1 output channel is slow). Same values up to float rounding; the parameters and
-state-dict entries are those of `nn.ConvTranspose2d`. On other devices, or with `fast = False`,
-the module is a plain `nn.ConvTranspose2d`.
+channels_last slowly (measured on one core: 245 ms for the 32->32 layer on 768 16x16 maps, 3x its
+forward); the same gradient through the 2x2 phase convolution takes 64 ms. So
+`PhaseConvTranspose2d` runs the forward as torch's transposed convolution and the whole backward
+(input, weight and bias gradients) through the phase convolution, with the following ReLU's
+backward fused into the one pass that lays the output gradient out by phase (into a buffer kept
+between steps, see `Scratch`). For outputs of at most `PHASE_FORWARD_MAX_OUT` channels (the image
+layer, 1 or 3 channels) the forward runs as the phase convolution too (oneDNN's transposed
+convolution with one output channel is 3x slower). Same values up to float rounding (tested to
+1e-5 in tests/test_fastconv.py); the parameters and state-dict entries are those of
+`nn.ConvTranspose2d`. On other devices, or with `fast = False`, the module is torch's
+transposed convolution (then ReLU).
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 PHASE_FORWARD_MAX_OUT = 4  # output channels up to which the forward runs as the phase conv
 
@@ -140,6 +144,7 @@ class _PhaseDeconv(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable  # no double backward (nothing in the package needs one)
     def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:  # noqa: D102
         x, weight, y = ctx.saved_tensors
         fmt = _format(x)
