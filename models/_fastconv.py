@@ -55,17 +55,39 @@ def _format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _image_view(img: Tensor) -> Tensor:
+    """(N, C, 2H, 2W) -> the view (N, H, 2, W, 2, C) of img[n, c, 2m+a, 2l+b] at
+    [n, m, a, l, b, c]."""
+    n, c, h2, w2 = img.shape
+    s_n, s_c, s_y, s_x = img.stride()
+    return img.as_strided(
+        (n, h2 // 2, 2, w2 // 2, 2, c), (s_n, 2 * s_y, s_y, 2 * s_x, s_x, s_c),
+        img.storage_offset(),
+    )
+
+
+def _phase_view(y2: Tensor) -> Tensor:
+    """Phase-conv layout (N, 4*Cout, H+1, W+1) -> the view (N, H, 2, W, 2, Cout) of
+    y2[n, (2a+b)*Cout + c, m+a, l+b] at [n, m, a, l, b, c] (the offset is linear in the indices,
+    so the whole interleave is one strided copy)."""
+    n, c4, h1, w1 = y2.shape
+    c = c4 // 4
+    s_n, s_c, s_p, s_q = y2.stride()
+    return y2.as_strided(
+        (n, h1 - 1, 2, w1 - 1, 2, c),
+        (s_n, s_p, s_p + 2 * c * s_c, s_q, s_q + c * s_c, s_c),
+        y2.storage_offset(),
+    )
+
+
 def _phases_to_image(y2: Tensor, fmt: torch.memory_format) -> Tensor:
     """Phase-conv output (N, 4*Cout, H+1, W+1) -> the interleaved image (N, Cout, 2H, 2W)."""
     n, c4, h1, w1 = y2.shape
-    cout, h, w = c4 // 4, h1 - 1, w1 - 1
     out = torch.empty(
-        (n, cout, 2 * h, 2 * w), dtype=y2.dtype, device=y2.device, memory_format=fmt
+        (n, c4 // 4, 2 * (h1 - 1), 2 * (w1 - 1)), dtype=y2.dtype, device=y2.device,
+        memory_format=fmt,
     )
-    for a in (0, 1):
-        for b in (0, 1):
-            c = (2 * a + b) * cout
-            out[:, :, a::2, b::2].copy_(y2[:, c:c + cout, a:a + h, b:b + w])
+    _image_view(out).copy_(_phase_view(y2))
     return out
 
 
@@ -102,18 +124,13 @@ def _image_to_phases(
     output pixel reads the phase conv. With `y` (the ReLU output) it also applies the ReLU's
     backward (g where y > 0, else 0) in the same pass."""
     n, cout, h2, w2 = g.shape
-    h, w = h2 // 2, w2 // 2
-    g2 = scratch.zeros((n, 4 * cout, h + 1, w + 1), g, fmt)
-    for a in (0, 1):
-        for b in (0, 1):
-            c = (2 * a + b) * cout
-            block = g2[:, c:c + cout, a:a + h, b:b + w]
-            if y is None:
-                block.copy_(g[:, :, a::2, b::2])
-            else:
-                torch.ops.aten.threshold_backward.grad_input(
-                    g[:, :, a::2, b::2], y[:, :, a::2, b::2], 0.0, grad_input=block
-                )
+    g2 = scratch.zeros((n, 4 * cout, h2 // 2 + 1, w2 // 2 + 1), g, fmt)
+    if y is None:
+        _phase_view(g2).copy_(_image_view(g))
+    else:
+        torch.ops.aten.threshold_backward.grad_input(
+            _image_view(g), _image_view(y), 0.0, grad_input=_phase_view(g2)
+        )
     return g2
 
 

@@ -132,3 +132,15 @@ def test_autocast_bf16_matches_torch_dtypes_and_values():
         assert o.dtype == r.dtype == torch.float32
         scale = float(r.abs().max())
         assert float((o - r).abs().max()) < 0.02 * scale
+
+
+@pytest.mark.parametrize(("cin", "cout", "h", "relu"), [SHAPES[2], SHAPES[3]])
+def test_strided_incoming_gradients(cin, cout, h, relu):
+    """The backward reads the output gradient through strided views: an expanded gradient (from
+    `.sum()`) and one of a slice must give torch's result too."""
+    x, w, b, _ = _inputs(cin, cout, h, torch.float32, torch.channels_last)
+    for loss in (lambda y: y.sum(), lambda y: y[:, :, 1:, :-3].square().sum()):
+        ref = torch.autograd.grad(loss(_reference(x, w, b, relu)), (x, w, b))
+        got = torch.autograd.grad(loss(phase_conv_transpose2d(x, w, b, relu)), (x, w, b))
+        for r, o in zip(ref, got, strict=True):
+            assert float((o - r).abs().max()) <= 1e-5 * float(r.abs().max())
