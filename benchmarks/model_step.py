@@ -37,7 +37,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import models
-from models._fastconv import set_fast_deconv
+
 
 ZOO = [
     "vae", "annealed_vae", "mipet_annealed_vae", "factor_vae", "mipet_factor_vae", "dip_vae_i",
@@ -90,7 +90,8 @@ class Case:
             cfg["num_ipe"] = k
         self.model = models.build_model(models.ModelConfig.from_dict(cfg)).to(device)
         self.model.set_channels_last(mode != "nchw")
-        set_fast_deconv(self.model, False)  # FLOPs counted on torch's deconv in every mode
+        # FLOPs counted on torch's deconv in every mode (see below)
+        models._fastconv.set_fast_deconv(self.model, False)
         self.bf16, self.device, self.batch = mode in ("bf16", "bf16-ref"), device, batch
         self.tf32 = mode == "tf32"
         self.opt = torch.optim.Adam(models.param_groups(self.model, 4e-4, 4e-4, 0.0))
@@ -103,7 +104,7 @@ class Case:
         self.flops = float(counter.get_total_flops())  # per training step
         # the phase path computes about 12% more (its 2x2 convolutions' padded border): the rates
         # below count the same work in every mode
-        set_fast_deconv(self.model, mode not in ("nchw", "fp32-ref", "bf16-ref"))
+        models._fastconv.set_fast_deconv(self.model, mode not in ("nchw", "fp32-ref", "bf16-ref"))
         self.step()  # warm-up
         self.best = 0.0  # images per second, best of the timed rounds
 
