@@ -37,7 +37,9 @@ class SchedulerSpec:
       bottom `quantile_fraction` copies the whole training state of one in the top fraction
       and perturbs its `mutations` (search-space notation: `{low, high, log}` ranges or
       `{choices: [...]}`); `resample_probability` draws afresh instead, `perturbation_factors`
-      scale a range's value (clipped into the range).
+      scale a range's value (clipped into the range). Asynchronous by default (a trial acts
+      when it reaches the interval, against the others' latest scores); `synch: true` waits for
+      the whole population at every interval.
     - `pb2`: the same with GP-bandit explore steps inside `bounds` (`{path: [low, high]}`).
 
     `metric` is what the scheduler compares, a value reported during training: a loss
@@ -56,6 +58,7 @@ class SchedulerSpec:
     resample_probability: float = 0.25  # pbt
     perturbation_factors: tuple[float, ...] = (1.2, 0.8)  # pbt
     time_attr: Literal["step"] = "step"  # pbt/pb2: perturbations are counted in optimizer steps
+    synch: bool = False  # pbt/pb2: perturb the whole population at once (each waits for all)
 
     def __post_init__(self) -> None:
         if self.reduction_factor < 2:
@@ -83,7 +86,8 @@ class SchedulerSpec:
         readers = {"grace_period": ("asha",), "reduction_factor": ("asha",),
                    "perturbation_interval": ("pbt", "pb2"), "mutations": ("pbt",),
                    "bounds": ("pb2",), "quantile_fraction": ("pbt", "pb2"),
-                   "resample_probability": ("pbt",), "perturbation_factors": ("pbt",)}
+                   "resample_probability": ("pbt",), "perturbation_factors": ("pbt",),
+                   "synch": ("pbt", "pb2")}
         for key, kinds in readers.items():
             f = default[key]
             value = f.default_factory() if f.default_factory is not dataclasses.MISSING else (

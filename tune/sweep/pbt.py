@@ -9,8 +9,9 @@ What Ray Tune gets:
 - the scheduler (`build_scheduler`): `PopulationBasedTraining` with the mutations converted to
   what it perturbs on the nested trial config (`{"model": {"beta": tune.loguniform(1, 16)}}`, a
   list for choices), perturbed values clipped into their ranges; or `PB2` with the bounds.
-  Both count time in optimizer steps through the `pbt_step` key that a trial reports only with a
-  checkpoint before its last step, so PBT perturbs at checkpointed steps and never at the end.
+  Both count time in optimizer steps through the `pbt_step` key, which advances only on a
+  trial's checkpointed reports before its last step, so PBT perturbs at checkpointed steps and
+  never at the end.
 
 What a trial does (`tune.sweep.trainable`): a checkpoint written by another trial is an exploit.
 `restore_exploit` rewrites the donor's checkpoint for the trial's new (perturbed) config: the
@@ -37,7 +38,7 @@ from models.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TIME_KEY = "pbt_step"  # reported with a checkpoint before the last step: PBT's time_attr
+TIME_KEY = "pbt_step"  # PBT's time_attr: the step of the last checkpointed report
 HISTORY_KEY = "pbt/history"
 _MIN_CHECKPOINTS = 4  # an exploit reads a donor's checkpoint after the donor has gone on
 
@@ -162,8 +163,8 @@ def build_scheduler(spec: Any) -> Any:
     sched = spec.scheduler
     common = dict(time_attr=TIME_KEY, metric=sched.metric, mode=sched.mode,
                   perturbation_interval=sched.perturbation_interval,
-                  quantile_fraction=sched.quantile_fraction,
-                  # the metric and pbt_step come only with the reports PBT acts on
+                  quantile_fraction=sched.quantile_fraction, synch=sched.synch,
+                  # a fast/ metric comes only with the evaluations
                   require_attrs=False, log_config=True)
     if sched.kind == "pb2":
         from ray.tune.schedulers.pb2 import PB2

@@ -156,6 +156,7 @@ class _SeedRun:
     index: int
     resumed_from: int = 0
     schedule_log: Any = None  # a PBT member's `pbt/<path>` TensorBoard scalars
+    pbt_time: int = 0  # the step of its last report that PBT may act on
 
     @property
     def seed(self) -> int:
@@ -207,7 +208,8 @@ class _SeedRun:
 
     def _population_keys(self, metrics: dict[str, Any], checkpointed: bool) -> None:
         """A PBT member's report: its perturbed values and history (also to TensorBoard), and
-        PBT's time key on a checkpointed report before the last step (where PBT may act)."""
+        PBT's time key: the step of a checkpointed report before the last step (where PBT may
+        act); other reports repeat the last such step, so PBT's clock stands still there."""
         from tune.sweep.pbt import TIME_KEY, ScheduleLog
 
         step = int(metrics.get("step", 0))
@@ -225,7 +227,8 @@ class _SeedRun:
                 shown = sorted(k for k in metrics if k.startswith(("train/", "fast/")))
                 raise ConfigError(f"scheduler.metric={wanted!r} is not reported by this run; it "
                                   f"reports {', '.join(shown)}")
-            metrics[TIME_KEY] = step
+            self.pbt_time = step
+        metrics[TIME_KEY] = max(self.pbt_time, self.resumed_from)
 
 
 def _final_numbers(result: Any) -> dict[str, Any]:
