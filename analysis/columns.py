@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 _METRIC_PREFIXES = METRIC_PREFIXES
+#: Names that stand for another metric: `udr` is UDR with dlib's default correlation (lasso).
+_ALIASES = {"udr": "udr_lasso", "eval/udr": "eval/udr_lasso"}
 
 
 def metric_columns(df: pd.DataFrame, *, include_fast: bool = False) -> list[str]:
@@ -44,7 +46,8 @@ def config_columns(df: pd.DataFrame) -> list[str]:
 
 
 def resolve_metric(df: pd.DataFrame, name: str) -> str:
-    """Map a metric name to its column: `mig` -> `eval/mig`, `recon` -> `train/recon`.
+    """Map a metric name to its column: `mig` -> `eval/mig`, `recon` -> `train/recon`,
+    `udr` -> `eval/udr_lasso`.
 
     A full column name (`eval/mig`, `train/loss`, `fast/mig`) is taken as it is.
 
@@ -53,6 +56,7 @@ def resolve_metric(df: pd.DataFrame, name: str) -> str:
     """
     if name in df.columns and name.startswith(_METRIC_PREFIXES):
         return name
+    name = _ALIASES.get(name, name)
     for prefix in _METRIC_PREFIXES:
         if prefix + name in df.columns:
             return prefix + name

@@ -5,15 +5,20 @@ random batches and prints images per second and the achieved FLOP rate (matmul +
 one step counted by torch's FlopCounterMode, 2 per multiply-add) as a fraction of the machine's
 fp32 matrix-multiply rate measured in the same run.
 
-Modes (`--modes`): `fp32` the default model (channels_last convolutions); `nchw` the same model
-with NCHW-contiguous convolutions, the memory layout the paper code runs in (a stand-in for a
-direct port); `tf32` the default model with TF32 matmuls and convolutions allowed (CUDA only;
-`fp32` turns TF32 off, so it is true fp32); `bf16` the default model under bf16 autocast
-(losses stay float32).
+Modes (`--modes`): `fp32` the default model (channels_last convolutions, the decoder's
+transposed convolutions as `models._fastconv.PhaseConvTranspose2d`); `nchw` the same model with
+NCHW-contiguous convolutions and torch's own transposed convolution, the memory layout and
+operators the paper code runs with (a stand-in for a direct port); `tf32` the default model with
+TF32 matmuls and convolutions allowed (CUDA only; `fp32` turns TF32 off, so it is true fp32);
+`bf16` the default model under bf16 autocast (losses stay float32); `fp32-ref` and `bf16-ref`
+the `fp32` and `bf16` modes with torch's own transposed convolution in the decoder (the previous
+implementation, to measure the phase path against it in one run).
 
     python benchmarks/model_step.py                       # full grid, fp32 (minutes on CPU)
     python benchmarks/model_step.py --models mipet_betatcvae --datasets dsprites --k 3 \
         --steps 5 --modes fp32 nchw bf16
+    python benchmarks/model_step.py --models mipet_betatcvae --datasets dsprites --k 3 \
+        --modes nchw fp32-ref fp32 bf16-ref bf16 --clock cpu --threads 1 --rounds 5
     python benchmarks/model_step.py --zoo                 # a row per zoo objective: dSprites,
                                                           # K = 0 and 3, fp32 and bf16
 
@@ -86,7 +91,9 @@ class Case:
             cfg["num_ipe"] = k
         self.model = models.build_model(models.ModelConfig.from_dict(cfg)).to(device)
         self.model.set_channels_last(mode != "nchw")
-        self.bf16, self.device, self.batch = mode == "bf16", device, batch
+        # FLOPs counted on torch's deconv in every mode (see below)
+        models._fastconv.set_fast_deconv(self.model, False)
+        self.bf16, self.device, self.batch = mode in ("bf16", "bf16-ref"), device, batch
         self.tf32 = mode == "tf32"
         self.opt = torch.optim.Adam(models.param_groups(self.model, 4e-4, 4e-4, 0.0))
         self.adversaries = self.model.build_adversaries()  # Factor-VAE: its discriminator's Adam
@@ -96,6 +103,9 @@ class Case:
         with FlopCounterMode(display=False) as counter:
             self.step()
         self.flops = float(counter.get_total_flops())  # per training step
+        # the phase path computes about 12% more (its 2x2 convolutions' padded border): the rates
+        # below count the same work in every mode
+        models._fastconv.set_fast_deconv(self.model, mode not in ("nchw", "fp32-ref", "bf16-ref"))
         self.step()  # warm-up
         self.best = 0.0  # images per second, best of the timed rounds
 
@@ -141,7 +151,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--modes", nargs="+", default=["fp32"],
-                   choices=["fp32", "nchw", "tf32", "bf16"])
+                   choices=["fp32", "nchw", "tf32", "bf16", "fp32-ref", "bf16-ref"])
     p.add_argument(
         "--clock", choices=["wall", "cpu"], default="wall",
         help="cpu: rates per CPU-second of this process (per core; robust when the machine is "
@@ -180,17 +190,20 @@ def main() -> None:
                     rate = max(rate, matmul_rate(device, seconds=0.3))
                     for case in cases:
                         case.run(args.steps)
-                for mode, case in zip(args.modes, cases):
+                for mode, case in zip(args.modes, cases, strict=True):
                     rows.append((name, dataset, k or 0, mode, case.best, case.flops))
                     del case.model, case.opt
     print(f"fp32 matmul rate (best seen): {rate / 1e9:.1f} GFLOP/s")
-    print(f"{'model':18} {'dataset':9} {'K':>2} {'mode':6} {'img/s':>8} {'GFLOP/step':>10} "
-          f"{'GFLOP/s':>8} {'of fp32 mm':>10}")
+    print(f"{'model':18} {'dataset':9} {'K':>2} {'mode':8} {'img/s':>8} {'GFLOP/step':>10} "
+          f"{'GFLOP/s':>8} {'of fp32 mm':>10} {'x nchw':>6}")
+    base = {(n, d, k): ips for n, d, k, mode, ips, _ in rows if mode == "nchw"}
     for name, dataset, k, mode, ips, flops in rows:
         achieved = flops * ips / args.batch
+        ref = base.get((name, dataset, k))
         print(
-            f"{name:18} {dataset:9} {k:>2} {mode:6} {ips:8.1f} {flops / 1e9:10.2f} "
-            f"{achieved / 1e9:8.1f} {achieved / rate:10.1%}"
+            f"{name:18} {dataset:9} {k:>2} {mode:8} {ips:8.1f} {flops / 1e9:10.2f} "
+            f"{achieved / 1e9:8.1f} {achieved / rate:10.1%} "
+            + (f"{ips / ref:6.2f}" if ref else f"{'':6}")
         )
 
 

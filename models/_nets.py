@@ -11,6 +11,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from models._fastconv import PhaseConvTranspose2d
+
 FLAT = 256  # conv flatten size 64*2*2 (= dense_dim[0] in the paper code)
 
 
@@ -30,13 +32,15 @@ def conv_trunk(channels: int) -> nn.Sequential:
 def deconv_head(channels: int) -> nn.Sequential:
     """(N, 64, 4, 4) -> logits (N, C, 64, 64): three ConvTranspose2d(k4, s2, p1) + ReLU and a last
     ConvTranspose2d (indices 0, 2, 4, 6; paper keys `hidden_layers.{0..2}.conv`,
-    `hidden_layers.3`).
+    `hidden_layers.3`). The layers are `PhaseConvTranspose2d` (models/_fastconv.py), which apply
+    the ReLU themselves (the odd indices are identities): the same parameters and values, a
+    faster backward on CPU.
     """
     return nn.Sequential(
-        nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(inplace=True),
-        nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(inplace=True),
-        nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(inplace=True),
-        nn.ConvTranspose2d(32, channels, 4, 2, 1),
+        PhaseConvTranspose2d(64, 64, relu=True), nn.Identity(),
+        PhaseConvTranspose2d(64, 32, relu=True), nn.Identity(),
+        PhaseConvTranspose2d(32, 32, relu=True), nn.Identity(),
+        PhaseConvTranspose2d(32, channels),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -18,9 +19,24 @@ def _kind(path: Path) -> str:
     raise AssertionError(f"{path.name}: its header does not name the command that runs it")
 
 
+def _overrides(path: Path, tmp_path: Path) -> list[str]:
+    """An example whose command sets `data/source=PATH` (your own images) is read with a folder
+    of generated PNGs as that source."""
+    if "--set data/source=PATH" not in path.read_text().split("\n\n", 1)[0]:
+        return []
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(
+            tmp_path / f"{i}.png")
+    return [f"data/source={tmp_path}"]
+
+
 @pytest.mark.parametrize("path", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.name)
-def test_example_is_read_by_its_command(path: Path) -> None:
+def test_example_is_read_by_its_command(path: Path, tmp_path: Path) -> None:
     kind = _kind(path)
+    overrides = _overrides(path, tmp_path)
     if kind == "train":
         from tune.config import RunConfig, read_yaml
 
@@ -29,7 +45,7 @@ def test_example_is_read_by_its_command(path: Path) -> None:
     elif kind == "sweep":
         from tune.config.sweep import SweepSpec
 
-        spec = SweepSpec.load(config=path)
+        spec = SweepSpec.load(config=path, overrides=overrides)
         spec.run_config()
         assert spec.num_samples >= 1
     else:

@@ -267,7 +267,11 @@ BUILTIN: tuple[Metric, ...] = (
     # UDR (Duan et al., ICLR 2020) over the models of one configuration. dlib's budgets are
     # its only UDR config, config/tests/methods/udr/udr.gin (batch_size=10,
     # num_data_points=1000, kl_filter_threshold=0.01); there is no study gin for UDR.
-    Metric(name="udr_lasso", function="analysis.metrics._udr:udr", keys={"udr_lasso": "max"},
+    # `udr_a2a`: the same score with every model of a finished sweep as the group (Duan et al.'s
+    # all-to-all variant; a model's score is its median over all the others); the sweep layer
+    # computes it after the sweep (`mipet-tune udr SWEEP`), never a trial.
+    Metric(name="udr_lasso", function="analysis.metrics._udr:udr",
+           keys={"udr_lasso": "max", "udr_a2a": "max"},
            budgets={"dlib": {"batch_size": 10, "num_data_points": 1000, "correlation": "lasso"},
                     "fast": {"batch_size": 100, "num_data_points": 500, "correlation": "lasso"},
                     "mipet": None},

@@ -76,8 +76,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_rank(args: argparse.Namespace) -> int:
+    from tune.cli.udr import ensure_all_to_all
     from tune.sweep.results import rank_text
 
+    ensure_all_to_all(args.sweep, args.by)  # `--by udr_a2a` on a table without it
     print(rank_text(Path(args.sweep), by=args.by, top=args.top))
     return 0
 
@@ -211,9 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sweep", help="the sweep folder")
     p.set_defaults(func=cmd_report)
 
+    from tune.cli.udr import register as register_udr
     from tune.data.cli import register as register_data
 
     register_data(sub)
+    register_udr(sub)
     return parser
 
 

@@ -17,12 +17,13 @@ from typing import Any, Literal, Mapping, Sequence
 
 import yaml
 
-from analysis.metrics.registry import METRIC_KEYS  # light: names and keys, no scikit-learn
+# light: names and keys, no scikit-learn
+from analysis.metrics.registry import GROUP_METRIC_KEYS, METRIC_KEYS, registered
 from models import ModelConfig, strict_yaml
 from models.errors import ConfigError
 from models.strict import check_keys, from_dict, nearest, to_dict
 from tune.data import DATASETS  # the one list of dataset names
-from tune.data._registry import info_for, model_defaults
+from tune.data._registry import dataset_record, info_for, model_defaults
 
 SECTIONS = ("model", "data", "train", "eval", "seed")
 MAX_STEPS = 1_000_000_000  # train/steps above this is a typo (1e30), not a run
@@ -30,6 +31,7 @@ MAX_STEPS = 1_000_000_000  # train/steps above this is a typo (1e30), not a run
 RESUMABLE_KEYS = ("train/steps",)
 # Keys an exported best config carries besides the run config; `train --config` ignores them.
 EXPORT_EXTRA_KEYS = ("metrics", "provenance")
+UDR_DEFAULT = "udr_lasso"  # what `udr` names: UDR with dlib's default correlation
 
 
 @dataclass(frozen=True)
@@ -124,12 +126,24 @@ class EvalConfig:
     cache: bool = True  # encode each distinct image once per evaluation
 
     def __post_init__(self) -> None:
+        # `udr` is UDR with dlib's default correlation, lasso (its column is eval/udr_lasso).
+        object.__setattr__(self, "metrics", tuple(
+            UDR_DEFAULT if name == "udr" else name for name in self.metrics))
         for where, names in (("eval.metrics", self.metrics),
                              ("eval.fast_metrics", self.fast_metrics)):
             for name in names:
-                if name not in METRIC_KEYS:
+                if name in GROUP_METRIC_KEYS and where == "eval.fast_metrics":
                     raise ConfigError(
-                        f"{where}: unknown metric {name!r}; {nearest(name, METRIC_KEYS)}"
+                        f"{where}: {name} scores a trial's seeds together once the last one has "
+                        "finished, not during training; name it in eval.metrics")
+                if name in GROUP_METRIC_KEYS and self.protocol == "mipet":
+                    raise ConfigError(
+                        f"{where}: {name} does not run under eval.protocol=mipet; use dlib or "
+                        "fast")
+                if name not in METRIC_KEYS and name not in GROUP_METRIC_KEYS:
+                    known = [*METRIC_KEYS, *GROUP_METRIC_KEYS, "udr"]
+                    raise ConfigError(
+                        f"{where}: unknown metric {name!r}; {nearest(name, known)}"
                     )
 
 
@@ -148,6 +162,8 @@ class RunConfig:
 
         check_schedule_paths(self.train.schedules, self.model.name,
                              self.model.loss_terms)
+        if not dataset_record(self.data.name).has_factors:
+            object.__setattr__(self, "eval", eval_without_factors(self.eval, self.data.name))
 
     # ---- reading -------------------------------------------------------------------------
     @classmethod
@@ -253,6 +269,59 @@ def config_changes(old: Mapping[str, Any], new: RunConfig, *,
         if key not in ignore and (a is absent or b is absent or not same(a, b)):
             out.append(f"{key}: {shown(a)} -> {shown(b)}")
     return out
+
+
+def check_one_model(cfg: RunConfig, *, exported: bool = False) -> RunConfig:
+    """Refuse a group metric (UDR) in a run that trains one model (`mipet-tune train`); a
+    sweep's exported best config (`exported`) has its group metrics dropped instead (logged)."""
+    group = [n for n in cfg.eval.metrics if n in GROUP_METRIC_KEYS]
+    if group and exported:
+        import logging
+
+        logging.getLogger(__name__).info(
+            "%s left out: one train run makes one model (its sweep scored the seeds together)",
+            ", ".join(group))
+        rest = tuple(n for n in cfg.eval.metrics if n not in GROUP_METRIC_KEYS)
+        return cfg.replace(eval=dataclasses.replace(cfg.eval, metrics=rest))
+    if group:
+        raise ConfigError(
+            f"eval.metrics: {group[0]} compares models trained with different seeds, and one "
+            "train run makes one model, which cannot form a group; drop it here (a sweep with "
+            "seeds >= 2 reports it)")
+    return cfg
+
+
+def eval_without_factors(ev: EvalConfig, dataset: str) -> EvalConfig:
+    """`ev` for data without factors (your own images): a metric that needs factors is refused
+    in one line naming the ones that work; an empty `eval.metrics` and the default
+    `eval.fast_metrics` become the unsupervised metrics of their protocol."""
+    def works(protocol: str, group: bool) -> list[str]:
+        return [m.name for m in registered() if not m.needs_factors
+                and m.budgets[protocol] is not None and (group or not m.group)]
+
+    def refuse(where: str, names: Sequence[str], protocol: str) -> None:
+        if protocol == "mipet":  # its metrics all need factors
+            raise ConfigError(f"{where}: eval.protocol=mipet scores only metrics that need "
+                              f"ground-truth factors, which dataset {dataset!r} has none of; "
+                              "use eval.protocol dlib or fast")
+        bad = [n for n in names if n not in works(protocol, True)]
+        if bad:
+            raise ConfigError(
+                f"{where}: {', '.join(bad)} need{'s' * (len(bad) == 1)} ground-truth factors, "
+                f"which dataset {dataset!r} has none of; metrics that work here: "
+                f"{', '.join(works(protocol, where == 'eval.metrics'))}"
+                + (" (UDR in a sweep with seeds >= 2)" if where == "eval.metrics" else ""))
+
+    changes: dict[str, Any] = {}
+    if ev.protocol != "none":
+        refuse("eval.metrics", ev.metrics, ev.protocol)
+        if not ev.metrics:
+            changes["metrics"] = tuple(works(ev.protocol, False))
+    if ev.fast_metrics == EvalConfig.fast_metrics:
+        changes["fast_metrics"] = tuple(works("fast", False))
+    else:
+        refuse("eval.fast_metrics", ev.fast_metrics, "fast")
+    return dataclasses.replace(ev, **changes) if changes else ev
 
 
 def check_condition_on(condition_on: Sequence[str], factor_names: Sequence[str],

@@ -312,6 +312,9 @@ class SweepSpec:
                     f"metric {m!r}: optimise a final value, eval/<metric> (e.g. eval/mig) or "
                     "train/<loss term> (e.g. train/recon)"
                 )
+        check_udr_seeds(self.metric, self.scheduler.metric, self.seeds)
+        object.__setattr__(self, "metric", tuple(
+            UDR_METRIC if m == "eval/udr" else m for m in self.metric))
         if self.max_concurrent < 0:
             raise ConfigError(f"max_concurrent must be >= 0, got {self.max_concurrent}")
         if self.max_failures < 0:
@@ -338,6 +341,7 @@ class SweepSpec:
         spec = from_dict(cls, data)
         base = spec.run_config()  # a bad base fails here, with its path
         spec.scheduler.check_run(base)
+        check_metrics_fit_data(spec.metric, base)
         return spec
 
     @classmethod
@@ -382,6 +386,44 @@ class SweepSpec:
 
 
 SWEEP_KEYS = [f.name for f in dataclasses.fields(SweepSpec)]
+UDR_METRIC = "eval/udr_lasso"  # what `metric: eval/udr` names (dlib's default correlation)
+UDR_ALL_TO_ALL = "eval/udr_a2a"
+
+
+def check_udr_seeds(metrics: tuple[str, ...], scheduler_metric: str, seeds: int) -> None:
+    """Refuse, in one line, a sweep that optimises (or early-stops on) UDR with fewer than two
+    seeds per configuration: UDR scores a trial's models against each other, and one model
+    cannot form a group. The all-to-all UDR is computed after the sweep, never a trial's."""
+    from analysis.metrics.registry import GROUP_METRIC_KEYS
+
+    if UDR_ALL_TO_ALL in metrics:
+        raise ConfigError(
+            f"metric {UDR_ALL_TO_ALL!r} scores every model of a finished sweep (mipet-tune udr "
+            f"SWEEP), so no trial can report it; optimise {UDR_METRIC} with seeds >= 2")
+    keys = {k for names in GROUP_METRIC_KEYS.values() for k in names} | {"udr"}
+    for m in (*metrics, scheduler_metric):
+        if seeds < 2 and m.split("/", 1)[-1] in keys:
+            raise ConfigError(
+                f"metric {m!r} with seeds: {seeds}: UDR compares a trial's models trained with "
+                "different seeds, and one model cannot form a group; set seeds >= 2")
+
+
+def check_metrics_fit_data(metrics: tuple[str, ...], base: RunConfig) -> None:
+    """Refuse an objective that needs ground-truth factors on data without them, naming the
+    metrics that work there."""
+    from analysis.metrics.registry import registered
+    from tune.data._registry import dataset_record
+
+    if dataset_record(base.data.name).has_factors:
+        return
+    needs = {k for m in registered() if m.needs_factors for k in m.keys}
+    bad = [m for m in metrics if m.startswith("eval/") and m[5:] in needs]
+    if bad:
+        works = [f"eval/{k}" for m in registered() if not m.needs_factors for k in m.keys
+                 if k != UDR_ALL_TO_ALL[5:]]
+        raise ConfigError(
+            f"metric {bad[0]!r} needs ground-truth factors, which dataset {base.data.name!r} has "
+            f"none of; metrics that work here: {', '.join(works)} (UDR with seeds >= 2)")
 
 
 def preset_names() -> list[str]:

@@ -224,17 +224,19 @@ def _trainable(spec: SweepSpec, folder: Path | str):
 
 
 def _check_objectives(spec: SweepSpec, base: RunConfig) -> None:
-    from analysis.metrics import DEFAULT_METRICS, METRIC_KEYS
+    from analysis.metrics import DEFAULT_METRICS, GROUP_METRIC_KEYS, METRIC_KEYS
+    from tune.sweep.udr import trial_udr_keys
 
     if base.eval.protocol == "none":
         produced: set[str] = set()
     else:
-        names = base.eval.metrics or DEFAULT_METRICS[base.eval.protocol]
+        names = [n for n in base.eval.metrics or DEFAULT_METRICS[base.eval.protocol]
+                 if n not in GROUP_METRIC_KEYS]  # UDR: scored over the seeds (tune.sweep.udr)
         unknown = [n for n in names if n not in METRIC_KEYS]
         if unknown:
             raise ConfigError(f"eval.metrics: unknown metric {unknown[0]!r}; known: "
                               f"{', '.join(METRIC_KEYS)}")
-        produced = {k for n in names for k in METRIC_KEYS[n]}
+        produced = {k for n in names for k in METRIC_KEYS[n]} | trial_udr_keys(base, spec.seeds)
     for m in spec.metric:
         if m.startswith("eval/") and m[5:] not in produced:
             raise ConfigError(

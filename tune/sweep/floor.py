@@ -3,8 +3,10 @@
 Once per model and dataset a sweep (or ablation grid) uses, the model is built exactly as its
 first trial builds it (the same run config, seed and init stream, so the same step-0 weights), not
 trained, and evaluated with the trials' protocol and metrics; and likewise at the two seeds after
-that one, for the floor's own seed spread. The rows go to `floor.parquet` in
-the sweep folder (`analysis.floor` reads them and holds the rule for "clearly above the floor").
+that one, for the floor's own seed spread; those untrained models, as one group, give the floor
+of UDR (`eval/udr_lasso`, `eval/udr_a2a`, ...: each model's score in its row). The rows go to
+`floor.parquet` in the sweep folder (`analysis.floor` reads them and holds the rule for "clearly
+above the floor").
 
 No Ray here: the driver calls `write_floor` in its own process, after the trials (so the floor
 never delays them), and a failure to compute it is logged, never fatal to the sweep.
@@ -18,7 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from models.errors import ConfigError
-from tune.config.run import RunConfig
+from tune.config.run import UDR_DEFAULT, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +107,11 @@ def floor_table(configs: Iterable[RunConfig], *, seeds: int | None = None):
             from tune.train.loop import load_data
 
             datasets[key] = load_data(first)
+        untrained = []
         for cfg in (first.replace(seed=first.seed + i) for i in range(seeds)):
             t0 = time.perf_counter()
             model, device = untrained_model(cfg, datasets[key])
+            untrained.append(model)
             same = (key, repr(cfg.eval), cfg.seed, _probe(model, datasets[key], device))
             if same not in done:
                 done[same] = _evaluate(model, datasets[key], cfg, device)
@@ -116,7 +120,33 @@ def floor_table(configs: Iterable[RunConfig], *, seeds: int | None = None):
                                    metrics))
             log.info("noise floor of %s on %s (seed %d): %s in %.1f s", cfg.model.name,
                      cfg.data.name, cfg.seed, _short(metrics), time.perf_counter() - t0)
+        _udr_floor(first, untrained, datasets[key], device, rows[-len(untrained):])
     return pd.DataFrame(rows)
+
+
+def _udr_floor(first: RunConfig, models: list, data: Any, device, rows: list[dict]) -> None:
+    """The floor of `eval/udr*`: the UDR of the floor's untrained models (its seeds) as one
+    group, each model's score in its row (in place); nothing with fewer than two seeds.
+
+    An untrained model's latents usually all have a mean KL below UDR's 0.01 (its codes carry
+    next to no information), so no latent is kept and its UDR is undefined (NaN; dlib crashes
+    there): the floor records 0 then, the score of a model without an agreeing latent."""
+    from tune.sweep.udr import group_scores, trial_udr_metrics
+    from tune.train.loop import seed_streams
+
+    names = trial_udr_metrics(first, len(models))
+    if not names or any(getattr(m, "needs_labels", False) for m in models):
+        return
+    try:
+        scores = group_scores(models, data, first.eval.protocol, device, names,
+                              seed=seed_streams(first.seed)[2])
+    except Exception as exc:  # the other floor metrics stand
+        log.warning("the UDR floor of %s could not be computed: %s", first.model.name, exc)
+        return
+    for row, extra in zip(rows, scores, strict=True):
+        row.update({f"eval/{n}": extra.get(f"eval/{n}", 0.0) for n in names})
+        # the all-to-all UDR of the floor's models is the same group's lasso score
+        row["eval/udr_a2a"] = row[f"eval/{UDR_DEFAULT}"]
 
 
 def write_floor(folder: str | Path, configs: Iterable[RunConfig]) -> Path | None:

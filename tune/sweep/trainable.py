@@ -62,6 +62,7 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
                  trial.n_seeds)
 
     if resume_index >= trial.n_seeds:  # restarted after its last checkpoint: report it again
+        trial.udr.score(trial.done)
         ray_tune.report({"step": cfg.train.steps, "total_step": trial.n_seeds * cfg.train.steps,
                      "config_id": trial.config_id,
                      **_seed_means(trial.done), "seed_results": json.dumps(trial.done)})
@@ -117,11 +118,15 @@ class _Trial:
     started_at: float = field(default_factory=time.time)
     done: list[dict[str, Any]] = field(default_factory=list)  # one row per finished seed
     config_id: str = ""  # computed once, reported with every result; readers take this one
+    udr: Any = None  # tune.sweep.udr.TrialUDR: the seeds' models as one UDR group
     history: list[dict[str, Any]] = field(default_factory=list)  # PBT exploits (see pbt.py)
     cleanup: list[Any] = field(default_factory=list)  # what `close` releases
 
     def __post_init__(self) -> None:
+        from tune.sweep.udr import TrialUDR
+
         self.config_id = self.cfg.config_id()
+        self.udr = TrialUDR(self.cfg, self.n_seeds, self.gpu_ids)
 
     @property
     def pbt(self) -> dict[str, Any] | None:
@@ -195,8 +200,11 @@ class _SeedRun:
         metrics["total_step"] = self.index * steps + int(metrics.get("step", 0))
         if self.trial.pbt is not None:
             self._population_keys(metrics, saved is not None)
+        if int(metrics.get("step", 0)) >= steps:  # a seed's final model joins the UDR group
+            self.trial.udr.keep(self.index, saved, self.artifact_dir)
         if int(metrics.get("step", 0)) >= steps and self.index == self.trial.n_seeds - 1:
             rows = self.trial.done + [self.row(metrics)]  # the trial's last report
+            self.trial.udr.score(rows)  # each seed's row gets its model's UDR
             metrics.update(_seed_means(rows))
             metrics["seed_results"] = json.dumps(rows)
             missing = [m for m in self.trial.context.get("objectives", ()) if m not in metrics]

@@ -27,7 +27,13 @@ from typing import Any
 import yaml
 
 from models.errors import ConfigError
-from tune.config.run import RunConfig, apply_overrides, config_changes, read_yaml
+from tune.config.run import (
+    RunConfig,
+    apply_overrides,
+    check_one_model,
+    config_changes,
+    read_yaml,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,7 @@ def train_from_file(config: str | Path, *, overrides: list[str] | tuple[str, ...
     if isinstance(recorded.get("trial"), dict):  # an exported best config: the run it came from
         recorded = recorded["trial"]
     cfg = RunConfig.from_dict(apply_overrides(raw, list(overrides)))
+    cfg = check_one_model(cfg, exported="provenance" in raw)
     folder = run_folder(out, cfg)
     ckpt_root = folder / CHECKPOINTS
     resume_from = _starting_point(cfg, folder, out, resume=resume, restart=restart,

@@ -93,11 +93,12 @@ def evaluate_model(model, data, cfg: RunConfig, device: torch.device, *, protoco
     is encoded once per evaluation. Non-finite codes (a diverged model) raise
     NonFiniteLossError; the metrics' own errors pass through.
     """
-    from analysis.metrics import evaluate, evaluate_encoder
+    from analysis.metrics import GROUP_METRIC_KEYS, evaluate, evaluate_encoder
 
     sample = cfg.eval.representation == "sample" or protocol == "mipet"
     encoder = Encoder(model, device, with_logvar=sample)
-    names = list(metrics) if metrics else None
+    # Group metrics (UDR) score a trial's seeds together: tune.sweep.udr, after the last seed.
+    names = [n for n in metrics if n not in GROUP_METRIC_KEYS] if metrics else None
     columns = condition_columns(model.cfg, data) if getattr(model, "needs_labels", False) else None
     if columns is not None:
         # Only the factors the model is not given are scored; its encoder gets each row's
@@ -109,7 +110,8 @@ def evaluate_model(model, data, cfg: RunConfig, device: torch.device, *, protoco
             rows = np.asarray(rows).reshape(-1)
             return given(full.images_at(rows), labels_at(full, columns, rows))
 
-    if cfg.eval.cache and columns is None:
+    has_factors = bool(getattr(data, "factor_names", True))  # the cache keys on factors
+    if cfg.eval.cache and columns is None and has_factors:
         return evaluate_encoder(data, encoder, metrics=names, seed=seed, protocol=protocol,
                                 sample=sample)
     noise = np.random.default_rng([seed, 1])

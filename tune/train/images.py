@@ -7,7 +7,8 @@
     traversal.gif           one frame per traversal value: a row per image, a column per latent
 and returns the pictures as arrays for TensorBoard. The images are fixed reference images of the
 dataset (dSprites: one square, one ellipse, one heart, as disentanglement-pytorch shows; other
-datasets: the first values of their shape-like factor, every other factor at its middle) and
+datasets: the first values of their shape-like factor, every other factor at its middle; data
+without factors: three images at fixed positions) and
 random ones drawn with the run's metrics seed (the same images at every evaluation).
 
 A latent is swept over [-2, 2] (`range="fixed"`) or over the range of its encoder means on a
@@ -53,7 +54,17 @@ def grid(tiles: np.ndarray, rows: int, cols: int, pad: int = 2) -> np.ndarray:
 def reference_images(
     data: Any, seed: int, n_random: int = N_RANDOM
 ) -> tuple[list[str], np.ndarray]:
-    """The names and indices of the fixed reference images, then `n_random` random ones."""
+    """The names and indices of the fixed reference images, then `n_random` random ones.
+
+    Data without factors (your own images) has no shape to pick by: its references are three
+    images at fixed positions (the first, a third and two thirds in), `image<index>`."""
+    rng = np.random.RandomState(seed % (2**32))
+    if not data.factor_names:
+        refs = sorted({len(data) * k // 3 for k in range(3)})
+        pool = np.setdiff1d(np.arange(len(data)), refs)
+        random = [int(i) for i in rng.choice(pool, size=min(n_random, len(pool)), replace=False)]
+        return ([f"image{i}" for i in refs] + [f"random{i}" for i in range(len(random))],
+                np.asarray(refs + random))
     names_f = [n.lower() for n in data.factor_names]
     sizes = data.factors_num_values
     shape_like = next((i for i, n in enumerate(names_f) if "shape" in n or "type" in n), 0)
@@ -66,7 +77,6 @@ def reference_images(
     else:
         names = [f"{data.factor_names[shape_like]}{v}" for v in range(count)]
     refs = [int(i) for i in data.index_of(factors)]
-    rng = np.random.RandomState(seed % (2**32))
     random = [int(i) for i in rng.choice(len(data), size=n_random, replace=False)]
     return names + [f"random{i}" for i in range(n_random)], np.asarray(refs + random)
 
