@@ -130,6 +130,15 @@ def test_the_population_is_ray_domains_and_mutations_are_nested_for_pbt() -> Non
     pb2 = SweepSpec.from_dict(_spec_dict(scheduler={
         "kind": "pb2", "perturbation_interval": 10, "bounds": {"model/beta": [1, 8]}}))
     assert hyperparam_bounds(pb2.scheduler) == {"model": {"beta": [1.0, 8.0]}}
+    from ray.tune.schedulers import PopulationBasedTraining
+    from ray.tune.schedulers.pb2 import PB2
+
+    from tune.sweep.pbt import TIME_KEY, build_scheduler
+
+    pbt = build_scheduler(spec)
+    assert type(pbt) is PopulationBasedTraining and pbt._time_attr == TIME_KEY
+    assert pbt._perturbation_interval == 10 and isinstance(pbt._custom_explore_fn, ClipToRanges)
+    assert isinstance(build_scheduler(pb2), PB2)
 
 
 # ---- an exploit: the donor's state under the perturbed config, without Ray -------------------
