@@ -141,6 +141,21 @@ def test_the_population_is_ray_domains_and_mutations_are_nested_for_pbt() -> Non
     assert isinstance(build_scheduler(pb2), PB2)
 
 
+def test_a_sampler_beside_pbt_is_one_warning_and_the_population_seeded(caplog) -> None:
+    from tune.sweep.pbt import population_searcher
+
+    spec = SweepSpec.from_dict(_spec_dict(sampler={"kind": "nsga2", "seed": 5}))
+    with caplog.at_level("WARNING", logger="tune.sweep.pbt"):
+        searcher = population_searcher(spec)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "sampler.kind=nsga2 is not used" in lines[0]
+    assert "seed sampler.seed=5" in lines[0]
+    caplog.clear()
+    population_searcher(SweepSpec.from_dict(_spec_dict()))
+    assert not caplog.records
+    assert searcher is not None
+
+
 # ---- an exploit: the donor's state under the perturbed config, without Ray -------------------
 def _train(cfg: RunConfig, root: Path, resume: Path | None = None) -> list[dict]:
     from tune.train.loop import run_training
