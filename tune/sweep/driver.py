@@ -151,6 +151,13 @@ def _build_searcher(spec: SweepSpec, space, folder: Path):
     # appended to optuna.journal at each snapshot, so after a driver kill the study is restored
     # exactly as consistent as the trials table (a write-through storage runs ahead of it).
     study = make_study_storage(folder, spec.name)
+    if spec.scheduler.population_based:  # PBT owns the population; the study records it after
+        from tune.sweep.pbt import population_searcher
+
+        optuna.create_study(study_name=study.study_name, storage=study.storage,
+                            directions=["maximize" if m == "max" else "minimize"
+                                        for m in spec.mode])
+        return population_searcher(spec)
     s = spec.sampler
     sampler = None
     if s.kind == "random":
@@ -179,6 +186,10 @@ def _build_searcher(spec: SweepSpec, space, folder: Path):
 def _build_scheduler(spec: SweepSpec, base: RunConfig):
     if spec.scheduler.kind == "none":
         return None
+    if spec.scheduler.population_based:
+        from tune.sweep.pbt import build_scheduler
+
+        return build_scheduler(spec)
     from ray.tune.schedulers import ASHAScheduler
 
     total = base.train.steps * spec.seeds
@@ -203,6 +214,10 @@ def _trainable(spec: SweepSpec, folder: Path | str):
         "seeds": spec.seeds,
         "objectives": list(spec.metric),
     }
+    if spec.scheduler.population_based:
+        from tune.sweep.pbt import trial_context
+
+        context["pbt"] = trial_context(spec)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     return ray_tune.with_resources(ray_tune.with_parameters(train_trial, context=context),
                                    resources)
@@ -242,6 +257,10 @@ def prepare(spec: SweepSpec) -> tuple[RunConfig, Any]:
             f"scheduler.metric={spec.scheduler.metric!r} needs fast metrics during training: "
             "set base train/eval_every (steps between evaluations)"
         )
+    if spec.scheduler.population_based:
+        from tune.sweep.pbt import check_population
+
+        check_population(spec, base, space)
     return base, space
 
 
@@ -476,25 +495,35 @@ def _new_tuner(spec, base, space, folder: Path, trainable, verbose: int):
     from tune.sweep.callbacks import TrialsWriter
 
     searcher = _build_searcher(spec, space, folder)
+    scheduler = _build_scheduler(spec, base)
+    population = spec.scheduler.population_based
+    param_space, keep = None, spec.checkpoints_to_keep
+    if population:  # Ray's variant generator draws the population; PBT perturbs it
+        from tune.sweep.pbt import checkpoints_to_keep, population_space
+
+        param_space, keep = population_space(spec, space), checkpoints_to_keep(spec)
     multi = len(spec.metric) > 1
     tune_config = ray_tune.TuneConfig(
         search_alg=searcher,
-        scheduler=_build_scheduler(spec, base),
+        scheduler=scheduler,
         num_samples=spec.num_samples,
-        max_concurrent_trials=spec.max_concurrent or None,
+        max_concurrent_trials=None if population else spec.max_concurrent or None,
         reuse_actors=spec.reuse_actors,
         trial_dirname_creator=trial_dirname,
-        **({} if multi else {"metric": spec.metric[0], "mode": spec.mode[0]}),
+        # a scheduler holds its own metric; Tune refuses a second one in TuneConfig
+        **({} if multi or scheduler is not None else {"metric": spec.metric[0],
+                                                      "mode": spec.mode[0]}),
     )
     run_config = ray_tune.RunConfig(
         name=RAY_DIR,
         storage_path=str(folder),
         failure_config=ray_tune.FailureConfig(max_failures=spec.max_failures),
-        checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=spec.checkpoints_to_keep),
+        checkpoint_config=ray_tune.CheckpointConfig(num_to_keep=keep),
         callbacks=ray_loggers(folder) + [TrialsWriter()],  # rows written as trials end
         verbose=verbose,
     )
-    return ray_tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+    return ray_tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                          run_config=run_config)
 
 
 def _write_state(folder: Path, state: dict[str, Any]) -> None:

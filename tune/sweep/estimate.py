@@ -225,7 +225,7 @@ def sweep_dry_run_text(spec: Any, throughput: Sequence[str] = ()) -> str:
              "corner of its ranges (low, high, each choice) likewise."]
     extra = [f"every trial at the fastest corner: {_hours(min(seconds) * n_trials)}; at the "
              f"slowest: {_hours(max(seconds) * n_trials)} device-hours."]
-    if spec.scheduler.kind != "none":
+    if spec.scheduler.kind == "asha":
         extra.append(f"scheduler {spec.scheduler.kind} stops some trials early: the time is an "
                      "upper bound.")
     return "\n".join([f"{spec.name}: {spec.num_samples} configurations x {spec.seeds} seeds = "

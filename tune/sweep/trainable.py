@@ -55,6 +55,9 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
             log.warning("trial %s: checkpoint %s is incomplete or corrupt; seed %d starts over",
                         trial.trial_id, resume_dir, resume_index)
             resume_dir = None
+        trial.history = list(saved.get("pbt_history") or [])
+        if resume_dir is not None and _is_exploit(trial, saved):
+            resume_dir = _exploit(trial, resume_dir, saved)
         log.info("trial %s resumes seed %d of %d", trial.trial_id, resume_index + 1,
                  trial.n_seeds)
 
@@ -79,8 +82,29 @@ def train_trial(config: dict[str, Any], *, context: dict[str, Any]) -> None:
                 )
             trial.done.append(seed.row(_final_numbers(result)))
     finally:
+        trial.close()
         if holder is not None:
             holder.__exit__(None, None, None)
+
+
+# ---- population-based training: a checkpoint of another trial is an exploit ------------------
+def _is_exploit(trial: _Trial, saved: dict[str, Any]) -> bool:
+    owner = saved.get("trial_id")
+    return trial.pbt is not None and owner is not None and owner != trial.trial_id
+
+
+def _exploit(trial: _Trial, donor_dir: Path, saved: dict[str, Any]) -> Path:
+    """The donor's checkpoint rewritten for this trial's perturbed config (the whole training
+    state is the donor's; see `tune.sweep.pbt.restore_exploit`), its history entry recorded."""
+    from tune.sweep.pbt import restore_exploit
+
+    tmp = tempfile.TemporaryDirectory(prefix="mipet-exploit-")
+    trial.cleanup.append(tmp)
+    folder, entry = restore_exploit(donor_dir, trial.cfg, paths=list(trial.pbt["paths"]),
+                                    trial_id=trial.trial_id, donor=str(saved["trial_id"]),
+                                    history=trial.history, into=Path(tmp.name))
+    trial.history.append(entry)
+    return folder
 
 
 @dataclass
@@ -95,12 +119,33 @@ class _Trial:
     done: list[dict[str, Any]] = field(default_factory=list)  # one row per finished seed
     config_id: str = ""  # computed once, reported with every result; readers take this one
     udr: Any = None  # tune.sweep.udr.TrialUDR: the seeds' models as one UDR group
+    history: list[dict[str, Any]] = field(default_factory=list)  # PBT exploits (see pbt.py)
+    cleanup: list[Any] = field(default_factory=list)  # what `close` releases
 
     def __post_init__(self) -> None:
         from tune.sweep.udr import TrialUDR
 
         self.config_id = self.cfg.config_id()
         self.udr = TrialUDR(self.cfg, self.n_seeds, self.gpu_ids)
+
+    @property
+    def pbt(self) -> dict[str, Any] | None:
+        """The population's facts (`tune.sweep.pbt.trial_context`), None outside PBT."""
+        return self.context.get("pbt")
+
+    def pbt_columns(self) -> dict[str, Any]:
+        """The perturbed values this trial trains with and its exploits (`pbt/history`)."""
+        if self.pbt is None:
+            return {}
+        from tune.sweep.pbt import HISTORY_KEY, member_values
+
+        return {**member_values(self.cfg, list(self.pbt["paths"])),
+                HISTORY_KEY: json.dumps(self.history)}
+
+    def close(self) -> None:
+        for item in reversed(self.cleanup):
+            item.cleanup() if hasattr(item, "cleanup") else item.close()
+        self.cleanup.clear()
 
     @property
     def n_seeds(self) -> int:
@@ -115,6 +160,8 @@ class _SeedRun:
     trial: _Trial
     index: int
     resumed_from: int = 0
+    schedule_log: Any = None  # a PBT member's `pbt/<path>` TensorBoard scalars
+    pbt_time: int = 0  # the step of its last report that PBT may act on
 
     @property
     def seed(self) -> int:
@@ -128,14 +175,17 @@ class _SeedRun:
         row = _seed_row(metrics, self.seed, self.artifact_dir, self.trial.gpu_ids,
                         self.resumed_from)
         row["started_at"] = self.trial.started_at
+        row.update(self.trial.pbt_columns())
         return row
 
     def meta(self, step: int, final: dict[str, Any] | None) -> dict[str, Any]:
         done = self.trial.done
+        own = {"trial_id": self.trial.trial_id, "pbt_history": self.trial.history}
         if final is None:
-            return {"done": done, "seed_index": self.index, "resumable": True, "step": step}
+            return {"done": done, "seed_index": self.index, "resumable": True, "step": step,
+                    **own}
         return {"done": done + [self.row(final)], "seed_index": self.index + 1,
-                "resumable": False, "step": step}
+                "resumable": False, "step": step, **own}
 
     def report(self, metrics: dict[str, Any], saved: Path | None) -> None:
         from ray import tune as ray_tune
@@ -148,6 +198,8 @@ class _SeedRun:
         metrics["config_id"] = self.trial.config_id
         metrics["seed_index"] = self.index
         metrics["total_step"] = self.index * steps + int(metrics.get("step", 0))
+        if self.trial.pbt is not None:
+            self._population_keys(metrics, saved is not None)
         if int(metrics.get("step", 0)) >= steps:  # a seed's final model joins the UDR group
             self.trial.udr.keep(self.index, saved, self.artifact_dir)
         if int(metrics.get("step", 0)) >= steps and self.index == self.trial.n_seeds - 1:
@@ -161,6 +213,30 @@ class _SeedRun:
                     f"objective {', '.join(missing)} is not finite for this run")
         ckpt = ray_tune.Checkpoint.from_directory(str(saved)) if saved is not None else None
         ray_tune.report(metrics, checkpoint=ckpt)
+
+    def _population_keys(self, metrics: dict[str, Any], checkpointed: bool) -> None:
+        """A PBT member's report: its perturbed values and history (also to TensorBoard), and
+        PBT's time key: the step of a checkpointed report before the last step (where PBT may
+        act); other reports repeat the last such step, so PBT's clock stands still there."""
+        from tune.sweep.pbt import TIME_KEY, ScheduleLog
+
+        step = int(metrics.get("step", 0))
+        columns = self.trial.pbt_columns()
+        metrics.update(columns)
+        if self.schedule_log is None:
+            self.schedule_log = ScheduleLog(self.artifact_dir)
+            self.trial.cleanup.append(self.schedule_log)
+        self.schedule_log.log(step, columns)
+        if checkpointed and step < self.trial.cfg.train.steps:
+            wanted = self.trial.pbt["metric"]
+            if wanted not in metrics:
+                from models.errors import ConfigError
+
+                shown = sorted(k for k in metrics if k.startswith(("train/", "fast/")))
+                raise ConfigError(f"scheduler.metric={wanted!r} is not reported by this run; it "
+                                  f"reports {', '.join(shown)}")
+            self.pbt_time = step
+        metrics[TIME_KEY] = max(self.pbt_time, self.resumed_from)
 
 
 def _final_numbers(result: Any) -> dict[str, Any]:
@@ -191,7 +267,7 @@ def _seed_row(metrics: dict[str, Any], seed: int, artifact_dir: Path | None, gpu
               resumed_from: int) -> dict[str, Any]:
     """One seed's final numbers and where they came from (a row of trials.parquet)."""
     row = {k: v for k, v in metrics.items()
-           if k.startswith(("train/", "eval/"))
+           if k.startswith(("train/", "eval/", "pbt/"))
            or k in ("step", "images_per_s", "train_seconds", "setup_seconds")}
     row["seed"] = seed
     row["artifact_dir"] = str(artifact_dir) if artifact_dir is not None else None
