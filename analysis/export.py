@@ -203,7 +203,7 @@ def _confirmed_config(df: pd.DataFrame, conf: Any, folder: Any,
         "protocol": conf.plan.get("protocol"),
         "confirm_rank": 1,
         "of_configurations": len(conf.table),
-        "search_rank": _finite(top["search_rank"]),
+        "search_rank": None if _is_missing(top["search_rank"]) else int(top["search_rank"]),
         "seeds": [int(s) for s in top["seeds"]],
         "trial": {c: _finite(row[c]) for c in runs.columns
                   if c.startswith(("eval/", "train/")) and _finite(row[c]) is not None},

@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 PROTOCOLS = ("dlib", "fast", "mipet")
 RAY_RUNS = "ray"  # confirm/ray/run_<i>: one Ray experiment per start or resume
-ACTIVE: dict[str, Any] = {}  # the running confirmation (this process): folder, pairs, checksum
 
 
 @dataclass(frozen=True)
@@ -135,61 +134,12 @@ def finished_pairs(confirm_dir: Path) -> set[str]:
     return set(runs.loc[runs["status"] == "TERMINATED", "trial_id"].astype(str))
 
 
-# ---- rows --------------------------------------------------------------------------------------
 def _lookup(plan: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
     """(the run config's hash without the seed, seed) -> pair: how a Ray trial's config finds
     its pair (`analysis.trials.config_hash`, which `RunConfig.config_id` is)."""
     return {(c["run_config_id"], int(s)): {"key": pair_key(c["config_id"], s),
                                            "config_id": c["config_id"]}
             for c in plan["configs"] for s in c["seeds"]}
-
-
-def pair_rows(df, ray_configs: dict[str, dict[str, Any]], lookup: dict) -> Any:
-    """The trials-table rows `df` (Ray trial ids) as the confirmation's rows: `trial_id` the
-    pair's key, `config_id` the sweep's, `run_config_id` and `ray_trial_id` the run's own."""
-    from analysis.trials import config_hash
-
-    keep = []
-    for row in df.to_dict("records"):
-        config = ray_configs.get(str(row["trial_id"]))
-        pair = None
-        if config is not None:
-            pair = lookup.get((config_hash(config), int(config.get("seed", -1))))
-        if pair is None:
-            log.warning("Ray trial %s matches no pair of the confirmation plan; its row is "
-                        "left out", row["trial_id"])
-            continue
-        row["run_config_id"] = row.get("config_id")
-        row["ray_trial_id"] = row["trial_id"]
-        row["trial_id"] = pair["key"]
-        row["config_id"] = pair["config_id"]
-        keep.append(row)
-    from tune.sweep.table import sorted_table
-
-    return sorted_table(keep)
-
-
-def record_pair(trial, *, error: str | None) -> None:
-    """Merge an ended Ray trial's row into the running confirmation's trials.parquet (the
-    Callback in `tune.sweep.confirm_writer` calls this)."""
-    folder = ACTIVE.get("folder")
-    if folder is None:
-        return
-    from tune.sweep.table import sorted_table, trial_rows_of, write_trials
-
-    try:
-        checkpoint = trial.checkpoint
-        rows = trial_rows_of(trial_id=trial.trial_id, config=dict(trial.config or {}),
-                             metrics=dict(trial.last_result or {}), error=error,
-                             checkpoint_path=checkpoint.path if checkpoint is not None else None,
-                             trial_dir=Path(trial.path) if trial.path else None, over=True,
-                             data_checksum=ACTIVE.get("checksum"))
-        df = pair_rows(sorted_table(rows), {str(trial.trial_id): dict(trial.config or {})},
-                       ACTIVE["lookup"])
-        write_trials(folder, df)
-    except Exception as exc:  # never fail the confirmation over this early copy
-        log.warning("trial %s: could not write its row to %s: %s", trial.trial_id,
-                    folder / "trials.parquet", exc)
 
 
 # ---- running -----------------------------------------------------------------------------------
@@ -300,7 +250,7 @@ def _fit(spec, plan: dict[str, Any], todo: list[dict[str, Any]], confirm_dir: Pa
     from ray import tune as ray_tune
     from ray.tune.search import BasicVariantGenerator
 
-    from tune.sweep.confirm_writer import ConfirmWriter
+    from tune.sweep.confirm_writer import ACTIVE, ConfirmWriter, pair_rows
     from tune.sweep.driver import ray_loggers, trial_dirname
     from tune.sweep.table import trials_table, write_trials
     from tune.sweep.trainable import train_trial
