@@ -242,6 +242,30 @@ def test_sweep_takes_confirm_as_top_and_seeds() -> None:
             parser.parse_args(["sweep", "--preset", "quick", "--confirm", bad])
 
 
+def test_sweep_with_confirm_confirms_the_finished_sweep(tmp_path, monkeypatch, capsys) -> None:
+    import tune.sweep.confirm as confirm
+    import tune.sweep.driver as driver
+
+    folder = _tiny_sweep(tmp_path / "tiny")
+    asked = {}
+
+    def fake_sweep(spec, **kw):
+        asked["sweep"] = spec.name
+        return driver.SweepResult(folder=folder, ranked_text="ranked", finished=4, planned=4,
+                                  best_config=folder / "report" / "best_config.yaml")
+
+    def fake_confirm(where, **kw):
+        asked["confirm"] = (where, kw["top"], kw["seeds"], kw["resume"])
+        return confirm.ConfirmResult(where, "Confirmed: settled", 6, 6)
+
+    monkeypatch.setattr(driver, "run_sweep", fake_sweep)
+    monkeypatch.setattr(confirm, "run_confirm", fake_confirm)
+    assert main(["sweep", "--preset", "quick", "--confirm", "2,3"]) == 0
+    assert asked == {"sweep": "quick", "confirm": (folder, 2, 3, False)}
+    out = capsys.readouterr().out
+    assert out.index("ranked") < out.index("Confirmed: settled")
+
+
 # ---- the statistics, no Ray ---------------------------------------------------------------------
 def _runs(values: dict[str, list[float]]) -> pd.DataFrame:
     return pd.DataFrame([{"trial_id": f"{c}-s{i}", "config_id": c, "seed": i,
