@@ -445,8 +445,8 @@ def confirmed_notes(conf: Confirmation) -> list[str]:
         f"with fresh seeds under the `{plan.get('protocol', '?')}` protocol; "
         f"{conf.finished} of {conf.planned} runs finished.",
         "p (Welch): the first configuration against each other one, Welch's two-sided t-test "
-        "of their per-seed values; p (Holm): Holm-adjusted over the "
-        f"{max(len(conf.table) - 1, 0)} comparisons. Not separable: the smallest difference "
+        f"of their per-seed values; p (Holm): Holm-adjusted over {_count(len(conf.table) - 1)}"
+        f". Not separable: the smallest difference "
         f"{MORE_SEEDS} more seeds could detect comes from a t-based power calculation "
         f"(two-sided alpha {ALPHA:g}, power {POWER:g}, the pooled seed sd).",
     ]
@@ -457,6 +457,10 @@ def confirmed_notes(conf: Confirmation) -> list[str]:
         lines.append("No noise floor for this protocol was computed, so the table cannot say "
                      "which values an untrained model would reach too.")
     return lines
+
+
+def _count(k: int) -> str:
+    return "1 comparison" if k == 1 else f"{max(k, 0)} comparisons"
 
 
 def confirmed_markdown(conf: Confirmation) -> str:

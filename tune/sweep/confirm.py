@@ -278,12 +278,18 @@ def _fit(spec, plan: dict[str, Any], todo: list[dict[str, Any]], confirm_dir: Pa
     )
     lookup = _lookup(plan)
     ACTIVE.update(folder=confirm_dir, lookup=lookup, checksum=checksum)
+    # Every point differs from `param_space` (the first point) somewhere, and Ray warns about
+    # each such value of each trial ("Pre-set value ... is not equal to ..."): noise here.
+    variants = logging.getLogger("ray.tune.search.variant_generator")
+    preset = _DropPresetWarnings()
+    variants.addFilter(preset)
     t0 = time.perf_counter()
     try:
         with contextlib.redirect_stdout(sys.stderr), interrupts.fitting():
             grid = tuner.fit()
     finally:
         ACTIVE.clear()
+        variants.removeFilter(preset)
     log.info("confirmation: %d runs in %.1f s", len(points), time.perf_counter() - t0)
     stopped = interrupts.signum
     table = trials_table(grid, data_checksum=checksum, statuses={} if stopped else None)
@@ -295,6 +301,11 @@ def _fit(spec, plan: dict[str, Any], todo: list[dict[str, Any]], confirm_dir: Pa
         configs[str(tid)] = dict(result.config or {})
     write_trials(confirm_dir, pair_rows(table, configs, lookup))
     return stopped
+
+
+class _DropPresetWarnings(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Pre-set value")
 
 
 def _stopped(folder: Path, plan: dict[str, Any], signum: int) -> ConfirmResult:
