@@ -35,7 +35,7 @@ from analysis.rank import rank
 
 log = logging.getLogger(__name__)
 
-__all__ = ["best_config", "export_best"]
+__all__ = ["best_config", "export_best", "run_config_of"]
 
 PACKAGE = "mipet-tune"
 FILENAME = "best_config.yaml"
@@ -138,6 +138,10 @@ def best_config(
     """
     if not any(c.startswith("config/") for c in df.columns):
         raise AnalysisError("the trials table has no config/... columns; nothing to export")
+    folder = sweep_folder if sweep_folder is not None else df.attrs.get("sweep_folder")
+    confirmed = _confirmation(df, by, folder)
+    if confirmed is not None:  # the confirmed winner, with its metrics over the fresh seeds
+        return _confirmed_config(df, confirmed, folder, model_fields)
     ranked = rank(df, by)
     top = ranked.iloc[0]
     row = run_row(df, top["best_trial"], top["best_seed"])
@@ -145,8 +149,73 @@ def best_config(
     if model_fields is not None and isinstance(ordered.get("model"), dict):
         ordered["model"] = _read_fields(ordered["model"], model_fields)
     ordered["metrics"] = _metrics_block(df, row, ranked)
-    folder = sweep_folder if sweep_folder is not None else df.attrs.get("sweep_folder")
     ordered["provenance"] = _provenance(df, row, folder, ordered.get("seed"))
+    return ordered
+
+
+def run_config_of(df: pd.DataFrame, row: pd.Series) -> dict[str, Any]:
+    """The run config of one row of a trials table as a nested dict (`config/*` columns
+    unflattened; fields absent from the run dropped, so their defaults apply)."""
+    return _run_config(df, row)
+
+
+def _confirmation(df: pd.DataFrame, by: str | Sequence[str] | None, folder: Any):
+    """The sweep's finished confirmation (`analysis.confirm`) when `by` is its metric (or
+    None), else None."""
+    from analysis.columns import resolve_metrics
+    from analysis.confirm import load_confirmation
+
+    conf = load_confirmation(folder)
+    if conf is None or by is None or not len(by):
+        return conf
+    return conf if resolve_metrics(df, [by] if isinstance(by, str) else by) == conf.metrics \
+        else None
+
+
+def _confirmed_config(df: pd.DataFrame, conf: Any, folder: Any,
+                      model_fields: ModelFields | None) -> dict[str, Any]:
+    """`best_config` for a confirmed sweep: the confirmed winner's run (its best fresh seed)."""
+    from analysis.trials import direction, usable_trials
+
+    top = conf.table.iloc[0]
+    first = conf.metrics[0]
+    runs, _ = usable_trials(conf.runs)
+    runs = runs[runs["config_id"] == top["config_id"]]
+    if runs.empty:
+        raise AnalysisError(f"the confirmation has no finished run of {top['config_id']}")
+    key = runs[first].astype(float) * (-1.0 if direction(first) == "max" else 1.0)
+    row = runs.assign(_key=key).sort_values(["_key", "seed"], kind="mergesort").iloc[0]
+    runs = conf.runs.copy()
+    runs.attrs = dict(df.attrs)
+    ordered = _run_config(runs, row)
+    if model_fields is not None and isinstance(ordered.get("model"), dict):
+        ordered["model"] = _read_fields(ordered["model"], model_fields)
+    over_seeds = {m: {"mean": _finite(top[f"{m}/mean"]), "std": _finite(top[f"{m}/std"]),
+                      "n": int(top[f"{m}/n"]),
+                      "ci95": [_finite(top[f"{m}/ci_low"]), _finite(top[f"{m}/ci_high"])],
+                      "values": [float(v) for v in top[f"{m}/values"]], **_floor_block(top, m)}
+                  for m in conf.metrics}
+    ordered["metrics"] = {
+        "confirmed": True,
+        "verdict": conf.verdict.sentence(),
+        "ranked_by": list(conf.metrics),
+        "direction": {m: direction(m) for m in conf.metrics},
+        "protocol": conf.plan.get("protocol"),
+        "confirm_rank": 1,
+        "of_configurations": len(conf.table),
+        "search_rank": None if _is_missing(top["search_rank"]) else int(top["search_rank"]),
+        "seeds": [int(s) for s in top["seeds"]],
+        "trial": {c: _finite(row[c]) for c in runs.columns
+                  if c.startswith(("eval/", "train/")) and _finite(row[c]) is not None},
+        "over_seeds": over_seeds,
+        "noise_floor": "computed" if conf.floor else "not computed for this protocol",
+        "against": [{"config_id": str(r["config_id"]), "welch_p": _finite(r["p_value"]),
+                     "holm_p": _finite(r["p_holm"]), "separable": bool(r["separable"])}
+                    for _, r in conf.table.iloc[1:].iterrows()],
+    }
+    ordered["provenance"] = _provenance(runs, row, folder, ordered.get("seed"))
+    if folder is not None:
+        ordered["provenance"]["confirmation"] = str(Path(folder) / "confirm")
     return ordered
 
 

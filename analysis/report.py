@@ -22,6 +22,7 @@ import logging
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -133,6 +134,7 @@ class _Sweep:
     ranked: pd.DataFrame
     params: list[str]  # the searched parameters
     importance: pd.DataFrame | None = None  # from the caller (Optuna's evaluators), or None
+    confirmed: Any = None  # the finished confirmation (analysis.confirm), or None
 
     @property
     def plots(self) -> Path:
@@ -177,6 +179,7 @@ def write_report(
         doc = _Doc(sweep.out)
         name = (sweep.df.attrs.get("spec") or {}).get("name") or sweep.root.name
         _summary(doc, sweep, name)
+        _confirmed(doc, sweep)
         _ranking(doc, sweep, max_rows)
         _best_config(doc, sweep, model_fields)
         _pareto(doc, sweep)
@@ -212,13 +215,23 @@ def _read(folder: str | Path, by: str | Sequence[str] | None,
     root = Path(df.attrs["sweep_folder"])
     primary, report = report_metrics(df, by, metrics)
     ranked = rank(df, primary)  # raises when nothing finished
-    return _Sweep(df, root, root / "report", primary, report, ranked, searched_params(df))
+    from analysis.confirm import load_confirmation
+
+    confirmed = load_confirmation(root)
+    if confirmed is not None and confirmed.metrics != list(primary):
+        confirmed = None  # confirmed by another metric than this report ranks by
+    return _Sweep(df, root, root / "report", primary, report, ranked, searched_params(df),
+                  confirmed=confirmed)
 
 
 def _summary(doc: _Doc, sweep: _Sweep, name: str) -> None:
     df = sweep.df
     doc.heading(f"Sweep report: {name}", 1)
-    doc.para(summary_sentence(sweep.ranked))
+    if sweep.confirmed is not None:  # the confirmed verdict first: fresh seeds settle it
+        doc.para("Confirmed with fresh seeds: " + sweep.confirmed.verdict.sentence())
+        doc.para("Search: " + summary_sentence(sweep.ranked))
+    else:
+        doc.para(summary_sentence(sweep.ranked))
     status = df["status"].value_counts().to_dict()
     source = (
         "trials.parquet"
@@ -236,6 +249,19 @@ def _summary(doc: _Doc, sweep: _Sweep, name: str) -> None:
     )
     if "config/data/name" in df.columns:
         doc.para("Dataset: " + ", ".join(sorted({str(v) for v in df["config/data/name"]})) + ".")
+
+
+def _confirmed(doc: _Doc, sweep: _Sweep) -> None:
+    """The confirmed table (`mipet-tune confirm`), above the search's ranking."""
+    from analysis.confirm import confirmed_notes, confirmed_rows
+
+    if sweep.confirmed is None:
+        return
+    doc.heading("Confirmed")
+    doc.para(sweep.confirmed.verdict.sentence())
+    doc.table(*confirmed_rows(sweep.confirmed))
+    for line in confirmed_notes(sweep.confirmed):
+        doc.para(line)
 
 
 def _ranking(doc: _Doc, sweep: _Sweep, max_rows: int) -> None:
@@ -261,6 +287,12 @@ def _ranking(doc: _Doc, sweep: _Sweep, max_rows: int) -> None:
 
 def _best_config(doc: _Doc, sweep: _Sweep, model_fields: ModelFields | None) -> None:
     best_path = export_best(sweep.df, sweep.out, by=sweep.primary, model_fields=model_fields)
+    if sweep.confirmed is not None:
+        top = sweep.confirmed.table.iloc[0]
+        doc.para(f"Best configuration, confirmed: {top['label']} (seeds "
+                 f"{', '.join(str(s) for s in top['seeds'])}), exported to {best_path.name}; "
+                 f"rerun it with `mipet-tune train --config {best_path.name}`.")
+        return
     best = sweep.ranked.iloc[0]
     doc.para(
         f"Best configuration: {best['config_id']} (trial {best['best_trial']}, seed "

@@ -55,6 +55,41 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if result.best_config is not None:
         print(f"best config:  {result.best_config}")
         print(f"rerun it:     mipet-tune train --config {result.best_config}")
+    if args.confirm is not None and result.best_config is not None:
+        from analysis.confirm import CONFIRM_DIR, PLAN_FILE
+
+        again = (result.folder / CONFIRM_DIR / PLAN_FILE).is_file()  # a resumed sweep's
+        top, seeds = (None, None) if again else args.confirm
+        print()
+        return _confirm(result.folder, top=top, seeds=seeds, resume=again, args=args)
+    return 0
+
+
+def cmd_confirm(args: argparse.Namespace) -> int:
+    """Exit 0 when every planned run ended, 128 + the signal when one stopped it (continue
+    with --resume), 2 on bad input."""
+    return _confirm(Path(args.sweep), top=args.top, seeds=args.seeds, resume=args.resume,
+                    args=args, protocol=args.protocol, overrides=args.set)
+
+
+def _confirm(folder: Path, *, top: int | None, seeds: int | None, resume: bool,
+             args: argparse.Namespace, protocol: str | None = None,
+             overrides: Sequence[str] = ()) -> int:
+    from tune.sweep.confirm import run_confirm
+    from tune.sweep.interrupts import SweepInterrupted
+
+    try:
+        result = run_confirm(folder, top=top, seeds=seeds, protocol=protocol,
+                             overrides=overrides, resume=resume, address=args.address,
+                             verbose=_ray_verbosity(args))
+    except SweepInterrupted as exc:
+        print(f"mipet-tune confirm: interrupted by {exc}", file=sys.stderr)
+        return 128 + exc.signum
+    if result.interrupted is not None:
+        print(f"interrupted: {result.finished} of {result.planned} runs finished")
+        print(f"continue it:  mipet-tune confirm {result.folder} --resume")
+        return 128 + result.interrupted
+    print(result.text)
     return 0
 
 
@@ -137,6 +172,27 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_least_two(text: str) -> int:
+    """An argparse type: an integer >= 2 (seeds of a confirmation)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer >= 2 (one seed cannot say how much seeds move a metric), "
+            f"got {text!r}")
+    return value
+
+
+def _top_and_seeds(text: str) -> tuple[int, int]:
+    """An argparse type: `K,N` (K >= 1 configurations, N >= 2 seeds)."""
+    parts = text.split(",")
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"expected K,N (e.g. 2,3), got {text!r}")
+    return _positive_int(parts[0].strip()), _at_least_two(parts[1].strip())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="mipet-tune",
@@ -158,8 +214,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", help="join a running Ray cluster (or set RAY_ADDRESS)")
     _add_dry_run(p, "print the trial count, the noise-floor evaluations and the estimated "
                     "time; run nothing")
+    p.add_argument("--confirm", type=_top_and_seeds, metavar="K,N",
+                   help="then confirm the top K configurations with N fresh seeds each "
+                        "(as `mipet-tune confirm SWEEP --top K --seeds N`)")
     _add_set(p)
     p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser(
+        "confirm", help="re-run a sweep's top configurations with fresh seeds and test them",
+        description="Re-run the top K configurations of a sweep (by its metric) with N seeds "
+                    "the search never used, one Ray trial per configuration and seed with the "
+                    "sweep's resources, and write SWEEP/confirm/: the runs, and the confirmed "
+                    "table (mean, sd, 95%% interval, x floor, Welch and Holm p-values against "
+                    "the first) with a one-sentence verdict. rank, report and export then "
+                    "show the confirmed result first.")
+    p.add_argument("sweep", help="the sweep folder")
+    p.add_argument("--top", type=_positive_int, metavar="K", help="configurations to confirm")
+    p.add_argument("--seeds", type=_at_least_two, metavar="N",
+                   help="fresh seeds per configuration (at least 2)")
+    p.add_argument("--protocol", choices=["dlib", "fast", "mipet"],
+                   help="the evaluation protocol of the runs (default: dlib)")
+    p.add_argument("--resume", action="store_true",
+                   help="run the planned runs that have not finished (after a kill or a signal)")
+    p.add_argument("--address", help="join a running Ray cluster (or set RAY_ADDRESS)")
+    _add_set(p)
+    p.set_defaults(func=cmd_confirm)
 
     p = sub.add_parser(
         "train", help="train one configuration (e.g. an exported best config)",

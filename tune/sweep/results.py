@@ -29,10 +29,16 @@ def _sweep(folder: Path) -> Path:
 
 
 def rank_text(folder: Path, *, by: Sequence[str] | None = None, top: int | None = 20) -> str:
+    """The ranked table; a finished confirmation (`mipet-tune confirm`) by the same metric
+    comes first, with its verdict."""
     from analysis import rank_table
+    from analysis.confirm import confirmed_markdown, load_confirmation
 
-    _, text = rank_table(_sweep(folder), by=by, top=top)
-    return text
+    ranked, text = rank_table(_sweep(folder), by=by, top=top)
+    confirmed = load_confirmation(_sweep(folder))
+    if confirmed is None or confirmed.metrics != list(ranked.attrs["by"]):
+        return text
+    return f"{confirmed_markdown(confirmed)}\nSearch: {text}"
 
 
 def export(folder: Path, *, to: str | Path | None = None, by: Sequence[str] | None = None) -> Path:
