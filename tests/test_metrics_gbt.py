@@ -129,3 +129,15 @@ def test_training_scores_from_the_fit_are_decision_function(k) -> None:
     model = ExactGradientBoosting(n_estimators=15).fit(x, y)
     np.testing.assert_array_equal(model.train_decision_, model.decision_function(x))
     assert np.array_equal(model.predict_from_decision(model.train_decision_), model.predict(x))
+
+
+def test_decision_function_routes_as_the_fit() -> None:
+    """Shallow leaves (a pure node stops early) and full-depth trees score as during the fit."""
+    rs = np.random.RandomState(7)
+    x = rs.randn(400, 3)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 0] > 1.0)  # class 2 splits off cleanly
+    model = ExactGradientBoosting(n_estimators=10, max_depth=3).fit(x, y)
+    assert (model._feature[:, :, :7] < 0).any()  # some inner position is a leaf
+    np.testing.assert_array_equal(model.decision_function(x), model.train_decision_)
+    deep = ExactGradientBoosting(n_estimators=3, max_depth=4).fit(x, y)
+    np.testing.assert_array_equal(deep.decision_function(x), deep.train_decision_)

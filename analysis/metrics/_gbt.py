@@ -499,26 +499,40 @@ class ExactGradientBoosting:
 
     # --------------------------------------------------------------- prediction
     def decision_function(self, x: np.ndarray) -> np.ndarray:
-        """Raw scores (N, T) of x (N, D)."""
-        x32 = np.ascontiguousarray(x, dtype=np.float32)
-        n = x32.shape[0]
-        s, t, _ = self._feature.shape
+        """Raw scores (N, T) of x (N, D).
+
+        A leaf above full depth hands its value down to virtual descendants, so every sample
+        descends ``max_depth`` levels; all comparisons of a tree's inner nodes are made at
+        once, and the stages are added one after the other, as scikit-learn adds them.
+        """
+        x32t = np.ascontiguousarray(np.asarray(x, dtype=np.float32).T)  # (D, N)
+        n = x32t.shape[1]
+        s, t, nodes = self._feature.shape
+        depth = self.max_depth
+        inner = 2**depth - 1
         raw = np.repeat(self._init[None, :], n, axis=0).astype(np.float64)  # (N, T)
+        feat = self._feature.reshape(s * t, nodes).copy()
+        val = self._value.reshape(s * t, nodes).copy()
+        thr = self._threshold.reshape(s * t, nodes)
+        for h in range(inner):
+            leaf = feat[:, h] < 0
+            for c in (2 * h + 1, 2 * h + 2):
+                feat[leaf, c] = -1
+                val[leaf, c] = val[leaf, h]
+        leaf_val = val[:, inner:]  # (S T, 2**depth)
+        fclip = np.maximum(feat[:, :inner], 0)
+        chunk = max(1, 4_000_000 // max(n * t * inner, 1))  # stages per chunk
         pos = np.arange(n)
-        chunk = max(1, 2_000_000 // max(n * t, 1))
         for a in range(0, s, chunk):
-            feat = self._feature[a : a + chunk].reshape(-1, self._feature.shape[2])  # (S'T, nodes)
-            thr = self._threshold[a : a + chunk].reshape(feat.shape)
-            val = self._value[a : a + chunk].reshape(feat.shape)
-            rows = np.arange(feat.shape[0])[:, None]
-            node = np.zeros((feat.shape[0], n), dtype=np.int64)
-            for _ in range(self.max_depth):
-                f = feat[rows, node]
-                inner = f >= 0
-                xv = x32[pos[None, :], np.maximum(f, 0)].astype(np.float64)
-                child = np.where(xv <= thr[rows, node], 2 * node + 1, 2 * node + 2)
-                node = np.where(inner, child, node)
-            contrib = val[rows, node].reshape(-1, t, n)  # (S', T, N)
+            r0, r1 = a * t, min(s, a + chunk) * t
+            goes_left = (x32t[fclip[r0:r1]] <= thr[r0:r1, :inner, None]).reshape(-1)
+            base = (np.arange(r1 - r0) * (inner * n))[:, None] + pos[None, :]  # (R, N)
+            local = np.zeros((r1 - r0, n), dtype=np.int64)  # node index within its level
+            for k in range(depth):
+                right = ~goes_left.take(base + (2**k - 1 + local) * n)
+                local *= 2
+                local += right
+            contrib = np.take_along_axis(leaf_val[r0:r1], local, axis=1).reshape(-1, t, n)
             for stage_contrib in contrib:  # stage by stage, as scikit-learn adds them
                 raw += self.learning_rate * stage_contrib.T
         return raw
