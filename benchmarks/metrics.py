@@ -1,10 +1,13 @@
 """Timings of the disentanglement metrics (analysis.metrics); prints a table.
 
     python benchmarks/metrics.py                 # synthetic 10-latent codes, dlib + fast
-    python benchmarks/metrics.py --reference     # also DCI fit serially (as disentanglement_lib
-                                                 # does) and the suite run metric by metric
+    python benchmarks/metrics.py --reference     # also DCI as disentanglement_lib runs it
+                                                 # (sklearn, factor after factor) and DCI
+                                                 # without the histogram split search
     python benchmarks/metrics.py --model         # + a dSprites model, full dlib suite with
-                                                 # the representation cache (needs models,
+                                                 # the representation cache, then each
+                                                 # metric again on the filled cache (the
+                                                 # algorithms alone; needs models,
                                                  # tune.data and torch)
     python benchmarks/metrics.py --model --nocache-scale 1.0   # + the same without the cache
 
