@@ -1,10 +1,13 @@
 """Timings of the disentanglement metrics (analysis.metrics); prints a table.
 
     python benchmarks/metrics.py                 # synthetic 10-latent codes, dlib + fast
-    python benchmarks/metrics.py --reference     # also DCI fit serially (as disentanglement_lib
-                                                 # does) and the suite run metric by metric
+    python benchmarks/metrics.py --reference     # also DCI as disentanglement_lib runs it
+                                                 # (sklearn, factor after factor) and DCI
+                                                 # without the histogram split search
     python benchmarks/metrics.py --model         # + a dSprites model, full dlib suite with
-                                                 # the representation cache (needs models,
+                                                 # the representation cache, then each
+                                                 # metric again on the filled cache (the
+                                                 # algorithms alone; needs models,
                                                  # tune.data and torch)
     python benchmarks/metrics.py --model --nocache-scale 1.0   # + the same without the cache
 
@@ -119,6 +122,22 @@ def bench_synthetic(args: argparse.Namespace) -> None:
                 f"{cpu_ref:.2f}s CPU vs ours {dci_cpu:.2f}s CPU ({cpu_ref / dci_cpu:.1f}x less "
                 f"CPU); max |value diff| {diff:.1e}"
             )
+            import analysis.metrics._gbt as gbt  # the histogram switch, for this line only
+
+            saved, gbt.MAX_BINS = gbt.MAX_BINS, 0
+            try:
+                plain, _ = timed(
+                    lambda make=make: METRICS["dci"](
+                        data, make(), np.random.RandomState(0), n_jobs=1
+                    )
+                )
+            finally:
+                gbt.MAX_BINS = saved
+            diff = max(abs(plain[k] - values[k]) for k in plain)
+            print(
+                f"  DCI without the histogram search (sorted scan of every code, as before): "
+                f"{CPU['last']:.2f}s CPU; max |value diff| {diff:.1e}"
+            )
             baseline = total_cpu - dci_cpu + cpu_ref
             print(
                 f"  suite CPU: dlib-style {baseline:.2f}s -> ours {total_cpu:.2f}s "
@@ -179,7 +198,25 @@ def bench_model(args: argparse.Namespace) -> None:
         f"{cache.num_encoded} distinct images for {cache.num_lookups} draws "
         f"({cache.num_lookups / cache.num_encoded:.1f}x)"
     )
+    # The same calls again find every code in the cache: the metric algorithms alone.
+    print(f"  {'metric, representations cached':<32s} {'wall':>8s} {'CPU':>8s}")
+    algo_wall = algo_cpu = 0.0
+    for name in DEFAULT_METRICS["dlib"]:
+        kwargs = fvae if name == "factor_vae" else {}
+        _, secs = timed(
+            lambda fn=METRICS[name], kw=kwargs: fn(
+                cache.data, cache.represent, np.random.RandomState(0), **kw
+            )
+        )
+        algo_wall += secs
+        algo_cpu += CPU["last"]
+        print(f"  {name:<32s} {secs:7.2f}s {CPU['last']:7.2f}s")
+    print(f"  {'metric algorithms, all':<32s} {algo_wall:7.2f}s {algo_cpu:7.2f}s")
     encode_cpu = cache.num_encoded * per_image_cpu
+    print(
+        f"  encoding {cache.num_encoded} distinct images: about {encode_cpu:.0f}s CPU "
+        f"({per_image_cpu * 1e3:.3f} ms each)"
+    )
     metric_cpu = cpu_cached - encode_cpu
     _, _ = timed(lambda: data.sample(4096, np.random.RandomState(1)))
     per_draw = per_image_cpu + CPU["last"] / 4096

@@ -64,13 +64,80 @@ def test_dci_engines_agree() -> None:
         assert a[key] == pytest.approx(b[key], abs=0.02), key
 
 
-def test_engine_choice_and_bad_engine() -> None:
+def test_bad_engine() -> None:
     from analysis.errors import AnalysisError
-    from analysis.metrics._dci import choose_engine
 
     rs = np.random.RandomState(0)
-    assert choose_engine(rs.randn(500, 3)) == "exact"
-    assert choose_engine(rs.randint(5, size=(500, 3)).astype(float)) == "sklearn"
     f = rs.randint(3, size=(100, 2))
     with pytest.raises(AnalysisError, match="engine"):
         dci_from_codes(rs.randn(100, 2), f, rs.randn(100, 2), f, engine="xgboost")
+
+
+def _same_fit(x: np.ndarray, y: np.ndarray, max_bins: int = 256, n_estimators: int = 25):
+    """Fit with the sorted search only and with the histogram search where it applies."""
+    a = ExactGradientBoosting(n_estimators=n_estimators, seed=3, max_bins=0).fit(x, y)
+    b = ExactGradientBoosting(n_estimators=n_estimators, seed=3, max_bins=max_bins).fit(x, y)
+    assert a.hist_features_.size == 0
+    np.testing.assert_array_equal(a._feature, b._feature)
+    np.testing.assert_array_equal(a._threshold, b._threshold)
+    np.testing.assert_allclose(a._value, b._value, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(a.feature_importances_, b.feature_importances_, atol=1e-12)
+    assert np.array_equal(a.predict(x), b.predict(x))
+    return a, b
+
+
+@pytest.mark.parametrize("k", [2, 5])
+def test_histogram_search_grows_the_sorted_search_trees(k) -> None:
+    """Features with few distinct values: the histogram over those values finds the same
+    splits, thresholds and leaf values as the scan of the sorted order."""
+    x, y = _problem(600, 4, k, 2, discrete=True)
+    x[:, 3] = np.floor(x[:, 3] * 20)  # a feature with ~100 values
+    a, b = _same_fit(x, y)
+    assert sorted(b.hist_features_) == [0, 1, 2, 3]
+    assert (a._feature >= 0).sum() > 25  # the trees do split
+
+
+def test_histogram_and_sorted_search_mixed_features() -> None:
+    """Discrete features take the histogram search and continuous ones the sorted search, in
+    one fit; a feature whose values lie within 1e-7 of each other stays on the sorted search
+    (its merged values are not one bin each)."""
+    rs = np.random.RandomState(5)
+    n = 800
+    f = rs.randint(4, size=(n, 2))
+    y = f[:, 0] * 2 + (rs.rand(n) < 0.3)
+    close = (f[:, 1] * 5e-8).astype(np.float32) + np.float32(0.25)  # 0.25 + {0, .5, 1, 1.5}e-7
+    x = np.column_stack([f[:, 0] + 0.0, rs.randn(n), f[:, 1] * 0.5, close, rs.rand(n)])
+    a, b = _same_fit(x, y, max_bins=64)
+    assert sorted(b.hist_features_) == [0, 2]
+    for model in (a, b):
+        used = set(model._feature[model._feature >= 0].ravel())
+        assert {0, 1}.issubset(used)  # both kinds of feature are split on
+
+
+def test_max_bins_bounds_the_histogram_features() -> None:
+    x, y = _problem(500, 3, 3, 4, discrete=False)
+    x[:, 0] = np.round(x[:, 0] * 4)  # ~20 values
+    x[:, 1] = np.round(x[:, 1] * 100)  # a few hundred values
+    model = ExactGradientBoosting(n_estimators=2, max_bins=64).fit(x, y)
+    assert list(model.hist_features_) == [0]
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_training_scores_from_the_fit_are_decision_function(k) -> None:
+    """DCI's train accuracy reads the scores summed during the fit: they equal a new pass."""
+    x, y = _problem(300, 3, k, 6, discrete=False)
+    model = ExactGradientBoosting(n_estimators=15).fit(x, y)
+    np.testing.assert_array_equal(model.train_decision_, model.decision_function(x))
+    assert np.array_equal(model.predict_from_decision(model.train_decision_), model.predict(x))
+
+
+def test_decision_function_routes_as_the_fit() -> None:
+    """Shallow leaves (a pure node stops early) and full-depth trees score as during the fit."""
+    rs = np.random.RandomState(7)
+    x = rs.randn(400, 3)
+    y = (x[:, 0] > 0).astype(int) + (x[:, 0] > 1.0)  # class 2 splits off cleanly
+    model = ExactGradientBoosting(n_estimators=10, max_depth=3).fit(x, y)
+    assert (model._feature[:, :, :7] < 0).any()  # some inner position is a leaf
+    np.testing.assert_array_equal(model.decision_function(x), model.train_decision_)
+    deep = ExactGradientBoosting(n_estimators=3, max_depth=4).fit(x, y)
+    np.testing.assert_array_equal(deep.decision_function(x), deep.train_decision_)
