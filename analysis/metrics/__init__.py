@@ -12,9 +12,10 @@ imported from it here are light (no scikit-learn, scipy or pandas); the function
 on first use.
 
 Speed: each metric draws from ``random_state`` in dlib's batch sizes but hands ``represent``
-large chunks; DCI fits its factors in parallel threads and, for mostly continuous codes, uses
-a presorted numpy implementation of scikit-learn's gradient boosting (``engine="auto"``,
-2.6-3.5x less CPU; ``engine="sklearn"`` runs ``GradientBoostingClassifier`` itself);
+large chunks; DCI fits its factors in parallel threads with a numpy implementation of
+scikit-learn's gradient boosting (``engine="auto"``: features sorted once, and a histogram split
+search over the values of codes with few distinct values, which finds the same splits;
+``engine="sklearn"`` runs ``GradientBoostingClassifier`` itself);
 ``evaluate(n_jobs=k)`` runs k metrics at once. ``benchmarks/metrics.py`` prints the figures.
 
 Conventions (decided, tested):
