@@ -3,6 +3,7 @@ to cut at, before a resumed sweep does any work (no Ray needed)."""
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -98,6 +99,13 @@ def test_a_sound_missing_or_empty_journal_passes(tmp_path: Path) -> None:
     check_study(tmp_path / "sw")
 
 
+def _new_folder(driver, spec, base, space) -> Path:
+    """A new sweep folder as the driver makes it (marker, sweep.yaml), its lock released."""
+    with contextlib.ExitStack() as stack:
+        folder, _ = driver._new_sweep_folder(spec, base, space, stack)
+    return folder
+
+
 def test_sweep_resume_refuses_a_damaged_journal_before_any_work(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -107,7 +115,7 @@ def test_sweep_resume_refuses_a_damaged_journal_before_any_work(
 
     spec = tiny_sweep_spec(tmp_path)
     base, space = driver.prepare(spec)
-    folder = driver._new_sweep_folder(spec, base, space)
+    folder = _new_folder(driver, spec, base, space)
     path, _ = _journal_with_trials(folder)
     path.write_bytes(path.read_bytes() + b"\x80\xff\xfe\n")
 
@@ -136,7 +144,7 @@ def test_sweep_resume_with_a_sound_journal_goes_on_to_start_ray(
 
     spec = tiny_sweep_spec(tmp_path)
     base, space = driver.prepare(spec)
-    folder = driver._new_sweep_folder(spec, base, space)
+    folder = _new_folder(driver, spec, base, space)
     _journal_with_trials(folder)
 
     class Started(Exception):
