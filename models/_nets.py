@@ -1,4 +1,4 @@
-"""Encoders and decoders of the paper code (spec/mipet.md sections 1.1-1.3).
+"""Encoders and decoders of the paper code (docs/paper_code.md).
 
 Shapes: images (B, C, 64, 64) float in [0, 1]; the encoder's convolutions have no padding
 (64 -> 31 -> 14 -> 6 -> 2, flatten 256); decoders reshape to (64, 4, 4) and upsample to 64x64.

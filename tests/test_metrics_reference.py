@@ -1,4 +1,4 @@
-"""Our metrics against a plain transcription of disentanglement_lib's loops (spec/metrics.md).
+"""Our metrics against a plain transcription of disentanglement_lib's loops.
 
 The reference below follows dlib step by step: ``represent`` called on every small batch,
 ``sklearn.metrics.mutual_info_score``, codes x points layout, per-vote loops. Same seed, same

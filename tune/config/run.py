@@ -120,7 +120,7 @@ class EvalConfig:
     protocol: Literal["dlib", "mipet", "fast", "none"] = "dlib"
     metrics: tuple[str, ...] = ()  # empty = the protocol's default set
     # "mu": metrics on the encoder mean (the sound choice); "sample": on a reparameterised sample
-    # z, as the paper code does (spec/mipet.md 4.2).
+    # z, as the paper code does (docs/paper_code.md, item 1).
     representation: Literal["mu", "sample"] = "mu"
     fast_metrics: tuple[str, ...] = ("mig", "dci", "factor_vae")  # during training (eval_every)
     cache: bool = True  # encode each distinct image once per evaluation
@@ -171,7 +171,7 @@ class RunConfig:
         """Strictly build a RunConfig from a nested dict.
 
         Unknown keys fail with the nearest known key. The model's `image_channels` and
-        `dense_dim` default to the dataset's (spec/mipet.md 1.1) unless given. The keys of an
+        `dense_dim` default to the dataset's (its record's model defaults) unless given. The keys of an
         exported best config (`metrics`, `provenance`) are accepted and ignored.
         """
         data = dict(data or {})
