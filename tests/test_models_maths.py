@@ -1,5 +1,6 @@
 """Known answers for the maths: beta-TC estimators, IPE maps, EF regulariser, loss magnitudes at
-initialisation (the paper code's, measured on its modules), paper checkpoint parity, ablation switches, bf16 autocast."""
+initialisation (the paper code's, measured on its modules), paper checkpoint parity, ablation
+switches, bf16 autocast."""
 
 from __future__ import annotations
 

@@ -171,8 +171,8 @@ class RunConfig:
         """Strictly build a RunConfig from a nested dict.
 
         Unknown keys fail with the nearest known key. The model's `image_channels` and
-        `dense_dim` default to the dataset's (its record's model defaults) unless given. The keys of an
-        exported best config (`metrics`, `provenance`) are accepted and ignored.
+        `dense_dim` default to the dataset's (its record's model defaults) unless given. The keys
+        of an exported best config (`metrics`, `provenance`) are accepted and ignored.
         """
         data = dict(data or {})
         for key in EXPORT_EXTRA_KEYS:
