@@ -127,6 +127,7 @@ def aggregate_seeds(
 
     params = list(searched_params(df) if params is None else params)
     ordered = df.sort_values(["config_id", "seed", "trial_id"], kind="mergesort")
+    ordered.attrs = {}  # pandas deep-copies attrs (the sweep's spec) into every group: 9 s at 2k
     groups = ordered.groupby("config_id", sort=True)
     sizes = groups.size()
     out = pd.DataFrame({"config_id": sizes.index.to_numpy(), "n_trials": sizes.to_numpy()})

@@ -107,7 +107,7 @@ def read_pending(files: list[Path]) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
 
-def _overlay(df: pd.DataFrame | None, newer: pd.DataFrame) -> pd.DataFrame:
+def overlay_rows(df: pd.DataFrame | None, newer: pd.DataFrame) -> pd.DataFrame:
     """`df` with its runs (trial_id, seed) that are in `newer` replaced by `newer`'s rows (the
     last of them per run), and `newer`'s other runs added."""
     newer = newer.assign(_key=_run_keys(newer)).drop_duplicates("_key", keep="last")
@@ -154,7 +154,7 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
             raise AnalysisError(f"{parquet}: not a readable Parquet file ({exc})") from exc
         source = "parquet"
         if pending is not None:
-            df = _overlay(df, pending)
+            df = overlay_rows(df, pending)
         if ray_dir.is_dir():
             extra = _runs_missing_from(df, ray_dir, path)
             if not extra.empty:
@@ -171,7 +171,7 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
         source = "ray"
         log.info("%s has no trials.parquet; rebuilt %d trials from %s", path, len(df), ray_dir)
         if pending is not None:  # the rows the engine wrote as trials ended are the exact ones
-            df = _overlay(df, pending)
+            df = overlay_rows(df, pending)
     elif pending is not None:
         df, source = pending, "pending"
     else:

@@ -60,7 +60,8 @@ def simulated_metrics(config: dict[str, Any], trial_id: str) -> dict[str, float]
     mig = max(0.0, mig - 50 * wd + rng.gauss(0, 0.02))
     recon = 25.0 + 6.0 * math.log(beta) + rng.gauss(0, 1.0)
     kl = 20.0 / beta ** 0.5 + rng.gauss(0, 0.5)
-    return {"eval/mig": mig, "eval/dci": max(0.0, 0.8 * mig + rng.gauss(0, 0.02)),
+    return {"eval/mig": mig,
+            "eval/dci_disentanglement": max(0.0, 0.8 * mig + rng.gauss(0, 0.02)),
             "eval/factor_vae": min(1.0, 0.5 + mig + rng.gauss(0, 0.03)),
             "train/loss": recon + beta * kl, "train/recon": recon, "train/kl": kl}
 
@@ -358,11 +359,58 @@ def synthetic_folder(n: int, root: Path) -> Path:
     import pandas as pd
 
     floor = pd.DataFrame([floor_rows(m, "dsprites", s, "fast",
-                                     {"mig": 0.004 + 0.001 * s, "dci": 0.01, "factor_vae": 0.3})
+                                     {"mig": 0.004 + 0.001 * s, "dci_disentanglement": 0.01,
+                                      "factor_vae": 0.3})
                           for m in ("mipet_vae", "mipet_betatcvae", "mipet_commutative")
                           for s in range(3)])
     floor.to_parquet(folder / "floor.parquet", index=False)
     return folder
+
+
+def suggest_curve(sizes: list[int], args: argparse.Namespace, asks: int = 20) -> list[dict]:
+    """The sampler's time per suggestion (no Ray) on a study holding N finished trials of the
+    `paper` space (values from `simulated_metrics`) and `args.concurrent` running ones."""
+    import optuna
+
+    from tune.sweep.driver import TrialSpace, load_space_for
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    spec = sweep_spec(args, Path(tempfile.gettempdir()))
+    space = TrialSpace(load_space_for(spec, spec.run_config()), {})
+    s = spec.sampler
+    sampler = optuna.samplers.TPESampler(seed=0, **s.tpe_options())
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    filler = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    out, have = [], 0
+    for n in sorted(sizes):
+        trials = []
+        for i in range(have, n):
+            t = filler.ask()
+            flat = space(t)
+            value = simulated_metrics(spec.run_config(flat).to_dict(), f"{i:05d}")["eval/mig"]
+            trials.append(optuna.trial.create_trial(params=t.params,
+                                                    distributions=t.distributions, value=value))
+        study.add_trials(trials)
+        have = n
+        running = [study.ask() for _ in range(args.concurrent)]
+        for t in running:
+            space(t)
+        times = []
+        for _ in range(asks):
+            t0 = time.perf_counter()
+            t = study.ask()
+            space(t)
+            times.append(time.perf_counter() - t0)
+            study.tell(t, state=optuna.trial.TrialState.FAIL)
+        for t in running:
+            study.tell(t, state=optuna.trial.TrialState.FAIL)
+        row = {"finished": n, "running": args.concurrent, "suggest_s": sum(times) / asks,
+               "suggest_s_max": max(times), "sampler": {"kind": "tpe", **s.tpe_options()}}
+        print(f"TPE {s.tpe_options() or 'defaults'}: {n:6d} finished, {args.concurrent} running:"
+              f" {row['suggest_s'] * 1e3:7.1f} ms per suggestion (max "
+              f"{row['suggest_s_max'] * 1e3:.1f})", flush=True)
+        out.append(row)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,12 +425,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--folder", help="where the sweep folder goes (default: a new temp folder)")
     p.add_argument("--synthetic", type=int, default=0,
                    help="only time rank/report/export on a synthetic table of this many trials")
+    p.add_argument("--suggest-curve", default="",
+                   help="only time TPE's suggestions without Ray at these study sizes, e.g. "
+                   "1000,3000,10000 (--concurrent running trials beside them)")
     p.add_argument("--json", help="write the figures to this file")
     p.add_argument("--fold-every-trial", action="store_true",
                    help="rewrite trials.parquet at every ended trial (the old behaviour)")
     args = p.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if args.synthetic:
+    if args.suggest_curve:
+        sizes = [int(x) for x in args.suggest_curve.split(",")]
+        out = {"suggest_curve": suggest_curve(sizes, args), "windows": []}
+    elif args.synthetic:
         root = Path(args.folder or tempfile.mkdtemp(prefix="mipet-scale-")).resolve()
         t0 = time.perf_counter()
         folder = synthetic_folder(args.synthetic, root)

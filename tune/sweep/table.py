@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from analysis.sweep import PENDING_DIR, pending_files, read_pending
+from analysis.sweep import PENDING_DIR, overlay_rows, pending_files, read_pending
 from tune.config.run import RunConfig
 from tune.sweep.folder import TRIALS_FILE
 
@@ -235,16 +235,15 @@ def finished_count(folder: Path) -> int:
     import pandas as pd
 
     path = folder / TRIALS_FILE
-    frames = []
+    df = None
     if path.is_file():
         try:
-            frames.append(pd.read_parquet(path, columns=["trial_id", "status"]))
+            df = pd.read_parquet(path, columns=["trial_id", "seed", "status"])
         except Exception as exc:  # pyarrow raises several kinds for a broken file
             log.warning("%s is unreadable: %s", path, exc)
     pending = read_pending(pending_files(folder))
     if pending is not None and {"trial_id", "status"} <= set(pending.columns):
-        frames.append(pending[["trial_id", "status"]])
-    if not frames:
+        df = overlay_rows(df, pending)  # a pending row is the newer end of its run
+    if df is None or df.empty:
         return 0
-    df = pd.concat(frames, ignore_index=True)
     return int(df.loc[df["status"] == "TERMINATED", "trial_id"].astype(str).nunique())
