@@ -145,3 +145,20 @@ def test_scale_benchmark_writes_its_figures(tmp_path) -> None:
     for key in ("rank_s", "report_s", "export_s"):
         assert got[key] > 0
     assert len(pd.read_parquet(Path(got["folder"]) / "trials.parquet")) == 20
+
+
+def test_an_ended_trial_keeps_its_metric_statistics_but_not_its_configs() -> None:
+    from ray.tune.trainable.metadata import _TrainingRunMetadata
+
+    from tune.sweep.callbacks import slim_trial
+
+    meta = _TrainingRunMetadata()
+    for step in (1, 2):
+        for key in ("eval/mig", "config/model/beta", "config/train/lr"):
+            meta.update_metric(key, 0.5 * step, step=step)
+    before = len(meta.get_json_state())
+    assert slim_trial(SimpleNamespace(run_metadata=meta, trial_id="t")) == 2
+    assert list(meta.metric_analysis) == ["eval/mig"] and list(meta.metric_n_steps) == ["eval/mig"]
+    assert meta.metric_analysis["eval/mig"]["max"] == 1.0
+    assert len(meta.get_json_state()) < before / 2  # the snapshot's copy shrinks too
+    assert slim_trial(SimpleNamespace(trial_id="odd")) == 0  # never raises

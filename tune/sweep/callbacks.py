@@ -6,12 +6,22 @@ window used to lose the trial's result).
 It is pickled into `ray/tuner.pkl` and holds no state: the folder comes from the driver's
 `tune.sweep.table.ACTIVE` (this process's running sweep), so a sweep folder that was moved
 still gets its rows.
+It also slims the ended trial Tune keeps in memory for the rest of the sweep: Tune keeps
+running statistics (max, min, mean, last, last-5 and last-10 means, and two deques) of every
+number in a trial's results, and a trial's results carry its whole config, so about 60 of
+those statistics per trial describe constants (`config/...`). They are dropped once the trial
+has ended: they were most of the driver's memory growth per trial (`benchmarks/scale.py`), and
+Tune writes them into every experiment snapshot.
 This module imports Ray at the top; the driver imports it only when it builds a Tuner.
 """
 
 from __future__ import annotations
 
+import logging
+
 from ray.tune import Callback
+
+log = logging.getLogger(__name__)
 
 
 class TrialsWriter(Callback):
@@ -21,8 +31,26 @@ class TrialsWriter(Callback):
         from tune.sweep.table import record_trial
 
         record_trial(trial, error=None)
+        slim_trial(trial)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         from tune.sweep.table import error_text, record_trial
 
         record_trial(trial, error=error_text(trial))
+        slim_trial(trial)
+
+
+def slim_trial(trial) -> int:
+    """Drop an ended trial's running statistics of its config values (constants); returns how
+    many it dropped. Its results and its metrics' statistics are kept."""
+    try:
+        meta = trial.run_metadata
+        keys = [k for k in meta.metric_analysis if str(k).startswith("config/")]
+        for key in keys:
+            meta.metric_analysis.pop(key, None)
+            meta.metric_n_steps.pop(key, None)
+        meta.invalidate_cache()
+        return len(keys)
+    except Exception as exc:  # Tune's internals moved: keep the trial as it is
+        log.debug("could not slim trial %s: %s", getattr(trial, "trial_id", "?"), exc)
+        return 0
