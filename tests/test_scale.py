@@ -147,18 +147,26 @@ def test_scale_benchmark_writes_its_figures(tmp_path) -> None:
     assert len(pd.read_parquet(Path(got["folder"]) / "trials.parquet")) == 20
 
 
-def test_an_ended_trial_keeps_its_metric_statistics_but_not_its_configs() -> None:
+def test_an_ended_trial_keeps_only_its_objectives_statistics() -> None:
     from ray.tune.trainable.metadata import _TrainingRunMetadata
 
     from tune.sweep.callbacks import slim_trial
 
-    meta = _TrainingRunMetadata()
-    for step in (1, 2):
-        for key in ("eval/mig", "config/model/beta", "config/train/lr"):
-            meta.update_metric(key, 0.5 * step, step=step)
-    before = len(meta.get_json_state())
-    assert slim_trial(SimpleNamespace(run_metadata=meta, trial_id="t")) == 2
-    assert list(meta.metric_analysis) == ["eval/mig"] and list(meta.metric_n_steps) == ["eval/mig"]
-    assert meta.metric_analysis["eval/mig"]["max"] == 1.0
-    assert len(meta.get_json_state()) < before / 2  # the snapshot's copy shrinks too
+    def meta():
+        m = _TrainingRunMetadata()
+        for step in (1, 2):
+            for key in ("eval/mig", "eval/sap", "train/loss", "config/model/beta", "step"):
+                m.update_metric(key, 0.5 * step, step=step)
+        return m
+
+    m = meta()
+    before = len(m.get_json_state())
+    assert slim_trial(SimpleNamespace(run_metadata=m, trial_id="t"), ("train/loss",)) == 4
+    assert list(m.metric_analysis) == ["train/loss"] and list(m.metric_n_steps) == ["train/loss"]
+    assert m.metric_analysis["train/loss"]["max"] == 1.0
+    assert len(m.get_json_state()) < before / 2  # the snapshot's copy shrinks too
+    m = meta()
+    table.ACTIVE.clear()  # no running sweep: every eval/* number is kept
+    assert slim_trial(SimpleNamespace(run_metadata=m, trial_id="t")) == 3
+    assert sorted(m.metric_analysis) == ["eval/mig", "eval/sap"]
     assert slim_trial(SimpleNamespace(trial_id="odd")) == 0  # never raises

@@ -8,10 +8,11 @@ It is pickled into `ray/tuner.pkl` and holds no state: the folder comes from the
 still gets its rows.
 It also slims the ended trial Tune keeps in memory for the rest of the sweep: Tune keeps
 running statistics (max, min, mean, last, last-5 and last-10 means, and two deques) of every
-number in a trial's results, and a trial's results carry its whole config, so about 60 of
-those statistics per trial describe constants (`config/...`). They are dropped once the trial
-has ended: they were most of the driver's memory growth per trial (`benchmarks/scale.py`), and
-Tune writes them into every experiment snapshot.
+number in a trial's results (its config's numbers included), about 60 KiB per trial with
+30 numbers, and a JSON copy of them that it writes into every experiment snapshot. Once the
+trial has ended only those of the sweep's objectives are kept (`ACTIVE["objectives"]`; every
+`eval/*` one without it): nothing of the sweep reads the others, and they were most of the
+driver's memory growth per trial (`benchmarks/scale.py`).
 This module imports Ray at the top; the driver imports it only when it builds a Tuner.
 """
 
@@ -40,12 +41,17 @@ class TrialsWriter(Callback):
         slim_trial(trial)
 
 
-def slim_trial(trial) -> int:
-    """Drop an ended trial's running statistics of its config values (constants); returns how
-    many it dropped. Its results and its metrics' statistics are kept."""
+def slim_trial(trial, keep: tuple[str, ...] | None = None) -> int:
+    """Drop an ended trial's running statistics of every number but the objectives (`keep`,
+    default the active sweep's, or every `eval/*` one); returns how many it dropped. Its
+    results (`last_result`) are kept whole."""
+    from tune.sweep.table import ACTIVE
+
+    keep = tuple(ACTIVE.get("objectives") or ()) if keep is None else keep
     try:
         meta = trial.run_metadata
-        keys = [k for k in meta.metric_analysis if str(k).startswith("config/")]
+        keys = [k for k in meta.metric_analysis
+                if (k not in keep if keep else not str(k).startswith("eval/"))]
         for key in keys:
             meta.metric_analysis.pop(key, None)
             meta.metric_n_steps.pop(key, None)

@@ -290,7 +290,7 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
             if made is not None:
                 made.undo()
             raise
-        ACTIVE.update(folder=folder, checksum=checksum)
+        ACTIVE.update(folder=folder, checksum=checksum, objectives=tuple(spec.metric))
         try:
             grid = _fit(spec, base, space, folder, resumed=resume is not None,
                         verbose=verbose, interrupts=interrupts)
