@@ -261,6 +261,8 @@ def sweep_spec(args: argparse.Namespace, storage: Path):
         sampler["n_ei_candidates"] = args.n_ei_candidates
     if args.constant_liar is not None:
         sampler["constant_liar"] = args.constant_liar == "on"
+    if getattr(args, "max_history", 0):
+        sampler["max_history"] = args.max_history
     return SweepSpec.from_dict({
         "name": "scale", "space": "paper", "storage": str(storage),
         "base": {"data": {"name": "dsprites"}, "train": {"steps": 1000},
@@ -331,7 +333,7 @@ def synthetic_folder(n: int, root: Path) -> Path:
     from tune.sweep.table import sorted_table, trial_rows_of, write_trials
 
     args = argparse.Namespace(trials=n, concurrent=1, sampler="random", n_ei_candidates=0,
-                              constant_liar=None)
+                              constant_liar=None, max_history=0)
     spec = sweep_spec(args, root)
     folder = root / spec.name
     folder.mkdir(parents=True, exist_ok=True)
@@ -378,7 +380,12 @@ def suggest_curve(sizes: list[int], args: argparse.Namespace, asks: int = 20) ->
     spec = sweep_spec(args, Path(tempfile.gettempdir()))
     space = TrialSpace(load_space_for(spec, spec.run_config()), {})
     s = spec.sampler
-    sampler = optuna.samplers.TPESampler(seed=0, **s.tpe_options())
+    if s.max_history:
+        from tune.sweep.searcher import bounded_tpe_sampler
+
+        sampler = bounded_tpe_sampler(s.max_history, seed=0, **s.tpe_options())
+    else:
+        sampler = optuna.samplers.TPESampler(seed=0, **s.tpe_options())
     study = optuna.create_study(direction="maximize", sampler=sampler)
     filler = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
     out, have = [], 0
@@ -405,8 +412,10 @@ def suggest_curve(sizes: list[int], args: argparse.Namespace, asks: int = 20) ->
         for t in running:
             study.tell(t, state=optuna.trial.TrialState.FAIL)
         row = {"finished": n, "running": args.concurrent, "suggest_s": sum(times) / asks,
-               "suggest_s_max": max(times), "sampler": {"kind": "tpe", **s.tpe_options()}}
-        print(f"TPE {s.tpe_options() or 'defaults'}: {n:6d} finished, {args.concurrent} running:"
+               "suggest_s_max": max(times), "sampler": {"kind": "tpe", **s.tpe_options(),
+                                                    "max_history": s.max_history}}
+        print(f"TPE {s.tpe_options() or 'defaults'} history {s.max_history or 'all'}: "
+              f"{n:6d} finished, {args.concurrent} running:"
               f" {row['suggest_s'] * 1e3:7.1f} ms per suggestion (max "
               f"{row['suggest_s_max'] * 1e3:.1f})", flush=True)
         out.append(row)
@@ -422,6 +431,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sampler", default="tpe", choices=["tpe", "random", "qmc", "gp"])
     p.add_argument("--n-ei-candidates", type=int, default=0, help="TPE's candidates (0: default)")
     p.add_argument("--constant-liar", choices=["on", "off"], default=None)
+    p.add_argument("--max-history", type=int, default=0,
+                   help="TPE models at most this many finished trials (0: all)")
     p.add_argument("--folder", help="where the sweep folder goes (default: a new temp folder)")
     p.add_argument("--synthetic", type=int, default=0,
                    help="only time rank/report/export on a synthetic table of this many trials")

@@ -170,3 +170,32 @@ def test_an_ended_trial_keeps_only_its_objectives_statistics() -> None:
     assert slim_trial(SimpleNamespace(run_metadata=m, trial_id="t")) == 3
     assert sorted(m.metric_analysis) == ["eval/mig", "eval/sap"]
     assert slim_trial(SimpleNamespace(trial_id="odd")) == 0  # never raises
+
+
+def test_bounded_tpe_models_the_best_and_the_most_recent_trials_only() -> None:
+    import optuna
+
+    from tune.sweep.searcher import _StudyWindow, bounded_tpe_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = bounded_tpe_sampler(40, seed=0, n_startup_trials=5)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    for _ in range(120):
+        t = study.ask()
+        x = t.suggest_float("x", 0.0, 1.0)
+        study.tell(t, -abs(x - 0.3))
+    best = study.best_trial.number
+    running = study.ask()
+    window = _StudyWindow(study, 40)._get_trials(deepcopy=False)
+    finished = [t for t in window if t.state.is_finished()]
+    assert len(finished) == 40 and window[-1].number == running.number
+    numbers = [t.number for t in finished]
+    assert best in numbers and numbers[-1] == 119  # the best of all, then the most recent
+    assert len(set(numbers) & set(range(80, 120))) < 40  # not merely the last 40
+    assert len(study.trials) == 121  # the study itself keeps everything
+    xs = [t.params["x"] for t in study.trials[-41:-1]]
+    assert sum(abs(x - 0.3) < 0.1 for x in xs) > 12  # learns where the optimum is (random: 8)
+    with pytest.raises(ConfigError, match="max_history must be >= 1"):
+        bounded_tpe_sampler(0)
+    spec = SweepSpec.from_dict({"space": "quick", "sampler": {"max_history": 500}})
+    assert spec.sampler.max_history == 500

@@ -161,6 +161,10 @@ def _build_searcher(spec: SweepSpec, space, folder: Path):
         sampler = optuna.samplers.QMCSampler(seed=s.seed)
     elif s.kind == "gp":
         sampler = optuna.samplers.GPSampler(seed=s.seed)
+    elif s.max_history:
+        from tune.sweep.searcher import bounded_tpe_sampler
+
+        sampler = bounded_tpe_sampler(s.max_history, seed=s.seed, **s.tpe_options())
     elif s.tpe_options():  # OptunaSearch's own TPESampler(seed=) has Optuna's defaults
         sampler = optuna.samplers.TPESampler(seed=s.seed, **s.tpe_options())
     multi = len(spec.metric) > 1
