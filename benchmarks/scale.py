@@ -336,6 +336,11 @@ def synthetic_folder(n: int, root: Path) -> Path:
                               constant_liar=None, max_history=0)
     spec = sweep_spec(args, root)
     folder = root / spec.name
+    if (folder / "trials.parquet").is_file():
+        import pyarrow.parquet as pq
+
+        if pq.ParquetFile(folder / "trials.parquet").metadata.num_rows == n:
+            return folder  # made by an earlier run
     folder.mkdir(parents=True, exist_ok=True)
     base = spec.run_config()
     space = load_space_for(spec, base)

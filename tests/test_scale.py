@@ -126,6 +126,20 @@ def test_importance_of_a_large_table_is_subsampled(monkeypatch) -> None:
     assert (small["n_trials"] == 20).all() and small.attrs["n_boot"] == importance.LARGE_N_BOOT
 
 
+def test_two_objective_pareto_fronts_match_the_general_sort() -> None:
+    import importlib
+
+    import numpy as np
+
+    pareto_fronts = importlib.import_module("analysis.rank").pareto_fronts
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        v = rng.integers(0, 6, size=(int(rng.integers(1, 50)), 2)).astype(float)  # many ties
+        maximize = [bool(rng.integers(2)), bool(rng.integers(2))]
+        general = pareto_fronts(np.column_stack([v, np.zeros(len(v))]), [*maximize, True])
+        assert (pareto_fronts(v, maximize) == general).all(), (v, maximize)
+
+
 @pytest.mark.ray
 def test_scale_benchmark_writes_its_figures(tmp_path) -> None:
     out = tmp_path / "scale.json"

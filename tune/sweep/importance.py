@@ -55,10 +55,11 @@ MAX_CONDITIONAL_LEVELS = 12
 BOOT_TREES = 16
 #: Above this many usable trials (rows) the importance is computed on a seeded random subsample
 #: of this many, with `LARGE_N_BOOT` resamples: one fANOVA fit grows with the trials (its trees'
-#: leaves), 0.3-1 s at 300 trials on 2 shared cores, so 100 resamples of 10,000 trials would
-#: take hours; the subsample's interval is the wider (a conservative one).
-MAX_TRIALS = 1000
-LARGE_N_BOOT = 20
+#: leaves), about 1 s at 300 trials on 2 loaded cores, so 100 resamples of 10,000 trials per
+#: metric would take hours (and 20 of 1,000 took 8 minutes for four metrics); the subsample's
+#: interval is the wider (a conservative one).
+MAX_TRIALS = 500
+LARGE_N_BOOT = 10
 
 
 def _evaluator(method: str, seed: int, *, n_trees: int = 64):
