@@ -7,7 +7,8 @@
       optuna.journal    the Optuna study (optuna-dashboard opens it); optuna_study.json names it
       ray/              Ray Tune's experiment folder (trial folders, checkpoints, TensorBoard)
       trials/<id>/      per-trial artifacts: TensorBoard scalars, reconstructions, traversals
-      trials.parquet    one row per trial and seed; merged as each trial ends, only gains rows
+      trials.parquet    one row per trial and seed; only gains rows
+      trials.pending/   an ended trial's rows, until folded into trials.parquet (tune.sweep.table)
       report/           ranked tables, plots, best_config.yaml
 """
 
