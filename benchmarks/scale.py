@@ -212,7 +212,28 @@ class Windows:
         }
         self.rows.append(row)
         _print_window(row)
+        _print_growth()
         self._mark()
+
+
+_TRACE: dict[str, Any] = {}
+
+
+def _print_growth(top: int = 8) -> None:
+    """With `--tracemalloc`: where the driver's Python memory grew since the last window."""
+    import tracemalloc
+
+    if not tracemalloc.is_tracing():
+        return
+    snap = tracemalloc.take_snapshot()
+    last = _TRACE.get("snapshot")
+    _TRACE["snapshot"] = snap
+    if last is None:
+        return
+    for stat in snap.compare_to(last, "lineno")[:top]:
+        frame = stat.traceback[0]
+        print(f"    {stat.size_diff / 1024:+9.0f} KiB {stat.count_diff:+7d} blocks  "
+              f"{frame.filename}:{frame.lineno}", flush=True)
 
 
 def _print_window(r: dict[str, Any]) -> None:
@@ -444,6 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--suggest-curve", default="",
                    help="only time TPE's suggestions without Ray at these study sizes, e.g. "
                    "1000,3000,10000 (--concurrent running trials beside them)")
+    p.add_argument("--tracemalloc", action="store_true",
+                   help="print where the driver's memory grew in each window (slow)")
     p.add_argument("--json", help="write the figures to this file")
     p.add_argument("--fold-every-trial", action="store_true",
                    help="rewrite trials.parquet at every ended trial (the old behaviour)")
@@ -460,6 +483,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{folder}", flush=True)
         out: dict[str, Any] = {"trials": args.synthetic, "windows": [], **analyse(folder)}
     else:
+        if args.tracemalloc:
+            import tracemalloc
+
+            tracemalloc.start()
         if args.fold_every_trial:
             import tune.sweep.table as table
 
