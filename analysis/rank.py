@@ -127,6 +127,7 @@ def aggregate_seeds(
 
     params = list(searched_params(df) if params is None else params)
     ordered = df.sort_values(["config_id", "seed", "trial_id"], kind="mergesort")
+    ordered.attrs = {}  # pandas deep-copies attrs (the sweep's spec) into every group: 9 s at 2k
     groups = ordered.groupby("config_id", sort=True)
     sizes = groups.size()
     out = pd.DataFrame({"config_id": sizes.index.to_numpy(), "n_trials": sizes.to_numpy()})
@@ -162,6 +163,8 @@ def pareto_fronts(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
         Equal points share a front.
     """
     v = np.asarray(values, dtype=float) * np.where(np.asarray(maximize), 1.0, -1.0)
+    if v.ndim == 2 and v.shape[1] == 2:
+        return _fronts_2d(v)
     n = len(v)
     front = np.zeros(n, dtype=int)
     remaining = np.arange(n)
@@ -174,6 +177,44 @@ def pareto_fronts(values: np.ndarray, maximize: Sequence[bool]) -> np.ndarray:
         dominated = (ge & gt).any(axis=0)  # column j is dominated by some row i
         front[remaining[~dominated]] = level
         remaining = remaining[dominated]
+    return front
+
+
+def _fronts_2d(v: np.ndarray) -> np.ndarray:
+    """`pareto_fronts` of two objectives, both maximised, in O(n log n) (the general sort peels
+    one front at a time over all pairs: minutes for 10,000 configurations). A point's front is
+    one more than the largest front among the points that dominate it; visiting the points by
+    the first objective, then the second, descending, those are the ones visited before with a
+    second objective at least as large (identical points are visited together and share one)."""
+    n = len(v)
+    front = np.zeros(n, dtype=int)
+    order = np.lexsort((-v[:, 1], -v[:, 0]))
+    ys = np.unique(v[:, 1])[::-1]  # descending: rank r holds the r-th largest second value
+    rank_of = {y: r + 1 for r, y in enumerate(ys)}
+    tree = np.zeros(len(ys) + 1, dtype=int)  # Fenwick tree: max front over ranks 1..r
+
+    def best_up_to(r: int) -> int:
+        out = 0
+        while r > 0:
+            out = max(out, int(tree[r]))
+            r -= r & -r
+        return out
+
+    def put(r: int, value: int) -> None:
+        while r <= len(ys):
+            tree[r] = max(tree[r], value)
+            r += r & -r
+
+    i = 0
+    while i < n:
+        j = i
+        x, y = v[order[i]]
+        while j + 1 < n and v[order[j + 1], 0] == x and v[order[j + 1], 1] == y:
+            j += 1
+        level = best_up_to(rank_of[y]) + 1
+        front[order[i:j + 1]] = level
+        put(rank_of[y], level)
+        i = j + 1
     return front
 
 

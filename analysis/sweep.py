@@ -1,10 +1,13 @@
 """Reading a sweep folder into one trials table (the names of its columns: `analysis.columns`).
 
 A sweep folder holds `trials.parquet` (one row per run, i.e. per trial and seed: a Ray trial
-may train several seeds of its configuration; written when a sweep ends) and Ray Tune's
-experiment folder `ray/`. A sweep that was killed has no parquet; `load_sweep` then rebuilds
-the same table from the trial folders (`params.json`, `result.json`, `error.txt`) with the row
-builder that wrote the parquet (`analysis.trials`, which defines the columns).
+may train several seeds of its configuration), `trials.pending/` (one small parquet file per
+trial that ended since the table was last rewritten; the sweep driver folds them into
+`trials.parquet` from time to time and when the sweep ends, so a running or killed sweep has
+some) and Ray Tune's experiment folder `ray/`. A sweep that was killed may have no parquet;
+`load_sweep` then rebuilds the same table from the trial folders (`params.json`,
+`result.json`, `error.txt`) with the row builder that wrote the parquet (`analysis.trials`,
+which defines the columns).
 """
 
 from __future__ import annotations
@@ -68,6 +71,57 @@ __all__ = [
 _METRIC_PREFIXES = METRIC_PREFIXES
 _FLAG_COLUMNS = ("failed", "nonfinite")
 
+#: The folder of a sweep's pending rows: `<trial_id>.parquet`, the rows of one ended trial (its
+#: seeds), newer than the same runs' rows in trials.parquet (the sweep engine writes them).
+PENDING_DIR = "trials.pending"
+
+
+def pending_files(folder: str | Path) -> list[Path]:
+    """The pending row files of a sweep folder, oldest first (none: [])."""
+    pending = Path(folder) / PENDING_DIR
+    if not pending.is_dir():
+        return []
+    files = []
+    for p in pending.glob("*.parquet"):
+        try:
+            files.append((p.stat().st_mtime, p.name, p))
+        except FileNotFoundError:  # folded away meanwhile
+            continue
+    return [p for _, _, p in sorted(files)]
+
+
+def read_pending(files: list[Path]) -> pd.DataFrame | None:
+    """The rows of pending row files, in their order (None for none). An unreadable file is
+    skipped with a warning (they are written atomically, so it is not one of the sweep's)."""
+    frames = []
+    for p in files:
+        try:
+            frames.append(pd.read_parquet(p))
+        except FileNotFoundError:
+            continue
+        except Exception as exc:  # pyarrow raises several kinds for a broken file
+            log.warning("%s: not a readable Parquet file (%s); skipped", p, exc)
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return None
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+
+
+def overlay_rows(df: pd.DataFrame | None, newer: pd.DataFrame) -> pd.DataFrame:
+    """`df` with its runs (trial_id, seed) that are in `newer` replaced by `newer`'s rows (the
+    last of them per run), and `newer`'s other runs added."""
+    newer = newer.assign(_key=_run_keys(newer)).drop_duplicates("_key", keep="last")
+    if df is None or df.empty:
+        return newer.drop(columns="_key").reset_index(drop=True)
+    keep = ~_run_keys(df).isin(set(newer["_key"]))
+    return pd.concat([df[keep.to_numpy()], newer.drop(columns="_key")], ignore_index=True)
+
+
+def _run_keys(df: pd.DataFrame) -> pd.Series:
+    seed = df["seed"] if "seed" in df.columns else pd.Series(-1, index=df.index)
+    seed = pd.to_numeric(seed, errors="coerce").fillna(-1).astype("int64").astype(str)
+    return df["trial_id"].astype(str) + "\x00" + seed
+
 
 # ---- loading ---------------------------------------------------------------------------------
 def load_sweep(folder: str | Path) -> pd.DataFrame:
@@ -79,7 +133,9 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
         One row per trial with typed columns (see the module docstring). Failed, non-finite,
         unfinished and early-stopped trials are kept and flagged. `df.attrs` holds
         `sweep_folder` (str), `source` (`"parquet"`, `"ray"`, or `"parquet+ray"` when runs
-        found in `ray/` were missing from the parquet and were added) and `spec` (the parsed
+        found in `ray/` were missing from the parquet and were added; `"pending"` for a folder
+        holding only pending rows), `pending_rows` (how many rows came from `trials.pending/`,
+        which replace the same runs' rows of the parquet or of `ray/`) and `spec` (the parsed
         `sweep.yaml` mapping, or `{}`).
     Raises:
         AnalysisError: if the folder does not exist or is not a sweep folder, or the table is
@@ -90,12 +146,15 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
         raise AnalysisError(f"{path}: no such sweep folder")
     parquet = path / "trials.parquet"
     ray_dir = path / "ray"
+    pending = read_pending(pending_files(path))
     if parquet.is_file():
         try:
             df = pd.read_parquet(parquet)
         except Exception as exc:  # pyarrow raises several kinds for a broken file
             raise AnalysisError(f"{parquet}: not a readable Parquet file ({exc})") from exc
         source = "parquet"
+        if pending is not None:
+            df = overlay_rows(df, pending)
         if ray_dir.is_dir():
             extra = _runs_missing_from(df, ray_dir, path)
             if not extra.empty:
@@ -107,10 +166,14 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
                 )
                 df = pd.concat([df, extra], ignore_index=True)
                 source = "parquet+ray"
-    elif ray_dir.is_dir():
+    elif ray_dir.is_dir() and (pending is None or _trial_dirs(ray_dir)):
         df = rebuild_from_ray(ray_dir, sweep_dir=path)
         source = "ray"
         log.info("%s has no trials.parquet; rebuilt %d trials from %s", path, len(df), ray_dir)
+        if pending is not None:  # the rows the engine wrote as trials ended are the exact ones
+            df = overlay_rows(df, pending)
+    elif pending is not None:
+        df, source = pending, "pending"
     else:
         raise AnalysisError(
             f"{path}: not a sweep folder (expected trials.parquet or a ray/ experiment folder)"
@@ -119,6 +182,7 @@ def load_sweep(folder: str | Path) -> pd.DataFrame:
     df = _typed(df, where=str(ray_dir if source == "ray" else parquet))
     df.attrs["sweep_folder"] = str(path.resolve())
     df.attrs["source"] = source
+    df.attrs["pending_rows"] = 0 if pending is None else len(pending)
     df.attrs["spec"] = _read_spec(path / "sweep.yaml")
     return df
 

@@ -263,10 +263,48 @@ class ResourcesSpec:
 
 @dataclass(frozen=True)
 class SamplerSpec:
-    """The Optuna sampler: TPE by default (NSGA-II is offered for several objectives)."""
+    """The Optuna sampler: TPE by default (NSGA-II is offered for several objectives).
+
+    TPE's own settings (0 keeps Optuna's default; they apply to `kind: tpe` only):
+    `n_startup_trials` random trials before TPE starts (Optuna: 10), `n_ei_candidates`
+    candidates drawn per suggestion (Optuna: 24; a suggestion's cost grows with it and with the
+    finished trials), `constant_liar` (on: a running trial counts as a poor one, so many
+    trials in flight are spread out instead of crowding the same point; Optuna 5's default)
+    and `max_history` (0: all; else TPE models at most this many finished trials, the best
+    tenth of the study and the most recent ones, so a suggestion's cost stops growing)."""
 
     kind: Literal["tpe", "random", "nsga2", "qmc", "gp"] = "tpe"
     seed: int = 0
+    n_startup_trials: int = 0
+    n_ei_candidates: int = 0
+    constant_liar: bool = True
+    max_history: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("n_startup_trials", "n_ei_candidates", "max_history"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"sampler.{key} must be >= 0 (0: Optuna's default), got "
+                                  f"{getattr(self, key)}")
+        tpe_only = (self.n_startup_trials, self.n_ei_candidates, not self.constant_liar,
+                    self.max_history)
+        if self.kind != "tpe" and any(tpe_only):
+            raise ConfigError(
+                f"sampler.kind={self.kind!r}: n_startup_trials, n_ei_candidates, "
+                "constant_liar and max_history are TPE's settings; leave them out or use "
+                "kind: tpe"
+            )
+
+    def tpe_options(self) -> dict[str, Any]:
+        """The keyword arguments of `optuna.samplers.TPESampler` these settings give, beyond
+        the seed ({} when they are all Optuna's defaults)."""
+        out: dict[str, Any] = {}
+        if self.n_startup_trials:
+            out["n_startup_trials"] = self.n_startup_trials
+        if self.n_ei_candidates:
+            out["n_ei_candidates"] = self.n_ei_candidates
+        if not self.constant_liar:
+            out["constant_liar"] = False
+        return out
 
 
 @dataclass(frozen=True)

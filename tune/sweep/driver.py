@@ -7,7 +7,8 @@
       optuna.journal    the Optuna study (optuna-dashboard opens it); optuna_study.json names it
       ray/              Ray Tune's experiment folder (trial folders, checkpoints, TensorBoard)
       trials/<id>/      per-trial artifacts: TensorBoard scalars, reconstructions, traversals
-      trials.parquet    one row per trial and seed; merged as each trial ends, only gains rows
+      trials.parquet    one row per trial and seed; only gains rows
+      trials.pending/   an ended trial's rows, until folded into trials.parquet (tune.sweep.table)
       report/           ranked tables, plots, best_config.yaml
 """
 
@@ -168,6 +169,12 @@ def _build_searcher(spec: SweepSpec, space, folder: Path):
         sampler = optuna.samplers.QMCSampler(seed=s.seed)
     elif s.kind == "gp":
         sampler = optuna.samplers.GPSampler(seed=s.seed)
+    elif s.max_history:
+        from tune.sweep.searcher import bounded_tpe_sampler
+
+        sampler = bounded_tpe_sampler(s.max_history, seed=s.seed, **s.tpe_options())
+    elif s.tpe_options():  # OptunaSearch's own TPESampler(seed=) has Optuna's defaults
+        sampler = optuna.samplers.TPESampler(seed=s.seed, **s.tpe_options())
     multi = len(spec.metric) > 1
     kwargs: dict[str, Any] = dict(
         space=TrialSpace(space, flatten(spec.base)),
@@ -309,7 +316,7 @@ def run_sweep(spec: SweepSpec | None = None, *, resume: str | Path | None = None
             if made is not None:
                 made.undo()
             raise
-        ACTIVE.update(folder=folder, checksum=checksum)
+        ACTIVE.update(folder=folder, checksum=checksum, objectives=tuple(spec.metric))
         try:
             grid = _fit(spec, base, space, folder, resumed=resume is not None,
                         verbose=verbose, interrupts=interrupts)

@@ -53,6 +53,13 @@ METHODS = tuple(MIN_TRIALS)
 MAX_CONDITIONAL_LEVELS = 12
 #: Trees of fANOVA's forest on each bootstrap resample (64, Optuna's default, on all trials).
 BOOT_TREES = 16
+#: Above this many usable trials (rows) the importance is computed on a seeded random subsample
+#: of this many, with `LARGE_N_BOOT` resamples: one fANOVA fit grows with the trials (its trees'
+#: leaves), about 1 s at 300 trials on 2 loaded cores, so 100 resamples of 10,000 trials per
+#: metric would take hours (and 20 of 1,000 took 8 minutes for four metrics); the subsample's
+#: interval is the wider (a conservative one).
+MAX_TRIALS = 500
+LARGE_N_BOOT = 10
 
 
 def _evaluator(method: str, seed: int, *, n_trees: int = 64):
@@ -188,9 +195,10 @@ def sweep_importance(
     params: Sequence[str] | None = None,
     *,
     method: str = "fanova",
-    n_boot: int = N_BOOT,
+    n_boot: int | None = None,
     seed: int = 0,
     min_trials: int | None = None,
+    max_trials: int | None = MAX_TRIALS,
 ) -> pd.DataFrame:
     """Importance per parameter and metric by an Optuna evaluator, with a bootstrap interval.
 
@@ -199,14 +207,18 @@ def sweep_importance(
         metrics: metric names; default: `analysis.importance.default_report_metrics(df)`.
         params: config parameters; default: the searched ones.
         method: `"fanova"` or `"ped_anova"`.
-        n_boot: bootstrap resamples of the trials (fANOVA uses `BOOT_TREES` trees on each).
+        n_boot: bootstrap resamples of the trials (fANOVA uses `BOOT_TREES` trees on each);
+            default `N_BOOT`, or `LARGE_N_BOOT` for a subsampled table.
         seed: fANOVA's seed on all trials (`seed + 1 + b` on resample b) and the resampling's.
         min_trials: the fewest trials with a value of a metric; default `MIN_TRIALS[method]`.
+        max_trials: above this many usable trials, a seeded random subsample of this many is
+            used instead (None: all; see `MAX_TRIALS`).
     Returns:
         The table of `analysis.importance.bootstrap_importance`: `importance` is what
         `optuna.importance.get_param_importances(study, evaluator=...)` gives on the study of
         all the trials. `attrs["left_out"]`: {parameter: why} for parameters Optuna could
-        not take.
+        not take; `attrs["subsample"]`: (trials used, usable trials) when subsampled, else
+        None.
     Raises:
         AnalysisError: for an unknown metric or parameter, or no searched parameter.
         ConfigError: for an unknown method.
@@ -216,6 +228,17 @@ def sweep_importance(
     if method not in METHODS:
         raise ConfigError(f"importance method {method!r}: choose one of {', '.join(METHODS)}")
     metric_cols, param_cols, used = _inputs(df, metrics, params)
+    subsample = None
+    if max_trials is not None and len(used) > max_trials:
+        keep = np.sort(np.random.default_rng(seed).choice(len(used), max_trials, replace=False))
+        subsample = (max_trials, len(used))
+        attrs, df = df.attrs, used.iloc[keep]
+        df.attrs = attrs
+        metric_cols, param_cols, used = _inputs(df, metric_cols, param_cols)
+        log.info("importance on a random %d of the %d usable trials, %s resamples",
+                 max_trials, subsample[1], n_boot or LARGE_N_BOOT)
+    if n_boot is None:
+        n_boot = N_BOOT if subsample is None else LARGE_N_BOOT
     dists, left_out = _distributions(df, used, param_cols)
     if not dists:
         raise AnalysisError(
@@ -249,6 +272,7 @@ def sweep_importance(
     finally:
         optuna.logging.set_verbosity(previous)
     table.attrs["left_out"] = left_out
+    table.attrs["subsample"] = subsample
     return table
 
 

@@ -1,23 +1,38 @@
 """The trials table of a sweep folder, `trials.parquet`: one row per trial and seed.
 
-It is written as each trial ends (a Tune Callback, `tune.sweep.callbacks`, calls
-`record_trial`) and again after `fit()`, always merged with what is there by (trial_id, seed)
-and replaced atomically: the table only ever gains rows, a finished row (TERMINATED or ERROR)
-is never replaced by an unfinished one, and a crash mid-write leaves the previous table.
+As each trial ends (a Tune Callback, `tune.sweep.callbacks`, calls `record_trial`) its rows are
+written atomically to a file of their own, `trials.pending/<trial_id>.parquet`: a few
+milliseconds, whatever the size of the sweep (rewriting the whole table per ended trial cost
+O(N) each, O(N^2) over a sweep). The pending files are folded into trials.parquet by
+`write_trials`: by `record_trial` once they number a `FOLD_FRACTION` of the table's rows (so
+the table is rewritten every N/20 trials, a constant cost per trial, and at once for the first
+trials), after `fit()`, and whenever the driver writes the table. `analysis.load_sweep` reads
+the pending rows too, so `rank` on a running or killed sweep sees every ended trial.
+
+trials.parquet is always merged with what is there by (trial_id, seed) and replaced
+atomically: the table only ever gains rows, a finished row (TERMINATED or ERROR) is never
+replaced by an unfinished one, and a crash mid-write leaves the previous table (and the pending
+files, which are removed only once the table holding them is in place).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
+from analysis.sweep import PENDING_DIR, overlay_rows, pending_files, read_pending
 from tune.config.run import RunConfig
 from tune.sweep.folder import TRIALS_FILE
 
 log = logging.getLogger(__name__)
+
+#: Pending row files are folded into trials.parquet once they number this fraction of its rows.
+FOLD_FRACTION = 0.05
 
 INTERRUPTED = "INTERRUPTED"  # the status of a trial a signal stopped before it finished
 
@@ -83,14 +98,26 @@ def sorted_table(rows: list[dict[str, Any]]):
     return df
 
 
-def write_trials(folder: Path, df) -> Path:
-    """Merge `df` into trials.parquet and write it atomically (a crash mid-write leaves the
-    previous table). The table only gains rows: see `merge_trials`."""
+def write_trials(folder: Path, df=None) -> Path:
+    """Merge the pending rows and then `df` into trials.parquet and write it atomically (a
+    crash mid-write leaves the previous table and the pending files); then remove the pending
+    files it folded. The table only gains rows: see `merge_trials`."""
     from analysis._files import atomic_write
 
-    path = Path(folder) / TRIALS_FILE
-    merged = merge_trials(read_trials(path), df)
-    return atomic_write(path, lambda fh: merged.to_parquet(fh, index=False))
+    folder = Path(folder)
+    path = folder / TRIALS_FILE
+    files = pending_files(folder)
+    pending = read_pending(files)
+    new = df if pending is None else merge_trials(pending, df)
+    merged = merge_trials(read_trials(path), new)
+    atomic_write(path, lambda fh: merged.to_parquet(fh, index=False))
+    for file in files:
+        file.unlink(missing_ok=True)
+    if files:
+        with contextlib.suppress(OSError):  # not empty: a trial ended meanwhile
+            (folder / PENDING_DIR).rmdir()
+    _FOLDS[str(folder)] = {"rows": len(merged), "pending": 0}
+    return path
 
 
 def read_trials(path: Path):
@@ -142,8 +169,12 @@ def error_text(trial) -> str:
         return "error"
 
 
+_FOLDS: dict[str, dict[str, int]] = {}  # per folder: rows of trials.parquet, pending files
+
+
 def record_trial(trial, *, error: str | None) -> None:
-    """Merge an ended trial's rows (a Tune `Trial`) into the active sweep's trials.parquet."""
+    """Write an ended trial's rows (a Tune `Trial`) to the active sweep's pending rows, and
+    fold the pending rows into trials.parquet when they are due (`FOLD_FRACTION`)."""
     folder = ACTIVE.get("folder")
     if folder is None:
         return
@@ -154,21 +185,65 @@ def record_trial(trial, *, error: str | None) -> None:
                      checkpoint_path=checkpoint.path if checkpoint is not None else None,
                      trial_dir=Path(trial.path) if trial.path else None, over=True,
                      data_checksum=ACTIVE.get("checksum"))
-        write_trials(folder, sorted_table(rows))
+        write_pending(folder, str(trial.trial_id), sorted_table(rows))
+        if fold_due(folder):
+            write_trials(folder)
     except Exception as exc:  # never fail the sweep over this early copy
         log.warning("trial %s: could not write its row to %s: %s", trial.trial_id,
-                    TRIALS_FILE, exc)
+                    PENDING_DIR, exc)
+
+
+def write_pending(folder: Path, trial_id: str, df) -> Path:
+    """Write one trial's rows atomically to `trials.pending/<trial_id>.parquet` (replacing the
+    file of an earlier end of the same trial, which they are newer than)."""
+    from analysis._files import atomic_write
+
+    pending = Path(folder) / PENDING_DIR
+    pending.mkdir(exist_ok=True)
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", trial_id) or "trial"
+    path = atomic_write(pending / f"{safe}.parquet", lambda fh: df.to_parquet(fh, index=False))
+    state = _fold_state(Path(folder))
+    state["pending"] += 1
+    return path
+
+
+def fold_due(folder: Path) -> bool:
+    """Whether the pending rows number `FOLD_FRACTION` of trials.parquet's rows (or more)."""
+    state = _fold_state(Path(folder))
+    return state["pending"] >= max(1.0, FOLD_FRACTION * state["rows"])
+
+
+def _fold_state(folder: Path) -> dict[str, int]:
+    """The rows of trials.parquet and the pending files, counted once per process."""
+    key = str(folder)
+    if key not in _FOLDS:
+        rows = 0
+        path = folder / TRIALS_FILE
+        if path.is_file():
+            try:
+                import pyarrow.parquet as pq
+
+                rows = pq.ParquetFile(path).metadata.num_rows
+            except Exception:  # unreadable: the next fold sets it aside and rebuilds
+                rows = 0
+        _FOLDS[key] = {"rows": rows, "pending": len(pending_files(folder))}
+    return _FOLDS[key]
 
 
 def finished_count(folder: Path) -> int:
+    """Trials with a TERMINATED row in trials.parquet or in the pending rows."""
     import pandas as pd
 
     path = folder / TRIALS_FILE
-    if not path.is_file():
+    df = None
+    if path.is_file():
+        try:
+            df = pd.read_parquet(path, columns=["trial_id", "seed", "status"])
+        except Exception as exc:  # pyarrow raises several kinds for a broken file
+            log.warning("%s is unreadable: %s", path, exc)
+    pending = read_pending(pending_files(folder))
+    if pending is not None and {"trial_id", "status"} <= set(pending.columns):
+        df = overlay_rows(df, pending)  # a pending row is the newer end of its run
+    if df is None or df.empty:
         return 0
-    try:
-        df = pd.read_parquet(path, columns=["trial_id", "status"])
-    except Exception as exc:  # pyarrow raises several kinds for a broken file
-        log.warning("%s is unreadable: %s", path, exc)
-        return 0
-    return int(df.loc[df["status"] == "TERMINATED", "trial_id"].nunique())
+    return int(df.loc[df["status"] == "TERMINATED", "trial_id"].astype(str).nunique())
