@@ -349,7 +349,7 @@ def synthetic_folder(n: int, root: Path) -> Path:
     import yaml
 
     from analysis.floor import floor_rows
-    from tune.sweep.driver import TrialSpace, load_space_for
+    from tune.sweep.tuner import TrialSpace, load_space_for
     from tune.sweep.folder import write_marker
     from tune.sweep.table import sorted_table, trial_rows_of, write_trials
 
@@ -400,7 +400,7 @@ def suggest_curve(sizes: list[int], args: argparse.Namespace, asks: int = 20) ->
     `paper` space (values from `simulated_metrics`) and `args.concurrent` running ones."""
     import optuna
 
-    from tune.sweep.driver import TrialSpace, load_space_for
+    from tune.sweep.tuner import TrialSpace, load_space_for
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     spec = sweep_spec(args, Path(tempfile.gettempdir()))

@@ -89,11 +89,11 @@ def test_a_failed_fold_keeps_the_table_and_the_pending_rows(active, monkeypatch)
 
 
 def test_tpe_settings_reach_the_sampler_and_are_refused_elsewhere(tmp_path) -> None:
-    from tune.sweep.driver import _build_searcher, load_space_for
+    from tune.sweep.tuner import build_searcher, load_space_for
 
     spec = SweepSpec.from_dict({"space": "quick", "sampler": {"kind": "tpe", "n_ei_candidates": 8,
                                                               "constant_liar": False}})
-    searcher = _build_searcher(spec, load_space_for(spec, spec.run_config()), tmp_path)
+    searcher = build_searcher(spec, load_space_for(spec, spec.run_config()), tmp_path)
     assert searcher._sampler._n_ei_candidates == 8 and not searcher._sampler._constant_liar
     plain = SweepSpec.from_dict({"space": "quick"})
     assert plain.sampler.tpe_options() == {}  # OptunaSearch's own TPESampler(seed=)

@@ -251,7 +251,7 @@ def _fit(spec, plan: dict[str, Any], todo: list[dict[str, Any]], confirm_dir: Pa
     from ray.tune.search import BasicVariantGenerator
 
     from tune.sweep.confirm_writer import ACTIVE, ConfirmWriter, pair_rows
-    from tune.sweep.driver import ray_loggers, trial_dirname
+    from tune.sweep.tuner import ray_loggers, trial_dirname
     from tune.sweep.table import trials_table, write_trials
     from tune.sweep.trainable import train_trial
 

@@ -69,17 +69,11 @@ def record_pair(trial, *, error: str | None) -> None:
     folder = ACTIVE.get("folder")
     if folder is None:
         return
-    from tune.sweep.table import sorted_table, trial_rows_of, write_trials
+    from tune.sweep.table import ended_trial_rows, write_trials
 
     try:
-        checkpoint = trial.checkpoint
-        rows = trial_rows_of(trial_id=trial.trial_id, config=dict(trial.config or {}),
-                             metrics=dict(trial.last_result or {}), error=error,
-                             checkpoint_path=checkpoint.path if checkpoint is not None else None,
-                             trial_dir=Path(trial.path) if trial.path else None, over=True,
-                             data_checksum=ACTIVE.get("checksum"))
-        df = pair_rows(sorted_table(rows), {str(trial.trial_id): dict(trial.config or {})},
-                       ACTIVE["lookup"])
+        rows = ended_trial_rows(trial, error=error, checksum=ACTIVE.get("checksum"))
+        df = pair_rows(rows, {str(trial.trial_id): dict(trial.config or {})}, ACTIVE["lookup"])
         write_trials(folder, df)
     except Exception as exc:  # never fail the confirmation over this early copy
         log.warning("trial %s: could not write its row to %s: %s", trial.trial_id,

@@ -179,18 +179,23 @@ def record_trial(trial, *, error: str | None) -> None:
     if folder is None:
         return
     try:
-        checkpoint = trial.checkpoint
-        rows = trial_rows_of(trial_id=trial.trial_id, config=dict(trial.config or {}),
-                     metrics=dict(trial.last_result or {}), error=error,
-                     checkpoint_path=checkpoint.path if checkpoint is not None else None,
-                     trial_dir=Path(trial.path) if trial.path else None, over=True,
-                     data_checksum=ACTIVE.get("checksum"))
-        write_pending(folder, str(trial.trial_id), sorted_table(rows))
+        write_pending(folder, str(trial.trial_id),
+                      ended_trial_rows(trial, error=error, checksum=ACTIVE.get("checksum")))
         if fold_due(folder):
             write_trials(folder)
     except Exception as exc:  # never fail the sweep over this early copy
         log.warning("trial %s: could not write its row to %s: %s", trial.trial_id,
                     PENDING_DIR, exc)
+
+
+def ended_trial_rows(trial, *, error: str | None, checksum: str | None):
+    """The table rows of an ended Tune `Trial` (its config, last result and checkpoint)."""
+    checkpoint = trial.checkpoint
+    return sorted_table(trial_rows_of(
+        trial_id=trial.trial_id, config=dict(trial.config or {}),
+        metrics=dict(trial.last_result or {}), error=error,
+        checkpoint_path=checkpoint.path if checkpoint is not None else None,
+        trial_dir=Path(trial.path) if trial.path else None, over=True, data_checksum=checksum))
 
 
 def write_pending(folder: Path, trial_id: str, df) -> Path:
