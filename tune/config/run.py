@@ -122,6 +122,9 @@ class EvalConfig:
     representation: Literal["mu", "sample"] = "mu"
     fast_metrics: tuple[str, ...] = ("mig", "dci", "factor_vae")  # during training (eval_every)
     cache: bool = True  # encode each distinct image once per evaluation
+    # "bf16": the encoder pass runs under bfloat16 autocast (CPU and GPU); the codes are cast
+    # back to float32 before the metrics.
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
         for where, names in (("eval.metrics", self.metrics),
