@@ -5,6 +5,7 @@ nothing written). Tiny runs (6 steps, latent size 4) and MIG/SAP of the `fast` p
 from __future__ import annotations
 
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -15,6 +16,16 @@ import yaml
 
 from tests.conftest import tiny_run_dict, tiny_train
 from tune.cli.commands import main
+
+
+@pytest.fixture(autouse=True)
+def _own_log_handlers():
+    """`main` points the root logger at this test's captured stderr; put it back after."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def _train(out: Path, **sections) -> Path:
@@ -110,6 +121,15 @@ def test_transfer_to_another_image_shape_is_one_line(run: Path, capsys) -> None:
     _one_line_exit_2(["evaluate", str(run), "--protocol", "fast", "--metrics", "mig",
                       "--data", "shapes3d"], capsys, "64x64x3", "64x64x1")
     assert _written(run) == before
+
+
+def test_a_conditional_model_needs_its_factors_on_the_new_data(tmp_path: Path, capsys) -> None:
+    folder = _train(tmp_path, model={"name": "cvae", "latent_dim": 4, "num_ipe": 0,
+                                     "condition_on": ["shape"]},
+                    data={"name": "shapes3d"}, train=tiny_train(2, 2, images=False))
+    _one_line_exit_2(["evaluate", str(folder), "--protocol", "fast", "--data", "mpi3d_toy"],
+                     capsys, "conditional on shape", "mpi3d_toy", "object_shape")
+    assert not list(folder.rglob("eval_*.json"))
 
 
 # ---- a sweep ---------------------------------------------------------------------------------

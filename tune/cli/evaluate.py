@@ -103,7 +103,7 @@ def find_targets(target: str | Path, *, trial: str | None = None,
                           "trials.parquet or ray/); this is not one")
     if (path / STATE_FILE).is_file():
         _readable(path)
-        return [EvalTarget(path, config_id=_recorded_id(path.parent.parent / RESULT_FILE))]
+        return [EvalTarget(path, config_id=_recorded_id(path.parent.parent / RESULT_FILE, path))]
     if (path / CHECKPOINTS).is_dir() or (path / "config.yaml").is_file():
         if not checkpoints_in(path / CHECKPOINTS):
             raise ConfigError(f"{target}: the run has no checkpoint yet (it stopped before its "
@@ -116,7 +116,7 @@ def find_targets(target: str | Path, *, trial: str | None = None,
         finally:
             quiet.setLevel(level)
         log.info("evaluating %s, the newest readable checkpoint of the run", chosen)
-        return [EvalTarget(chosen, config_id=_recorded_id(path / RESULT_FILE))]
+        return [EvalTarget(chosen, config_id=_recorded_id(path / RESULT_FILE, chosen))]
     raise ConfigError(f"{target}: not a run folder of mipet-tune train (no {CHECKPOINTS}/), a "
                       f"checkpoint folder (no {STATE_FILE}) or a sweep folder (no "
                       "trials.parquet or ray/)")
@@ -135,14 +135,20 @@ def _readable(folder: Path) -> None:
         raise DataFileError(f"{folder}: not a readable checkpoint: {problem}")
 
 
-def _recorded_id(result_file: Path) -> str | None:
+def _recorded_id(result_file: Path, checkpoint: Path) -> str | None:
+    """The config id a run's result.yaml records, if it is the result of this checkpoint's
+    step (a run trained longer with --resume has another train/steps, so another id)."""
     import yaml
+
+    from tune.train.run_checkpoint import checkpoint_step
 
     try:
         loaded = yaml.safe_load(result_file.read_text())
     except (OSError, yaml.YAMLError):
         return None
-    value = loaded.get("config_id") if isinstance(loaded, dict) else None
+    if not isinstance(loaded, dict) or loaded.get("step") != checkpoint_step(checkpoint):
+        return None
+    value = loaded.get("config_id")
     return str(value) if value else None
 
 
@@ -183,13 +189,22 @@ def _sweep_targets(folder: Path, *, trial: str | None, top: int | None) -> list[
         order = {c: i for i, c in enumerate(best)}
         rows = rows.assign(_order=rows["config_id"].map(order)).sort_values(
             ["_order", "seed", "trial_id"], kind="mergesort")
-    out = []
+    out, missing = [], []
     for row in rows.itertuples(index=False):
         seed = None if _missing(row.seed) else int(row.seed)
-        found = _trial_checkpoint(folder, str(row.trial_id), seed, row.checkpoint_path,
-                                  row.trial_dir)
+        try:
+            found = _trial_checkpoint(folder, str(row.trial_id), seed, row.checkpoint_path,
+                                      row.trial_dir)
+        except ConfigError as exc:  # an earlier seed's checkpoint that Ray did not keep
+            missing.append(str(exc))
+            continue
         out.append(EvalTarget(found, trial_id=str(row.trial_id), seed=seed,
                               config_id=str(row.config_id), sweep=folder))
+    if not out:
+        raise ConfigError(missing[0] if len(missing) == 1 else
+                          f"no checkpoint of the {len(missing)} runs asked for: {missing[0]}")
+    for line in missing:
+        log.warning("left out: %s", line)
     return out
 
 
