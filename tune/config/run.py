@@ -123,7 +123,9 @@ class EvalConfig:
     fast_metrics: tuple[str, ...] = ("mig", "dci", "factor_vae")  # during training (eval_every)
     cache: bool = True  # encode each distinct image once per evaluation
     # "bf16": the encoder pass runs under bfloat16 autocast (CPU and GPU); the codes are cast
-    # back to float32 before the metrics.
+    # back to float32 before the metrics. fp32 stays the default: on a trained beta-TCVAE (fast
+    # protocol, 3 metric seeds) bf16 moved DCI disentanglement by 0.009 against a seed sd of
+    # 0.004, and DCI's test informativeness by 0.020 against 0.007.
     precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
