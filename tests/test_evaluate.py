@@ -103,6 +103,25 @@ def test_bf16_encodes_close_to_fp32(run: Path) -> None:
                                                              abs=0.02)
 
 
+def test_the_bf16_pass_returns_float32_codes_near_the_fp32_ones() -> None:
+    import numpy as np
+    import torch
+
+    from models import ModelConfig, build_model
+    from tune.train.evaluation import Encoder
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(name="beta_vae", latent_dim=4, num_ipe=0))
+    images = np.random.default_rng(0).integers(0, 256, (40, 64, 64, 1), dtype=np.uint8)
+    cpu = torch.device("cpu")
+    fp32 = Encoder(model, cpu, batch_size=16)(images)
+    mu, logvar = Encoder(model, cpu, batch_size=16, precision="bf16", with_logvar=True)(images)
+    assert mu.dtype == logvar.dtype == np.float32 and mu.shape == fp32.shape == (40, 4)
+    assert not np.array_equal(mu, fp32)  # it did run in bf16
+    np.testing.assert_allclose(mu, fp32, atol=0.05 * float(np.abs(fp32).max()) + 1e-3)
+    assert model.training  # left in the mode it was in
+
+
 # ---- transfer --------------------------------------------------------------------------------
 def test_transfer_between_datasets_of_one_shape(tmp_path: Path, capsys) -> None:
     folder = _train(tmp_path, model={"name": "beta_vae", "latent_dim": 4, "num_ipe": 0},
