@@ -123,9 +123,10 @@ class EvalConfig:
     fast_metrics: tuple[str, ...] = ("mig", "dci", "factor_vae")  # during training (eval_every)
     cache: bool = True  # encode each distinct image once per evaluation
     # "bf16": the encoder pass runs under bfloat16 autocast (CPU and GPU); the codes are cast
-    # back to float32 before the metrics. fp32 stays the default: on a trained beta-TCVAE (fast
-    # protocol, 3 metric seeds) bf16 moved DCI disentanglement by 0.009 against a seed sd of
-    # 0.004, and DCI's test informativeness by 0.020 against 0.007.
+    # back to float32 before the metrics. fp32 stays the default: on a trained beta-TCVAE (3
+    # metric seeds) bf16 moved DCI beyond its seed spread (dlib: disentanglement by 0.0034 against
+    # a seed sd of 0.0016, train informativeness by 0.022 against 0.003; fast: 0.009 against
+    # 0.004); every other metric moved by less than its seed sd.
     precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
