@@ -35,8 +35,9 @@ _ALIASES = {"udr": "udr_lasso", "eval/udr": "eval/udr_lasso"}
 
 
 def metric_columns(df: pd.DataFrame, *, include_fast: bool = False) -> list[str]:
-    """The metric columns of a trials table: `eval/*` first, then `train/*` (then `fast/*`)."""
-    prefixes = _METRIC_PREFIXES if include_fast else _METRIC_PREFIXES[:2]
+    """The metric columns of a trials table: `eval/*` first, then `final/*` (a later final
+    evaluation), `train/*` (then `fast/*`)."""
+    prefixes = ("eval/", "final/", "train/") + (("fast/",) if include_fast else ())
     return [c for p in prefixes for c in df.columns if c.startswith(p)]
 
 
@@ -49,7 +50,7 @@ def resolve_metric(df: pd.DataFrame, name: str) -> str:
     """Map a metric name to its column: `mig` -> `eval/mig`, `recon` -> `train/recon`,
     `udr` -> `eval/udr_lasso`.
 
-    A full column name (`eval/mig`, `train/loss`, `fast/mig`) is taken as it is.
+    A full column name (`eval/mig`, `train/loss`, `fast/mig`, `final/mig`) is taken as it is.
 
     Raises:
         AnalysisError: naming the known metrics when `name` matches none.
@@ -101,7 +102,8 @@ def param_label(column: str) -> str:
 
 
 def metric_label(column: str) -> str:
-    """`eval/mig` -> `mig`; other metric columns (`train/loss`, `fast/mig`) keep their prefix."""
+    """`eval/mig` -> `mig`; other metric columns (`train/loss`, `fast/mig`, `final/mig`) keep
+    their prefix."""
     return column.removeprefix("eval/")
 
 

@@ -13,6 +13,7 @@ Column families:
     eval/<metric>              final disentanglement metrics (float, NaN when missing)
     train/<term>               final training losses (float, lower is better)
     fast/<metric>              intermediate metrics (only in a table rebuilt from `ray/`)
+    final/<metric>             a later final evaluation (`mipet-tune evaluate`, analysis.final)
 Derived when a table is read (`mark_usable`): `stopped` (a finished trial that ran fewer steps
 than `config/train/steps`, as an early-stopping scheduler leaves it) and `usable` (finished, not
 failed, finite, not stopped).
@@ -84,8 +85,9 @@ class _DirectionKeys(Set):
 #: `train/*` column is a loss (lower is better).
 HIGHER_IS_BETTER = _DirectionKeys("max")
 LOWER_IS_BETTER = _DirectionKeys("min")
-#: The prefixes of metric columns: final metrics, losses, intermediate (fast) metrics.
-METRIC_PREFIXES = ("eval/", "train/", "fast/")
+#: The prefixes of metric columns: final metrics, losses, intermediate (fast) metrics, and the
+#: metrics of a later final evaluation (`mipet-tune evaluate`: `analysis.final`).
+METRIC_PREFIXES = ("eval/", "train/", "fast/", "final/")
 #: The per-run columns besides `config/*` and the metrics.
 RUN_COLUMNS = (
     "trial_id", "status", "failed", "nonfinite", "error", "config_id", "seed", "step",
@@ -103,17 +105,19 @@ def direction(column: str) -> str:
     """Whether a metric column is maximised or minimised.
 
     Args:
-        column: a full column name such as `eval/mig`, `fast/mig` or `train/recon`.
+        column: a full column name such as `eval/mig`, `fast/mig`, `final/mig` or
+            `train/recon`.
     Returns:
         `"max"` or `"min"`: the direction the metric registry gives the key; `train/*` (losses)
         are `"min"`.
     Raises:
-        AnalysisError: for a column that is not a metric (`eval/`, `fast/`, `train/`), or an
-            `eval/`/`fast/` key that no registered metric returns (no silent default).
+        AnalysisError: for a column that is not a metric (`eval/`, `fast/`, `final/`,
+            `train/`), or an `eval/`/`fast/`/`final/` key that no registered metric returns (no
+            silent default).
     """
     if column.startswith("train/"):
         return "min"
-    for prefix in ("eval/", "fast/"):
+    for prefix in ("eval/", "fast/", "final/"):
         if column.startswith(prefix):
             way = direction_of(column[len(prefix) :])
             if way is None:
@@ -122,7 +126,8 @@ def direction(column: str) -> str:
                     "its direction is unknown; register the metric (analysis.metrics.register)"
                 )
             return way
-    raise AnalysisError(f"{column!r} is not a metric column (eval/*, fast/* or train/*)")
+    raise AnalysisError(
+        f"{column!r} is not a metric column (eval/*, fast/*, final/* or train/*)")
 
 
 # ---- configs as columns ----------------------------------------------------------------------

@@ -245,6 +245,62 @@ def bench_model(args: argparse.Namespace) -> None:
         )
 
 
+def bench_encoder_pass(args: argparse.Namespace) -> None:
+    """The evaluation's encoder pass (the representation cache encoding distinct dSprites rows
+    through `tune.train.evaluation.Encoder`, as a trial's final evaluation does) against the
+    model's own inference throughput: `model.encode` on ready float tensors in
+    `torch.inference_mode`, at its best batch size among 256..4096, measured in the same run.
+    Both in fp32 and bf16 (autocast); a pass slower than 1.3x of the model's own is marked."""
+    try:
+        import torch
+
+        import models
+        from tune.data import load_dataset, model_defaults
+        from tune.train.evaluation import Encoder
+    except ImportError as exc:  # pragma: no cover - optional part
+        print(f"\n(encoder part skipped: {exc})")
+        return
+    torch.set_num_threads(max(1, args.threads))
+    torch.manual_seed(0)
+    data = load_dataset("dsprites")
+    cfg = models.ModelConfig.from_dict({"name": "beta_vae", **model_defaults("dsprites")})
+    model = models.build_model(cfg).eval()
+    n = args.encoder_images
+    rows = np.random.RandomState(0).choice(len(data), size=n, replace=False)
+    print(f"\n== encoder pass vs the model's own inference ({n} distinct dSprites images, "
+          f"{torch.get_num_threads()} torch threads) ==")
+    print("  (CPU ms per image: the work itself, which a shared machine does not inflate; the "
+          "ratio is the pass's CPU per image over the model's own at its best batch)")
+    print(f"  {'precision':<10s} {'own best':>11s} {'own img/s':>10s} {'own CPU ms':>11s} "
+          f"{'pass img/s':>11s} {'pass CPU ms':>12s} {'ratio':>6s}")
+    images = data.images_at(np.sort(rows[:4096]))
+    for precision in ("fp32", "bf16"):
+        ctx = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
+               else torch.autocast("cpu", enabled=False))
+        own: dict[int, tuple[float, float]] = {}  # batch -> (CPU s per image, images/s wall)
+        for batch in (256, 512, 1024, 2048, 4096):
+            x = torch.from_numpy(images[:batch]).permute(0, 3, 1, 2).float().div(255.0)
+            x = x.contiguous()
+            reps = max(2, 8192 // batch)
+            with torch.inference_mode(), ctx:
+                model.encode(x[:64])  # warm-up (kernels, allocator)
+                _, secs = timed(lambda x=x, reps=reps: [model.encode(x) for _ in range(reps)])
+            own[batch] = (CPU["last"] / (reps * batch), reps * batch / secs)
+        best = min(own, key=lambda b: own[b][0])
+        # the evaluation's own settings: the Encoder's default batch, the cache's 2048
+        encoder = Encoder(model, torch.device("cpu"), precision=precision)
+        encoder(images[:64])
+        cache = CachedRepresentation(data, encoder, batch_size=args.cache_batch or 2048)
+        _, secs = timed(lambda cache=cache: cache.prefetch(rows))
+        pass_cpu = CPU["last"] / n
+        ratio = pass_cpu / own[best][0]
+        flag = "" if ratio <= 1.3 else "   SLOWER than 1.3x"
+        print(f"  {precision:<10s} {'batch ' + str(best):>11s} {own[best][1]:10.0f} "
+              f"{own[best][0] * 1e3:11.3f} {n / secs:11.0f} {pass_cpu * 1e3:12.3f} "
+              f"{ratio:6.2f}{flag}")
+        print("    own CPU ms/img by batch: "
+              + ", ".join(f"{b}: {v[0] * 1e3:.3f}" for b, v in own.items()))
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reference", action="store_true", help="time sklearn's DCI too")
@@ -253,12 +309,21 @@ def main() -> None:
     parser.add_argument("--nocache-scale", type=float, default=0.0,
                         help="also measure without the cache at this BetaVAE/FactorVAE scale")
     parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--encoder-images", type=int, default=16384,
+                        help="distinct images of the encoder-pass timing (with --model)")
+    parser.add_argument("--cache-batch", type=int, default=0,
+                        help="the cache's batch in the encoder-pass timing (0: the evaluation's "
+                             "2048)")
+    parser.add_argument("--encoder-only", action="store_true",
+                        help="with --model: only the encoder-pass timing")
     args = parser.parse_args()
     print(f"CPUs available: {len(os.sched_getaffinity(0))}; load average {os.getloadavg()}")
     if not args.skip_synthetic:
         bench_synthetic(args)
     if args.model:
-        bench_model(args)
+        bench_encoder_pass(args)
+        if not args.encoder_only:
+            bench_model(args)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from tune.cli.evaluate import evaluate_command
+
+    print(evaluate_command(args.target, trial=args.trial, top=args.top, protocol=args.protocol,
+                           metrics=args.metrics or (), seed=args.seed, data=args.data,
+                           source=args.source, precision=args.precision, device=args.device))
+    return 0
+
+
 def cmd_rank(args: argparse.Namespace) -> int:
     from tune.cli.udr import ensure_all_to_all
     from tune.sweep.results import rank_text
@@ -262,6 +271,34 @@ def build_parser() -> argparse.ArgumentParser:
                             "images, and train it again from step 0")
     _add_set(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate", help="score a trained model again (another protocol, seed or dataset)",
+        description="Score the checkpoint of a run (its newest readable one), a sweep trial's "
+                    "(--trial) or a sweep's best configurations' (--top) with a protocol, "
+                    "beside the noise floor (the same model untrained). Writes "
+                    "eval_<protocol>.json in the checkpoint folder and, for a sweep, the "
+                    "final/<metric> columns of trials.parquet.")
+    p.add_argument("target", help="a run folder or checkpoint folder of mipet-tune train, or "
+                                  "a sweep folder (with --trial or --top)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--trial", metavar="ID", help="the sweep trial to evaluate")
+    which.add_argument("--top", type=_positive_int, metavar="K",
+                       help="evaluate the sweep's K best configurations (every seed)")
+    p.add_argument("--protocol", choices=["dlib", "fast", "mipet"], default="dlib",
+                   help="evaluation protocol (default dlib: disentanglement_lib's budgets)")
+    p.add_argument("--metrics", nargs="+", metavar="METRIC",
+                   help="metrics to compute (default: the protocol's set)")
+    p.add_argument("--seed", type=int, help="the metric seed (default: the run's own, as its "
+                                            "final evaluation used)")
+    p.add_argument("--data", metavar="NAME",
+                   help="score on this dataset (images of the training shape) instead of the "
+                        "run's")
+    p.add_argument("--source", metavar="PATH", help="the file or folder of --data NAME")
+    p.add_argument("--precision", choices=["fp32", "bf16"],
+                   help="the encoder pass's precision (default: the run's eval.precision)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("rank", help="print a sweep's ranked table")
     p.add_argument("sweep", help="the sweep folder")
