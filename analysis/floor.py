@@ -191,11 +191,11 @@ def _verdict_columns(table: pd.DataFrame, m: str, floor: Any, floor_std: Any) ->
     table[f"{m}/floor"] = floor
     table[f"{m}/floor_std"] = floor_std
     table[f"{m}/margin"] = [margin(v, fl, mode=mode)
-                            for v, fl in zip(table[f"{m}/mean"], table[f"{m}/floor"])]
+                            for v, fl in zip(table[f"{m}/mean"], table[f"{m}/floor"], strict=True)]
     table[f"{m}/above_floor"] = [
         clearly_above(v, fl, spread=s, floor_spread=sf, mode=mode)
         for v, s, fl, sf in zip(table[f"{m}/mean"], table[f"{m}/std"], table[f"{m}/floor"],
-                                table[f"{m}/floor_std"])]
+                                table[f"{m}/floor_std"], strict=True)]
 
 
 def _zero_if_nan(x: float) -> float:

@@ -179,9 +179,9 @@ def plot(args: argparse.Namespace, runs: list[dict], floor: list[dict], path: Pa
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
-    from tune.data import load_dataset
-
     import torch
+
+    from tune.data import load_dataset
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -118,19 +118,17 @@ def trivial_trainable(config: dict, work: str, iters: int) -> None:
 
 
 def run_trivial(args: argparse.Namespace, work: Path) -> dict:
+    import optuna
     from ray import tune
 
-    from tune.sweep.resources import check_resources
-
     from tune.sweep.connect import connect
+    from tune.sweep.resources import check_resources
     from tune.sweep.searcher import (
         SafeOptunaSearch,
         make_study_storage,
         outcomes_from_results,
         reconcile_study,
     )
-
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cpus = os.cpu_count() or 1

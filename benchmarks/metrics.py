@@ -36,7 +36,6 @@ from analysis.metrics import (  # noqa: E402
 )
 from analysis.metrics.synthetic import SyntheticData, factor_representation  # noqa: E402
 
-
 CPU: dict[str, float] = {"last": 0.0}
 
 
@@ -96,7 +95,7 @@ def bench_synthetic(args: argparse.Namespace) -> None:
         per_metric: list[tuple[str, float]] = []
         print(f"  {'metric':<24s} {'wall':>8s} {'CPU':>8s}")
         for metric, fn in METRICS.items():
-            out, secs = timed(lambda: fn(data, make(), np.random.RandomState(0)))
+            out, secs = timed(lambda fn=fn, make=make: fn(data, make(), np.random.RandomState(0)))
             values.update(out)
             per_metric.append((metric, CPU["last"]))
             total += secs
@@ -104,13 +103,13 @@ def bench_synthetic(args: argparse.Namespace) -> None:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in out.items())
             print(f"  {metric:<24s} {secs:7.2f}s {CPU['last']:7.2f}s   {shown}")
         print(f"  {'suite, one metric after the other':<24s} {total:7.2f}s {total_cpu:7.2f}s")
-        out, secs = timed(lambda: evaluate(data, make(), n_jobs=2))
+        out, secs = timed(lambda make=make: evaluate(data, make(), n_jobs=2))
         same = all(out[k] == values[k] for k in out) if name == "discrete" else "n/a (noise)"
         print(f"  {'suite, evaluate(n_jobs=2)':<24s} {secs:7.2f}s {CPU['last']:7.2f}s"
               f"   same values: {same}")
         if args.reference:
             ref, secs_ref = timed(
-                lambda: METRICS["dci"](
+                lambda make=make: METRICS["dci"](
                     data, make(), np.random.RandomState(0), engine="sklearn", n_jobs=1
                 )
             )
@@ -143,11 +142,12 @@ def bench_synthetic(args: argparse.Namespace) -> None:
                 f"  suite CPU: dlib-style {baseline:.2f}s -> ours {total_cpu:.2f}s "
                 f"({baseline / total_cpu:.1f}x less CPU; threads add parallelism on free cores)"
             )
-        out, secs = timed(lambda: evaluate(data, make(), protocol="fast"))
+        out, secs = timed(lambda make=make: evaluate(data, make(), protocol="fast"))
         print(f"  fast protocol ({', '.join(DEFAULT_METRICS['fast'])}): {secs:.2f}s wall, "
               f"{CPU['last']:.2f}s CPU")
         out, secs = timed(
-            lambda: evaluate(data, make(), protocol="fast", metrics=["mig", "dci", "factor_vae"])
+            lambda make=make: evaluate(data, make(), protocol="fast",
+                                       metrics=["mig", "dci", "factor_vae"])
         )
         print(f"  fast protocol (mig, dci, factor_vae): {secs:.2f}s wall, {CPU['last']:.2f}s CPU")
 

@@ -39,7 +39,6 @@ from torch.utils.flop_counter import FlopCounterMode
 import models
 from tune.data import model_defaults
 
-
 ZOO = [
     "vae", "annealed_vae", "mipet_annealed_vae", "factor_vae", "mipet_factor_vae", "dip_vae_i",
     "mipet_dip_vae_i", "dip_vae_ii", "mipet_dip_vae_ii", "info_vae", "mipet_info_vae",

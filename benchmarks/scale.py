@@ -349,9 +349,9 @@ def synthetic_folder(n: int, root: Path) -> Path:
     import yaml
 
     from analysis.floor import floor_rows
-    from tune.sweep.tuner import TrialSpace, load_space_for
     from tune.sweep.folder import write_marker
     from tune.sweep.table import sorted_table, trial_rows_of, write_trials
+    from tune.sweep.tuner import TrialSpace, load_space_for
 
     args = argparse.Namespace(trials=n, concurrent=1, sampler="random", n_ei_candidates=0,
                               constant_liar=None, max_history=0)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import tiny_sweep_base
+
 from models.errors import ConfigError
 from tune.cli.commands import main
 from tune.config.sweep import SweepSpec

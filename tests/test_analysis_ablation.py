@@ -7,10 +7,10 @@ import io
 import numpy as np
 import pandas as pd
 import pytest
+from _synthetic import table
 
 from analysis.ablation import ablation_table, write_ablation
 from analysis.errors import AnalysisError
-from _synthetic import table
 
 
 def run(name: str, k: float, beta: float, seed: int, mig: float, recon: float, **kw: object):
@@ -139,8 +139,9 @@ def test_several_column_parameters(grid: pd.DataFrame) -> None:
 
 
 def test_ablation_text_of_a_sweep_folder(tmp_path) -> None:
-    from analysis.ablation import ablation_text
     from _synthetic import synthetic_trials, write_sweep
+
+    from analysis.ablation import ablation_text
 
     folder = write_sweep(synthetic_trials(n_seeds=2), tmp_path / "s", images=False)
     text = ablation_text(folder, rows=["model/name", "num_ipe"], metrics=["mig"], fmt="latex")

@@ -7,10 +7,10 @@ from importlib import metadata
 import numpy as np
 import pytest
 import yaml
+from _synthetic import table
 
 from analysis.errors import AnalysisError
 from analysis.export import best_config, export_best
-from _synthetic import table
 
 
 def run(name: str, k: float, beta: float, seed: int, mig: float, **kw: object) -> dict:
@@ -161,8 +161,8 @@ def _unread_in(path, cfg) -> set[str]:
 def test_the_exported_file_reloads_as_the_trials_config(tmp_path, model: dict) -> None:
     """Through the CLI's export (tune hands analysis `models.used_fields`): the file holds no
     field the model does not read, and reading it gives the trial's RunConfig back."""
-    from tune.sweep.results import export
     from tune.config.run import RunConfig
+    from tune.sweep.results import export
 
     cfg = _one_trial_sweep(tmp_path, model)
     path = export(tmp_path)

@@ -6,10 +6,10 @@ import math
 
 import numpy as np
 import pytest
+from _synthetic import synthetic_trials, table
 
 from analysis.errors import AnalysisError
 from analysis.rank import pareto_fronts, rank, rank_table
-from _synthetic import synthetic_trials, table
 
 
 def trial(beta: float, seed: int, mig: float, recon: float = 10.0, **extra: object) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _synthetic import synthetic_trials, table, write_sweep
 
 from analysis.errors import AnalysisError
 from analysis.importance import importance, metric_correlation
@@ -20,7 +21,6 @@ from analysis.plots import (
 from analysis.rank import rank
 from analysis.report import write_report
 from analysis.sweep import load_sweep
-from _synthetic import synthetic_trials, table, write_sweep
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from _synthetic import synthetic_trials, table, write_sweep
 
 from analysis.errors import AnalysisError
 from analysis.sweep import (
@@ -19,7 +20,6 @@ from analysis.sweep import (
     searched_params,
     usable_trials,
 )
-from _synthetic import synthetic_trials, table, write_sweep
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from _synthetic import synthetic_trials, write_sweep
+
 from tune.cli.commands import main
 from tune.config.run import RunConfig
 

@@ -12,15 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from tune.sweep.connect import ClusterInfo, NodeInfo
-
 from _processes import ProcessReaper, kill_processes, process_tree
 
-from tune.sweep.resources import check_resources
-
-from tune.sweep.storage import resolve_storage
 from tune.errors import ConfigError, ResourceError
+from tune.sweep.connect import ClusterInfo, NodeInfo
+from tune.sweep.resources import check_resources
+from tune.sweep.storage import resolve_storage
 
 
 def _cluster(*nodes: dict[str, float]) -> ClusterInfo:

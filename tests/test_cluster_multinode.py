@@ -59,12 +59,10 @@ def _script(work: str) -> None:
     from ray import tune
     from ray.cluster_utils import Cluster
 
-    from tune.sweep.resources import check_resources
-
-    from tune.sweep.connect import connect
-
-    from tune.sweep.nodes import prepare_per_node
     from tune.errors import DataFileError, ResourceError
+    from tune.sweep.connect import connect
+    from tune.sweep.nodes import prepare_per_node
+    from tune.sweep.resources import check_resources
 
     logging.basicConfig(level=logging.WARNING)
     out: dict = {}

@@ -11,16 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_run_dict, tiny_train
+from test_models import _one_thread  # noqa: F401  (the autouse fixture applies)
+from test_train_zoo import train_and_resume
 
 import models
-from conftest import tiny_run_dict, tiny_train
 from models import ConfigError, ModelConfig
 from models.objectives import label_cross_entropy
 from tune.config.run import RunConfig
 from tune.train.loop import evaluate_model, model_config_for
-
-from test_models import _one_thread  # noqa: F401  (the autouse fixture applies)
-from test_train_zoo import train_and_resume
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 CONDITIONAL = ["cvae", "ifcvae"]

@@ -78,8 +78,8 @@ def test_presets_load_and_validate() -> None:
 def test_a_preset_sets_each_key_in_one_layer(name: str) -> None:
     """The sweep preset and its search space never both set a key (the quick space once said
     300 steps while the sweep's 200 silently won)."""
-    from search_spaces import read_space
     from analysis.trials import flatten
+    from search_spaces import read_space
 
     assert name in preset_names()
     spec = SweepSpec.load(preset=name)
@@ -92,8 +92,8 @@ def test_a_preset_sets_each_key_in_one_layer(name: str) -> None:
 
 
 def test_presets_keep_their_effective_budgets() -> None:
-    from search_spaces import read_space
     from analysis.trials import flatten
+    from search_spaces import read_space
 
     def effective(name: str) -> RunConfig:
         spec = SweepSpec.load(preset=name)  # the space's fixed values, then the sweep's base

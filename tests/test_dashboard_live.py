@@ -19,8 +19,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-
 from test_sweep import _spec as tiny_sweep_spec  # the tiny sweep of tests/test_sweep.py
+
 from tune.sweep.driver import run_sweep, sweep_folder
 
 pytestmark = pytest.mark.ray
@@ -150,7 +150,7 @@ def _print_lag(folder: Path, followers: list[_Follower]) -> None:
     """How long after a trial finished each follower first saw it finished (shown with -s)."""
     df = pd.read_parquet(folder / "trials.parquet")
     done = df.groupby("trial_id")["finished_at"].max()
-    for name, follower in zip(("journal reader", "optuna-dashboard"), followers):
+    for name, follower in zip(("journal reader", "optuna-dashboard"), followers, strict=True):
         lags = [follower.finished_at[t] - done[t] for t in done.index if t in follower.finished_at]
         if lags:
             print(f"{name}: {len(follower.seen)} polls, saw {len(lags)}/{len(done)} trials "
@@ -201,7 +201,7 @@ def test_optuna_dashboard_serves_the_live_sweep(live_sweep) -> None:
         time.sleep(0.5)
     assert len(done) == 4, [t["state"] for t in detail["trials"]]
     assert detail["objective_names"] == [OBJECTIVE]
-    expected = dict(zip(df["trial_id"], df[OBJECTIVE]))
+    expected = dict(zip(df["trial_id"], df[OBJECTIVE], strict=True))
     for trial in done:
         attrs = {a["key"]: a["value"] for a in trial["user_attrs"]}
         assert [p["name"] for p in trial["params"]] == ["model/beta"]

@@ -21,8 +21,8 @@ import pytest
 import yaml
 from _processes import ProcessReaper
 
-from tune.sweep.table import INTERRUPTED, merge_trials, write_trials
 from tune.sweep.folder import LOCK_FILE, MARKER_FILE, SweepFolderError, SweepLock, read_lock
+from tune.sweep.table import INTERRUPTED, merge_trials, write_trials
 
 pytestmark = pytest.mark.ray
 

@@ -8,11 +8,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from _synthetic import synthetic_floor, synthetic_trials, table, write_sweep
 
 from analysis import load_sweep, rank, rank_table
 from analysis.export import best_config
 from analysis.rank import FLOOR_LABEL, NOT_ABOVE, summary_sentence
-from _synthetic import synthetic_floor, synthetic_trials, table, write_sweep
 from tune.cli.commands import main
 
 BEST = 0.42  # mipet_vae, K 3, beta 16, no weight decay: 0.10 + 0.15 + 0.09 + 0.08
@@ -36,8 +36,8 @@ def test_the_ranking_marks_what_is_not_clearly_above_the_floor(sweep: Path) -> N
     assert ranked.loc[0, "eval/mig/margin"] == pytest.approx(BEST / 0.045)
     below = ranked[~ranked["eval/mig/above_floor"]]
     assert set(below["config/model/name"]) == {"beta_vae"}
-    assert {(b, w) for b, w in zip(below["config/model/beta"],
-                                   below["config/train/weight_decay"])} == NOT_ABOVE_CONFIGS
+    pairs = zip(below["config/model/beta"], below["config/train/weight_decay"], strict=True)
+    assert set(pairs) == NOT_ABOVE_CONFIGS
     assert [f["config/model/name"] for f in ranked.attrs["floor"]] == ["beta_vae", "mipet_vae"]
     verdict = ranked.attrs["seed_verdict"]  # 0.42 vs 0.38, each +- 0.004 over 3 seeds
     assert verdict.verdict == "differ" and verdict.second == ranked.loc[1, "config_id"]

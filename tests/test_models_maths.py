@@ -13,7 +13,11 @@ import models
 from models import ConfigError
 from models._ipe import IPEBank
 from models.objectives import (
-    EFRegulariser, LossInputs, betatc_terms, gaussian_kl, log_importance_weights,
+    EFRegulariser,
+    LossInputs,
+    betatc_terms,
+    gaussian_kl,
+    log_importance_weights,
 )
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from test_models import _one_thread, images, make  # noqa: F401  (the autouse fixture applies)
 from torch import nn
 
 import models
@@ -16,11 +17,16 @@ from models import ConfigError, ModelConfig
 from models._adversary import FactorDiscriminator, factor_discriminator_loss, permute_dims
 from models._facts import MODEL_FACTS, OBJECTIVES
 from models.objectives import (
-    CapacityTerm, DipTerm, FactorTC, LossInputs, capacity_target, dip_covariance, dip_penalty,
-    gaussian_kl, mmd,
+    CapacityTerm,
+    DipTerm,
+    FactorTC,
+    LossInputs,
+    capacity_target,
+    dip_covariance,
+    dip_penalty,
+    gaussian_kl,
+    mmd,
 )
-
-from test_models import _one_thread, images, make  # noqa: F401  (the autouse fixture applies)
 
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
 
@@ -72,7 +78,7 @@ def test_mmd_is_zero_on_itself_and_grows_with_a_shift() -> None:
     a = torch.randn(64, 4)
     assert abs(float(mmd(a, a))) < 1e-6
     values = [float(mmd(a, a + s)) for s in (0.5, 1.0, 2.0, 4.0)]
-    assert all(lo < hi for lo, hi in zip(values, values[1:])) and values[0] > 0
+    assert all(lo < hi for lo, hi in zip(values, values[1:], strict=False)) and values[0] > 0
     # one point each, d = 1: k(a, a) = k(b, b) = 1, k(a, b) = exp(-1)
     assert math.isclose(float(mmd(torch.zeros(1, 1), torch.ones(1, 1))), 2 - 2 * math.exp(-1),
                         rel_tol=1e-6)
@@ -186,7 +192,7 @@ def test_factor_vae_discriminator_is_outside_the_main_optimizer() -> None:
     out = model(images(1))
     losses = adv.step(out)
     assert set(losses) == {"factor_disc"} and math.isfinite(float(losses["factor_disc"]))
-    assert any(not torch.equal(a, b) for a, b in zip(before, disc))
+    assert any(not torch.equal(a, b) for a, b in zip(before, disc, strict=True))
     assert all(p.grad is None for p in disc)  # zeroed after the step
     assert not make("beta_vae").build_adversaries()
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import tiny_run_dict
+
 from tune.config.run import RunConfig
 from tune.train.loop import run_training
 
@@ -92,10 +92,11 @@ def test_tensorboard_holds_images_scalars_and_one_hparams_run(run_dir: Path) -> 
 
 
 def test_the_sweep_report_shows_the_gifs_of_the_best_trials(tmp_path: Path) -> None:
+    from _synthetic import synthetic_trials, write_sweep
+
     from analysis.rank import rank
     from analysis.report import write_report
     from analysis.sweep import load_sweep
-    from _synthetic import synthetic_trials, write_sweep
     from tune.train.images import save_gif
 
     folder = write_sweep(synthetic_trials(n_seeds=1, broken=False), tmp_path / "s", images=True)

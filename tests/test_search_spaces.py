@@ -13,16 +13,16 @@ import optuna
 import pytest
 
 from models.errors import ConfigError
+from models.strict_yaml import loads
 from search_spaces import (
+    DefineByRun,
     FrozenMap,
     Param,
-    DefineByRun,
     SearchSpace,
     define_by_run,
     load_space,
     preset_names,
 )
-from models.strict_yaml import loads
 from tune.config.run import RunConfig, known_paths, set_path
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -187,9 +187,9 @@ def paper_table_text(folder: Path, metrics: tuple[str, ...], fmt: str) -> str:
 def run_ablation(spec: AblationSpec, *, address: str | None = None, verbose: int = 1) -> Path:
     """Run every cell of the grid as a Ray trial (no searcher); returns the folder."""
     from tune.sweep.driver import set_ray_env
-    from tune.sweep.tuner import ray_loggers, trial_dirname
     from tune.sweep.folder import RAY_DIR, SPEC_FILE
     from tune.sweep.table import trials_table, write_trials
+    from tune.sweep.tuner import ray_loggers, trial_dirname
 
     set_ray_env()
     configs = spec.configs()

@@ -251,9 +251,9 @@ def _fit(spec, plan: dict[str, Any], todo: list[dict[str, Any]], confirm_dir: Pa
     from ray.tune.search import BasicVariantGenerator
 
     from tune.sweep.confirm_writer import ACTIVE, ConfirmWriter, pair_rows
-    from tune.sweep.tuner import ray_loggers, trial_dirname
     from tune.sweep.table import trials_table, write_trials
     from tune.sweep.trainable import train_trial
+    from tune.sweep.tuner import ray_loggers, trial_dirname
 
     context = {"sweep_dir": str(confirm_dir), "seeds": 1, "objectives": list(spec.metric)}
     trainable = ray_tune.with_resources(ray_tune.with_parameters(train_trial, context=context),

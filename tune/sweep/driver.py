@@ -45,14 +45,15 @@ from tune.sweep.folder import (
 )
 from tune.sweep.interrupts import Interrupts
 from tune.sweep.resume import check_ray_state, resumed_spec, saved_statuses
-# `TrialSpace` and `trial_dirname` are pickled in tuner.pkl of sweeps started before they moved.
-from tune.sweep.tuner import TrialSpace, load_space_for, new_tuner, trial_dirname  # noqa: F401
 from tune.sweep.table import (
     ACTIVE,
     finished_count,
     trials_table,
     write_trials,
 )
+
+# `TrialSpace` and `trial_dirname` are pickled in tuner.pkl of sweeps started before they moved.
+from tune.sweep.tuner import TrialSpace, load_space_for, new_tuner, trial_dirname  # noqa: F401
 
 log = logging.getLogger(__name__)
 
