@@ -16,32 +16,28 @@ The HTML page embeds its images (base64), so it can be mailed or archived alone.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime as _dt
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
 from analysis import _format as fmt
+from analysis._report_certainty import (
+    agreement_section,
+    importance_section,
+    metrics_vs_params_section,
+)
+from analysis._report_doc import Doc, Sweep, write_pages
 from analysis.ablation import BINS, ablation_table, continuous_params, write_ablation
 from analysis.errors import AnalysisError
 from analysis.export import ModelFields, export_best
 from analysis.importance import (
-    MIN_IMPORTANCE_TRIALS,
     default_report_metrics,
-    importance_intervals,
-    importance_matrix,
-    metric_agreement,
 )
 from analysis.plots import (
     plot_best_images,
-    plot_correlation,
-    plot_importance,
-    plot_metric_vs_params,
     plot_pareto,
 )
 from analysis.rank import (
@@ -72,73 +68,6 @@ __all__ = ["report_metrics", "write_report"]
 
 MAX_ABLATION_LEVELS = 12
 MAX_TABLE_METRICS = 4
-
-
-@dataclasses.dataclass
-class _Doc:
-    """The report as parallel Markdown and HTML."""
-
-    folder: Path
-    md: list[str] = dataclasses.field(default_factory=list)
-    html: list[str] = dataclasses.field(default_factory=list)
-
-    def heading(self, text: str, level: int = 2) -> None:
-        self.md.append(f"{'#' * level} {text}\n")
-        self.html.append(f"<h{level}>{fmt.html_escape(text)}</h{level}>")
-
-    def para(self, text: str) -> None:
-        self.md.append(text + "\n")
-        body = re.sub(r"`([^`]+)`", r"<code>\1</code>", fmt.html_escape(text))
-        self.html.append(f"<p>{body}</p>")
-
-    def table(
-        self,
-        header: Sequence[str],
-        rows: Sequence[Sequence[str]],
-        align: Sequence[str] | None = None,
-    ) -> None:
-        self.md.append(fmt.markdown_table(header, rows, align))
-        self.html.append(fmt.html_table(header, rows, align=align))
-
-    def raw(self, md: str, html: str) -> None:
-        self.md.append(md)
-        self.html.append(html)
-
-    def image(self, path: Path | None, alt: str) -> None:
-        if path is None:
-            return
-        rel = path.relative_to(self.folder).as_posix()
-        self.md.append(f"![{alt}]({rel})\n")
-        data = base64.b64encode(path.read_bytes()).decode("ascii")
-        self.html.append(
-            f'<figure><img alt="{fmt.html_escape(alt)}" '
-            f'src="data:image/png;base64,{data}"></figure>'
-        )
-
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;
-color:#222}table{border-collapse:collapse;margin:1em 0;font-size:0.9em}
-th,td{border:1px solid #ccc;padding:3px 8px}th{background:#f3f3f3}
-img{max-width:100%}figure{margin:1em 0}code{background:#f3f3f3;padding:0 3px}"""
-
-
-@dataclasses.dataclass
-class _Sweep:
-    """What every section of the report reads: the table, the rankings, where files go."""
-
-    df: pd.DataFrame
-    root: Path
-    out: Path
-    primary: list[str]  # the ranking metrics
-    metrics: list[str]  # the metrics for plots, importance and agreement
-    ranked: pd.DataFrame
-    params: list[str]  # the searched parameters
-    importance: pd.DataFrame | None = None  # from the caller (Optuna's evaluators), or None
-    confirmed: Any = None  # the finished confirmation (analysis.confirm), or None
-
-    @property
-    def plots(self) -> Path:
-        return self.out / "plots"
 
 
 def write_report(
@@ -176,7 +105,7 @@ def write_report(
     sweep.importance = importance
     try:  # the write boundary: a read-only or clogged folder is one line, naming the path
         sweep.plots.mkdir(parents=True, exist_ok=True)
-        doc = _Doc(sweep.out)
+        doc = Doc(sweep.out)
         name = (sweep.df.attrs.get("spec") or {}).get("name") or sweep.root.name
         _summary(doc, sweep, name)
         _confirmed(doc, sweep)
@@ -184,11 +113,11 @@ def write_report(
         _best_config(doc, sweep, model_fields)
         _pareto(doc, sweep)
         _ablations(doc, sweep)
-        _importance(doc, sweep)
-        _agreement(doc, sweep)
-        _metrics_vs_params(doc, sweep)
+        importance_section(doc, sweep)
+        agreement_section(doc, sweep)
+        metrics_vs_params_section(doc, sweep)
         _best_images(doc, sweep, top)
-        index = _write_pages(doc, sweep.out, name)
+        index = write_pages(doc, sweep.out, name)
     except OSError as exc:
         where = exc.filename or sweep.out
         raise AnalysisError(f"{where}: cannot write the report ({exc.strerror or exc}); it goes "
@@ -210,7 +139,7 @@ def report_metrics(
 
 
 def _read(folder: str | Path, by: str | Sequence[str] | None,
-          metrics: Sequence[str] | None) -> _Sweep:
+          metrics: Sequence[str] | None) -> Sweep:
     df = load_sweep(folder)
     root = Path(df.attrs["sweep_folder"])
     primary, report = report_metrics(df, by, metrics)
@@ -220,11 +149,11 @@ def _read(folder: str | Path, by: str | Sequence[str] | None,
     confirmed = load_confirmation(root)
     if confirmed is not None and confirmed.metrics != list(primary):
         confirmed = None  # confirmed by another metric than this report ranks by
-    return _Sweep(df, root, root / "report", primary, report, ranked, searched_params(df),
+    return Sweep(df, root, root / "report", primary, report, ranked, searched_params(df),
                   confirmed=confirmed)
 
 
-def _summary(doc: _Doc, sweep: _Sweep, name: str) -> None:
+def _summary(doc: Doc, sweep: Sweep, name: str) -> None:
     df = sweep.df
     doc.heading(f"Sweep report: {name}", 1)
     if sweep.confirmed is not None:  # the confirmed verdict first: fresh seeds settle it
@@ -251,7 +180,7 @@ def _summary(doc: _Doc, sweep: _Sweep, name: str) -> None:
         doc.para("Dataset: " + ", ".join(sorted({str(v) for v in df["config/data/name"]})) + ".")
 
 
-def _confirmed(doc: _Doc, sweep: _Sweep) -> None:
+def _confirmed(doc: Doc, sweep: Sweep) -> None:
     """The confirmed table (`mipet-tune confirm`), above the search's ranking."""
     from analysis.confirm import confirmed_notes, confirmed_rows
 
@@ -264,7 +193,7 @@ def _confirmed(doc: _Doc, sweep: _Sweep) -> None:
         doc.para(line)
 
 
-def _ranking(doc: _Doc, sweep: _Sweep, max_rows: int) -> None:
+def _ranking(doc: Doc, sweep: Sweep, max_rows: int) -> None:
     ranked = sweep.ranked
     dirs = ", ".join(
         f"{m} ({'higher' if ranked.attrs['directions'][m] == 'max' else 'lower'} is better)"
@@ -285,7 +214,7 @@ def _ranking(doc: _Doc, sweep: _Sweep, max_rows: int) -> None:
     (sweep.out / "ranked.md").write_text(ranked_markdown(ranked))
 
 
-def _best_config(doc: _Doc, sweep: _Sweep, model_fields: ModelFields | None) -> None:
+def _best_config(doc: Doc, sweep: Sweep, model_fields: ModelFields | None) -> None:
     best_path = export_best(sweep.df, sweep.out, by=sweep.primary, model_fields=model_fields)
     if sweep.confirmed is not None:
         top = sweep.confirmed.table.iloc[0]
@@ -301,7 +230,7 @@ def _best_config(doc: _Doc, sweep: _Sweep, model_fields: ModelFields | None) -> 
     )
 
 
-def _pareto(doc: _Doc, sweep: _Sweep) -> None:
+def _pareto(doc: Doc, sweep: Sweep) -> None:
     """Disentanglement against the reconstruction term (or the first two ranking metrics)."""
     df = sweep.df
     pair = pareto_metrics(df, sweep.primary)
@@ -325,7 +254,7 @@ def _pareto(doc: _Doc, sweep: _Sweep) -> None:
         doc.para(f"(No Pareto front: {exc}.)")
 
 
-def _ablations(doc: _Doc, sweep: _Sweep) -> None:
+def _ablations(doc: Doc, sweep: Sweep) -> None:
     primary = sweep.primary
     table_metrics = [m for m in sweep.metrics if m in primary] + [
         m for m in sweep.metrics if m not in primary
@@ -362,127 +291,7 @@ def _ablations(doc: _Doc, sweep: _Sweep) -> None:
         )
 
 
-def _importance(doc: _Doc, sweep: _Sweep) -> None:
-    doc.heading("Hyperparameter importance")
-    try:
-        imp = sweep.importance
-        if imp is None:
-            imp = importance_intervals(sweep.df, sweep.metrics)
-    except AnalysisError as exc:
-        doc.para(f"(No importance: {exc}.)")
-        return
-    method = imp.attrs.get("method", "forest")
-    minimum = imp.attrs.get("min_trials", MIN_IMPORTANCE_TRIALS)
-    early = imp.attrs.get("too_early", {})
-    if imp.empty and not early:
-        doc.para("(No importance: no metric varies across the finished trials.)")
-        return
-    if imp.empty:
-        counts = sorted(set(early.values()))
-        doc.para(
-            f"Too early for importance: it needs at least {minimum} finished trials with a "
-            f"value of the metric, and this sweep has {fmt.value(max(counts))}. Below that the "
-            "shares (which always sum to 1) name a winner whatever the data; none is shown."
-        )
-        return
-    imp.to_csv(sweep.out / "importance.csv", index=False)
-    how = {
-        "fanova": "Optuna's fANOVA (FanovaImportanceEvaluator)",
-        "ped_anova": "Optuna's PED-ANOVA (PedAnovaImportanceEvaluator)",
-    }.get(method, "a random forest's impurity decrease (the fallback without Optuna)")
-    doc.para(
-        f"Share of each parameter by {how}, per metric over the finished trials (seeds as "
-        f"samples); in brackets the 95% percentile interval of {imp.attrs.get('n_boot')} "
-        "bootstrap resamples of the trials. Shares sum to 1 per metric, so compare a share "
-        "with its interval, not with zero alone."
-    )
-    wide = importance_matrix(imp)
-    lows, highs = importance_matrix(imp, "low"), importance_matrix(imp, "high")
-    doc.table(
-        ["parameter", *[metric_label(m) for m in wide.columns]],
-        [
-            [p, *[_interval(wide.loc[p, m], lows.loc[p, m], highs.loc[p, m])
-                  for m in wide.columns]]
-            for p in wide.index
-        ],
-        ["l"] + ["r"] * len(wide.columns),
-    )
-    notes = [f"{metric_label(m)} ({n} trials)" for m, n in early.items()]
-    if notes:
-        doc.para(f"Too early (fewer than {minimum} trials): " + ", ".join(notes) + ".")
-    constant = imp.attrs.get("constant") or []
-    if constant:
-        doc.para("Left out, the same in every trial: "
-                 + ", ".join(metric_label(m) for m in constant) + ".")
-    left = imp.attrs.get("left_out") or {}
-    if left:
-        doc.para("Left out: " + "; ".join(f"{p} ({why})" for p, why in left.items()) + ".")
-    doc.image(plot_importance(imp, sweep.plots / "importance.png"), "importance")
-
-
-def _interval(value: float, low: float, high: float) -> str:
-    """A share and its interval, two decimals (shares lie in [0, 1])."""
-    if any(pd.isna(v) for v in (value, low, high)):
-        return fmt.DASH
-    return f"{value:.2f} [{low:.2f}, {high:.2f}]"
-
-
-def _agreement(doc: _Doc, sweep: _Sweep) -> None:
-    doc.heading("Agreement between metrics")
-    try:
-        pairs = metric_agreement(sweep.df, sweep.metrics)
-    except AnalysisError as exc:
-        doc.para(f"(No correlation: {exc}.)")
-        return
-    minimum = pairs.attrs["min_points"]
-    n_points = pairs.attrs["n_points"]
-    if not pairs["shown"].any():
-        doc.para(
-            f"Too early for the agreement between metrics: a rank correlation needs at least "
-            f"{minimum} configurations with both values, and this sweep has {n_points}. "
-            "Below that its 95% interval spans almost every value from -1 to 1."
-        )
-        return
-    pairs.to_csv(sweep.out / "metric_correlation.csv", index=False)
-    doc.para(
-        f"Spearman rank correlation over up to {n_points} configurations (seed means), with "
-        "the number of configurations n and a 95% interval (Fisher z); lower-is-better "
-        "metrics negated, so +1 means the two metrics order the configurations alike. Pairs "
-        f"with fewer than {minimum} configurations are left blank."
-    )
-    shown = pairs[pairs["shown"]]
-    doc.table(
-        ["metric", "metric", "rho", "95% interval", "n"],
-        [
-            [metric_label(r["a"]), metric_label(r["b"]), fmt.num(r["rho"], 2),
-             f"[{fmt.num(r['low'], 2)}, {fmt.num(r['high'], 2)}]", str(int(r["n"]))]
-            for _, r in shown.iterrows()
-        ],
-        ["l", "l", "r", "r", "r"],
-    )
-    doc.image(plot_correlation(pairs, sweep.plots / "metric_correlation.png"), "correlation")
-
-
-def _metrics_vs_params(doc: _Doc, sweep: _Sweep) -> None:
-    doc.heading("Metrics against the searched parameters")
-    n_used = int(sweep.ranked.attrs.get("n_used", 0))
-    if n_used < MIN_IMPORTANCE_TRIALS:
-        doc.para(
-            f"Too early for metric-against-parameter panels: {n_used} finished trials, fewer "
-            f"than {MIN_IMPORTANCE_TRIALS}; a line through so few points reads as a trend it "
-            "is not. Each configuration's values are in the ranking above and in ranked.csv."
-        )
-        return
-    for m in sweep.metrics:
-        try:
-            png = sweep.plots / f"vs_params_{metric_label(m).replace('/', '-')}.png"
-            path = plot_metric_vs_params(sweep.df, m, png)
-            doc.image(path, f"{m} against the parameters")
-        except AnalysisError as exc:
-            doc.para(f"({m}: {exc}.)")
-
-
-def _best_images(doc: _Doc, sweep: _Sweep, top: int) -> None:
+def _best_images(doc: Doc, sweep: Sweep, top: int) -> None:
     doc.heading("Best trials: latent traversals and reconstructions")
     shown = False
     for kind in ("traversal", "reconstruction"):
@@ -498,20 +307,7 @@ def _best_images(doc: _Doc, sweep: _Sweep, top: int) -> None:
     _best_gifs(doc, sweep.df, sweep.ranked, sweep.out / "gifs", top=top)
 
 
-def _write_pages(doc: _Doc, out: Path, name: str) -> Path:
-    index = out / "index.md"
-    index.write_text("\n".join(doc.md))
-    html = (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        f"<title>{fmt.html_escape(name)}</title><style>{_CSS}</style></head><body>\n"
-        + "\n".join(doc.html)
-        + "\n</body></html>\n"
-    )
-    (out / "index.html").write_text(html)
-    return index
-
-
-def _best_gifs(doc: _Doc, df: pd.DataFrame, ranked: pd.DataFrame, folder: Path, *,
+def _best_gifs(doc: Doc, df: pd.DataFrame, ranked: pd.DataFrame, folder: Path, *,
                top: int) -> None:
     """The animated traversals (`traversal.gif`) of the best trials, copied into `folder`."""
     found = []

@@ -51,7 +51,7 @@ def check_population(spec: Any, base: Any, space: Any) -> None:
     Raises:
         ConfigError: a conditional parameter; a perturbed path another model lacks.
     """
-    from tune.config.sweep import mutable_paths
+    from tune.config.scheduler import mutable_paths
 
     sched = spec.scheduler
     for p in space.params:
