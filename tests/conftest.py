@@ -11,6 +11,20 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+@pytest.fixture(autouse=True)
+def _root_log_handlers():
+    """`mipet-tune`'s `main` points the root logger at the stderr of the moment, a test's captured
+    stream that is closed after the test; put the root logger back after every test, so that no
+    later test logs into a closed stream."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray with 4 logical CPUs and 2 logical GPUs (Ray does not check them against the

@@ -150,7 +150,7 @@ def _print_lag(folder: Path, followers: list[_Follower]) -> None:
     """How long after a trial finished each follower first saw it finished (shown with -s)."""
     df = pd.read_parquet(folder / "trials.parquet")
     done = df.groupby("trial_id")["finished_at"].max()
-    for name, follower in zip(("journal reader", "optuna-dashboard"), followers, strict=True):
+    for name, follower in zip(("journal reader", "optuna-dashboard"), followers, strict=False):
         lags = [follower.finished_at[t] - done[t] for t in done.index if t in follower.finished_at]
         if lags:
             print(f"{name}: {len(follower.seen)} polls, saw {len(lags)}/{len(done)} trials "

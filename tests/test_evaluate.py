@@ -5,7 +5,6 @@ nothing written). Tiny runs (6 steps, latent size 4) and MIG/SAP of the `fast` p
 from __future__ import annotations
 
 import json
-import logging
 import math
 import shutil
 from pathlib import Path
@@ -16,16 +15,6 @@ import yaml
 
 from tests.conftest import tiny_run_dict, tiny_train
 from tune.cli.commands import main
-
-
-@pytest.fixture(autouse=True)
-def _own_log_handlers():
-    """`main` points the root logger at this test's captured stderr; put it back after."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 def _train(out: Path, **sections) -> Path:
