@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -103,8 +104,8 @@ def write_report(
     """
     sweep = _read(folder, by, metrics)
     sweep.importance = importance
+    check_report_folder(sweep.root)
     try:  # the write boundary: a read-only or clogged folder is one line, naming the path
-        sweep.plots.mkdir(parents=True, exist_ok=True)
         doc = Doc(sweep.out)
         name = (sweep.df.attrs.get("spec") or {}).get("name") or sweep.root.name
         _summary(doc, sweep, name)
@@ -119,11 +120,35 @@ def write_report(
         _best_images(doc, sweep, top)
         index = write_pages(doc, sweep.out, name)
     except OSError as exc:
-        where = exc.filename or sweep.out
-        raise AnalysisError(f"{where}: cannot write the report ({exc.strerror or exc}); it goes "
-                            f"to {sweep.out}, which must be a writable folder") from None
+        raise _unwritable(exc, sweep.out) from None
     log.info("wrote the report of %s to %s", sweep.root, sweep.out)
     return index
+
+
+def check_report_folder(folder: str | Path) -> Path:
+    """Make `<folder>/report/plots/` and write a probe file there, so that a read-only or
+    clogged place fails in one line before any of the report's work is done.
+
+    Returns:
+        The report folder.
+    Raises:
+        AnalysisError: naming the path that cannot be written.
+    """
+    out = Path(folder) / "report"
+    try:
+        (out / "plots").mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise _unwritable(exc, out) from None
+    return out
+
+
+def _unwritable(exc: OSError, out: Path) -> AnalysisError:
+    where = exc.filename or out
+    return AnalysisError(f"{where}: cannot write the report ({exc.strerror or exc}); it goes to "
+                         f"{out}, which must be a writable folder")
 
 
 def report_metrics(

@@ -59,9 +59,11 @@ def export(folder: Path, *, to: str | Path | None = None, by: Sequence[str] | No
 
 def report(folder: Path, *, by: Sequence[str] | None = None) -> Path:
     from analysis import write_report
+    from analysis.report import check_report_folder
     from tune.sweep.importance import report_importance  # Optuna's fANOVA, for the report
 
     folder = _sweep(folder)
+    check_report_folder(folder)  # before the importance's minute of work, not after it
     return write_report(folder, by=by, model_fields=used_fields,
                         importance=report_importance(folder, by=by))
 
